@@ -1,0 +1,275 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/bothnia/bothnia/spec"
+)
+
+// Role names of namespaces.
+const (
+	RoleHost   = "host"
+	RoleRouter = "router"
+	RoleDHCP   = "dhcp"
+)
+
+// DefaultAgeingCentis is the kernel's default bridge FDB ageing, 300 s.
+const DefaultAgeingCentis = 30000
+
+// builder accumulates per-node state while walking the spec.
+type builder struct {
+	s      *spec.Spec
+	fabric netip.Prefix
+	mtu    int
+	nodes  map[string]*Node
+}
+
+// Compile returns the desired state of every node of a validated spec. It
+// reads nothing but its argument and is safe to call repeatedly.
+func Compile(s *spec.Spec) (*Plan, error) {
+	b := &builder{
+		s:      s,
+		fabric: netip.MustParsePrefix(s.Fabric.CIDR),
+		mtu:    s.NetworkMTU(),
+		nodes:  map[string]*Node{},
+	}
+	for _, sn := range s.SiteNames() {
+		for _, n := range s.Sites[sn].Nodes {
+			b.nodes[n.Name] = &Node{
+				Name: n.Name, Site: sn, Underlay: n.Underlay,
+				Namespaces: []Namespace{{Name: HostNS, Role: RoleHost}},
+			}
+		}
+	}
+	for _, n := range s.Networks {
+		if err := b.network(n); err != nil {
+			return nil, err
+		}
+	}
+	p := &Plan{Fabric: s.Fabric.Name}
+	for _, n := range b.nodes {
+		n.sort()
+		p.Nodes = append(p.Nodes, *n)
+	}
+	sort.Slice(p.Nodes, func(i, j int) bool { return p.Nodes[i].Name < p.Nodes[j].Name })
+	return p, nil
+}
+
+// NetworkID is a network's Neutron-style UUID: the spec's, or one derived
+// from the fabric and network names.
+func NetworkID(s *spec.Spec, n *spec.Network) string {
+	if n.ID != "" {
+		return n.ID
+	}
+	return DeriveID("network", s.Fabric.Name+"/"+n.Name)
+}
+
+// PortID is a VM port's UUID: the spec's, or one derived from its names.
+func PortID(s *spec.Spec, n *spec.Network, vm *spec.VM) string {
+	if vm.PortID != "" {
+		return vm.PortID
+	}
+	return DeriveID("port", s.Fabric.Name+"/"+n.Name+"/"+vm.Name)
+}
+
+// RouterID is the router's UUID, derived from its name.
+func RouterID(s *spec.Spec) string { return DeriveID("router", s.Fabric.Name+"/"+s.Router.Name) }
+
+// InfraNetwork is the network the router, DHCP and DNS serve: the router's,
+// or the first one where there is no router.
+func InfraNetwork(s *spec.Spec) *spec.Network {
+	if s.Router != nil {
+		return s.Network(s.Router.Network)
+	}
+	if len(s.Networks) > 0 {
+		return s.Networks[0]
+	}
+	return nil
+}
+
+// member is one MAC on a network and the node that hosts it.
+type member struct{ mac, node string }
+
+func (b *builder) network(n *spec.Network) error {
+	s := b.s
+	netID := NetworkID(s, n)
+	br := BridgeName(netID)
+	bits := b.fabric.Bits()
+	infra := InfraNetwork(s) == n
+
+	var members []member
+	seenMAC := map[string]string{}
+	addMember := func(mac, node, what string) error {
+		if prev, ok := seenMAC[mac]; ok {
+			return fmt.Errorf("plan: network %s: MAC %s of %s is also %s's; set the VM's mac to another value", n.Name, mac, what, prev)
+		}
+		seenMAC[mac] = what
+		members = append(members, member{mac, node})
+		return nil
+	}
+
+	gateway := ""
+	if infra && s.Router != nil {
+		gateway = s.Router.Address
+	}
+	for _, vm := range n.VMs {
+		pid := PortID(s, n, vm)
+		node := b.nodes[vm.Node]
+		node.Ports = append(node.Ports, Port{
+			Name: TapName(pid), Bridge: br, Network: n.Name, VM: vm.Name,
+			MAC: vm.MAC, IP: fmt.Sprintf("%s/%d", vm.IP, bits), Gateway: gateway, MTU: b.mtu,
+		})
+		if err := addMember(vm.MAC, vm.Node, "vm "+vm.Name); err != nil {
+			return err
+		}
+	}
+
+	if infra && s.Router != nil {
+		r := s.Router
+		rid := RouterID(s)
+		pid := DeriveID("router-port", rid+"/"+netID)
+		mac := InfraMAC(pid)
+		if err := addMember(mac, r.Node, "router "+r.Name); err != nil {
+			return err
+		}
+		b.router(r, rid, pid, mac, br, bits)
+	}
+	if infra {
+		for _, sn := range s.SiteNames() {
+			d := s.Sites[sn].DHCP
+			if d == nil {
+				continue
+			}
+			pid := DeriveID("dhcp-port", netID+"/"+sn)
+			mac := InfraMAC(pid)
+			if err := addMember(mac, d.Node, "dhcp "+sn); err != nil {
+				return err
+			}
+			b.dhcp(d, netID, pid, mac, br, bits, gateway)
+		}
+	}
+
+	// Every node with a port on the network gets the bridge and uplink;
+	// the others get nothing, so broadcasts never reach them.
+	nodes := map[string]bool{}
+	for _, m := range members {
+		nodes[m.node] = true
+	}
+	for name := range nodes {
+		host := b.nodes[name].Namespace(HostNS)
+		host.Links = append(host.Links, Link{
+			Name: br, Kind: Bridge, MAC: BridgeMAC(netID, name), MTU: b.mtu, AgeingCentis: DefaultAgeingCentis,
+		})
+		host.Links = append(host.Links, b.uplink(n, name, br, nodes, members))
+	}
+	return nil
+}
+
+func (b *builder) uplink(n *spec.Network, node, br string, nodes map[string]bool, members []member) Link {
+	s := b.s
+	if s.Link.Mode == "vlan" {
+		return Link{
+			Name: VLANName(s.Link.Device, n.Segment), Kind: VLAN, MTU: b.mtu, Master: br,
+			VLAN: &VLANOpt{Parent: s.Link.Device, ID: n.Segment},
+		}
+	}
+	self := b.nodes[node]
+	l := Link{
+		Name: VXLANName(n.Segment), Kind: VXLAN, MTU: b.mtu, Master: br,
+		VXLAN: &VXLANOpt{VNI: n.Segment, Local: self.Underlay, Port: s.Link.VXLANPort, Dev: s.Link.Device},
+	}
+	var peers []string
+	for p := range nodes {
+		if p != node {
+			peers = append(peers, p)
+		}
+	}
+	sort.Strings(peers)
+	for _, p := range peers {
+		l.FDB = append(l.FDB, FDB{MAC: FloodMAC, Dst: b.nodes[p].Underlay})
+	}
+	// Learning is off on the tunnel, and every MAC is known from the spec:
+	// unicast goes straight to the node that hosts it.
+	var known []FDB
+	for _, m := range members {
+		if m.node != node {
+			known = append(known, FDB{MAC: m.mac, Dst: b.nodes[m.node].Underlay})
+		}
+	}
+	sort.Slice(known, func(i, j int) bool { return known[i].MAC < known[j].MAC })
+	l.FDB = append(l.FDB, known...)
+	return l
+}
+
+func (b *builder) router(r *spec.Router, rid, pid, mac, br string, bits int) {
+	node := b.nodes[r.Node]
+	nsName := "qrouter-" + rid
+	qr, tap := "qr-"+short(pid), TapName(pid)
+	ext := netip.MustParsePrefix(r.External.CIDR)
+	ns := Namespace{Name: nsName, Role: RoleRouter, Forwarding: true}
+	ns.Links = append(ns.Links,
+		Link{Name: qr, Kind: Veth, MAC: mac, MTU: b.mtu, Addrs: []string{fmt.Sprintf("%s/%d", r.Address, bits)},
+			Peer: &Peer{HostNS, tap}},
+		Link{Name: "gw", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Router, ext.Bits())},
+			Peer: &Peer{HostNS, "mm"}},
+	)
+	// No default route: only the allowlist leaves the fabric.
+	for _, a := range r.Allow {
+		ns.Routes = append(ns.Routes, Route{Dst: spec.AllowedPrefix(a.Prefix).String(), Via: r.External.Host, Dev: "gw"})
+	}
+	if *r.SNAT {
+		ns.SNAT = append(ns.SNAT, SNAT{OutIface: "gw", To: r.External.Router})
+	}
+	node.Namespaces = append(node.Namespaces, ns)
+	host := node.Namespace(HostNS)
+	host.Links = append(host.Links,
+		Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, qr}},
+		Link{Name: "mm", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Host, ext.Bits())},
+			Peer: &Peer{nsName, "gw"}},
+	)
+}
+
+func (b *builder) dhcp(d *spec.DHCP, netID, pid, mac, br string, bits int, gateway string) {
+	node := b.nodes[d.Node]
+	nsName := "qdhcp-" + netID
+	in, tap := "ns-"+short(pid), TapName(pid)
+	ns := Namespace{Name: nsName, Role: RoleDHCP}
+	ns.Links = append(ns.Links, Link{Name: in, Kind: Veth, MAC: mac, MTU: b.mtu,
+		Addrs: []string{fmt.Sprintf("%s/%d", d.Address, bits)}, Peer: &Peer{HostNS, tap}})
+	if gateway != "" {
+		// The DNS forwarder beside the DHCP server reaches its upstreams
+		// through the router, as Neutron's qdhcp namespaces do.
+		ns.Routes = append(ns.Routes, Route{Dst: "0.0.0.0/0", Via: gateway, Dev: in})
+	}
+	node.Namespaces = append(node.Namespaces, ns)
+	host := node.Namespace(HostNS)
+	host.Links = append(host.Links, Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, in}})
+}
+
+var kindOrder = map[Kind]int{Bridge: 0, VLAN: 1, VXLAN: 2, Veth: 3}
+
+// sort puts a node in canonical order: host namespace first, bridges before
+// their ports, everything else by name.
+func (n *Node) sort() {
+	sort.SliceStable(n.Namespaces, func(i, j int) bool {
+		a, b := n.Namespaces[i], n.Namespaces[j]
+		if (a.Name == HostNS) != (b.Name == HostNS) {
+			return a.Name == HostNS
+		}
+		return a.Name < b.Name
+	})
+	for i := range n.Namespaces {
+		ls := n.Namespaces[i].Links
+		sort.Slice(ls, func(i, j int) bool {
+			if kindOrder[ls[i].Kind] != kindOrder[ls[j].Kind] {
+				return kindOrder[ls[i].Kind] < kindOrder[ls[j].Kind]
+			}
+			return ls[i].Name < ls[j].Name
+		})
+		rs := n.Namespaces[i].Routes
+		sort.Slice(rs, func(i, j int) bool { return rs[i].Dst < rs[j].Dst })
+	}
+	sort.Slice(n.Ports, func(i, j int) bool { return n.Ports[i].Name < n.Ports[j].Name })
+}

@@ -1,0 +1,284 @@
+// Package spec defines the fabric spec, the single source of truth of a
+// bothnia deployment, and turns YAML into a validated Spec.
+//
+// The spec is plain data on purpose: a later control plane feeds the same
+// types from a store instead of a file, and the planner never knows which.
+package spec
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Spec is one fabric: a single L2 network (or several isolated ones) spread
+// over two sites and joined by a dedicated inter-site link.
+type Spec struct {
+	Fabric   Fabric           `yaml:"fabric"`
+	Sites    map[string]*Site `yaml:"sites"`
+	Link     Link             `yaml:"link"`
+	Router   *Router          `yaml:"router,omitempty"`
+	DNS      *DNS             `yaml:"dns,omitempty"`
+	Networks []*Network       `yaml:"networks"`
+	Lab      Lab              `yaml:"lab,omitempty"`
+}
+
+// Fabric is the address plan shared by both sites.
+type Fabric struct {
+	Name   string `yaml:"name"`
+	CIDR   string `yaml:"cidr"`             // 10.101.0.0/16
+	Domain string `yaml:"domain,omitempty"` // DNS domain of VM names
+}
+
+// Site is one cloud. Its CIDR is its half of the fabric: the high bit of the
+// third octet picks the site (ePouta 0, Knox 1).
+type Site struct {
+	CIDR  string   `yaml:"cidr"`
+	Pools []string `yaml:"pools"` // "first-last" ranges the site allocates from
+	DHCP  *DHCP    `yaml:"dhcp,omitempty"`
+	Nodes []*Node  `yaml:"nodes"`
+}
+
+// DHCP places a site's DHCP server: an address of the site's half outside
+// every pool, in a namespace on one node.
+type DHCP struct {
+	Address string `yaml:"address"`
+	Node    string `yaml:"node"`
+}
+
+// Node is a hypervisor or controller host of a site.
+type Node struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"` // controller or compute
+	// Underlay is the node's address on the network that carries VXLAN.
+	// On VLAN sites it is informational.
+	Underlay string `yaml:"underlay"`
+}
+
+// Link is the inter-site carrier. Real hosts tag each network's segment as
+// an 802.1Q VLAN on Device; the lab (whose kernel has no 802.1Q) carries the
+// same segment ID as a VXLAN VNI between the nodes' underlay addresses.
+type Link struct {
+	Mode        string `yaml:"mode"`                   // vlan or vxlan
+	Device      string `yaml:"device,omitempty"`       // VLAN parent, or VXLAN underlay device
+	VXLANPort   int    `yaml:"vxlan_port,omitempty"`   // default 4789
+	UnderlayMTU int    `yaml:"underlay_mtu,omitempty"` // default 1500
+	RateMbit    int    `yaml:"rate_mbit,omitempty"`    // lab WAN shaping, default 1000
+}
+
+// Router is the virtual router of the seed: one namespace on one node with
+// a leg in the fabric network and a gw<->mm veth to a small transfer
+// network, no default route, host routes to an allowlist only, and SNAT.
+type Router struct {
+	Name     string    `yaml:"name"`
+	Node     string    `yaml:"node"`
+	Network  string    `yaml:"network"`
+	Address  string    `yaml:"address"` // 10.101.0.1
+	External External  `yaml:"external"`
+	Allow    []Allowed `yaml:"allow"`
+	SNAT     *bool     `yaml:"snat,omitempty"` // default true
+}
+
+// External is the gw<->mm transfer network.
+type External struct {
+	CIDR   string `yaml:"cidr"`   // 10.5.0.0/24
+	Router string `yaml:"router"` // gw end, 10.5.0.2
+	Host   string `yaml:"host"`   // mm end, 10.5.0.1
+}
+
+// Allowed is one destination the router routes to. Anything else has no
+// route and is unreachable from the fabric.
+type Allowed struct {
+	Name   string `yaml:"name"`
+	Prefix string `yaml:"prefix"` // an address or a CIDR
+}
+
+// DNS is the cache/forwarder every VM uses.
+type DNS struct {
+	Address    string   `yaml:"address"`
+	Forwarders []string `yaml:"forwarders"`
+}
+
+// Network is one project's L2 segment across both sites.
+type Network struct {
+	Name    string `yaml:"name"`
+	Project string `yaml:"project"`
+	ID      string `yaml:"id,omitempty"` // Neutron network UUID; derived from the name if empty
+	Segment int    `yaml:"segment"`      // VLAN ID on real hosts, VXLAN VNI in the lab
+	VMs     []*VM  `yaml:"vms"`
+}
+
+// VM is one instance port on a network.
+type VM struct {
+	Name   string `yaml:"name"`
+	Node   string `yaml:"node"`
+	IP     string `yaml:"ip"`
+	MAC    string `yaml:"mac"`
+	PortID string `yaml:"port_id,omitempty"` // Neutron port UUID; derived if empty
+}
+
+// Lab holds what exists only in the one-machine lab.
+type Lab struct {
+	// Blocked are outside endpoints the lab creates although the router
+	// has no route to them: check proves they stay unreachable.
+	Blocked []Allowed `yaml:"blocked,omitempty"`
+	// Port is the TCP port every lab endpoint and VM listens on for check.
+	Port int `yaml:"port,omitempty"`
+}
+
+// Load reads and validates a spec file.
+func Load(path string) (*Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Parse decodes YAML strictly (unknown fields are errors, so a typo never
+// silently drops a setting), applies defaults and validates.
+func Parse(b []byte) (*Spec, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	s.setDefaults()
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (s *Spec) setDefaults() {
+	if s.Link.VXLANPort == 0 {
+		s.Link.VXLANPort = 4789
+	}
+	if s.Link.UnderlayMTU == 0 {
+		s.Link.UnderlayMTU = 1500
+	}
+	if s.Link.RateMbit == 0 {
+		s.Link.RateMbit = 1000
+	}
+	if s.Lab.Port == 0 {
+		s.Lab.Port = 7000
+	}
+	if s.Router != nil && s.Router.SNAT == nil {
+		t := true
+		s.Router.SNAT = &t
+	}
+}
+
+// SiteNames returns the site names in a stable order.
+func (s *Spec) SiteNames() []string {
+	names := make([]string, 0, len(s.Sites))
+	for n := range s.Sites {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// NodeSite returns the site that holds the node, or "" if none does.
+func (s *Spec) NodeSite(node string) string {
+	for _, sn := range s.SiteNames() {
+		for _, n := range s.Sites[sn].Nodes {
+			if n.Name == node {
+				return sn
+			}
+		}
+	}
+	return ""
+}
+
+// Node returns the named node, or nil.
+func (s *Spec) Node(name string) *Node {
+	for _, site := range s.Sites {
+		for _, n := range site.Nodes {
+			if n.Name == name {
+				return n
+			}
+		}
+	}
+	return nil
+}
+
+// Network returns the named network, or nil.
+func (s *Spec) Network(name string) *Network {
+	for _, n := range s.Networks {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// NetworkMTU is the MTU of every port on the fabric: the underlay MTU less
+// the carrier's overhead (VXLAN adds 50 bytes; a VLAN tag is carried by the
+// NIC, which is assumed to take 1504-byte frames, as the seed's em1 did).
+func (s *Spec) NetworkMTU() int {
+	if s.Link.Mode == "vxlan" {
+		return s.Link.UnderlayMTU - 50
+	}
+	return s.Link.UnderlayMTU
+}
+
+// Range is an inclusive range of IPv4 addresses.
+type Range struct{ First, Last netip.Addr }
+
+// ParseRange parses "10.101.0.4-10.101.127.255" (or a single address).
+func ParseRange(s string) (Range, error) {
+	a, b, found := cut(s, '-')
+	first, err := netip.ParseAddr(a)
+	if err != nil {
+		return Range{}, fmt.Errorf("%q is not a range FIRST-LAST of addresses", s)
+	}
+	last := first
+	if found {
+		if last, err = netip.ParseAddr(b); err != nil {
+			return Range{}, fmt.Errorf("%q is not a range FIRST-LAST of addresses", s)
+		}
+	}
+	if !first.Is4() || !last.Is4() {
+		return Range{}, fmt.Errorf("%q: only IPv4 ranges are supported", s)
+	}
+	if last.Less(first) {
+		return Range{}, fmt.Errorf("%q ends before it starts", s)
+	}
+	return Range{first, last}, nil
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// Contains reports whether a lies in the range.
+func (r Range) Contains(a netip.Addr) bool {
+	return !a.Less(r.First) && !r.Last.Less(a)
+}
+
+// Overlaps reports whether two ranges share an address.
+func (r Range) Overlaps(o Range) bool {
+	return !r.Last.Less(o.First) && !o.Last.Less(r.First)
+}
+
+// Within reports whether the whole range lies in p.
+func (r Range) Within(p netip.Prefix) bool {
+	return p.Contains(r.First) && p.Contains(r.Last)
+}
+
+func (r Range) String() string { return r.First.String() + "-" + r.Last.String() }

@@ -1,0 +1,371 @@
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// Error is one problem in a spec: the field path, what is wrong and, where
+// there is one obvious remedy, what to do.
+type Error struct {
+	Field string // e.g. sites.knox.pools[0]
+	Msg   string
+}
+
+func (e *Error) Error() string { return "spec: " + e.Field + ": " + e.Msg }
+
+// validator collects every problem instead of stopping at the first, so an
+// operator fixes a spec in one round trip.
+type validator struct {
+	errs []error
+	// owners maps each address claimed so far (per network, "" for infra
+	// that every network shares) to the field that claimed it.
+	owners map[string]string
+	macs   map[string]string
+	names  map[string]string
+}
+
+func (v *validator) addf(field, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) prefix(field, s string) (netip.Prefix, bool) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		v.addf(field, "%q is not an IPv4 CIDR such as 10.101.0.0/16", s)
+		return netip.Prefix{}, false
+	}
+	if p.Masked() != p {
+		v.addf(field, "%s has host bits set; write %s", s, p.Masked())
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+func (v *validator) addr(field, s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		v.addf(field, "%q is not an IPv4 address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// claim records that field uses address a in scope (a network name, or ""
+// for infrastructure addresses that every network sees) and reports a
+// collision with an earlier claim.
+func (v *validator) claim(scope, field string, a netip.Addr) {
+	keys := []string{scope + "/" + a.String()}
+	if scope != "" {
+		keys = append(keys, "/"+a.String())
+	}
+	for _, k := range keys {
+		if prev, ok := v.owners[k]; ok {
+			v.addf(field, "%s is already used by %s; give one of them another address", a, prev)
+			return
+		}
+	}
+	v.owners[keys[0]] = field
+}
+
+func (v *validator) uniqueName(kind, field, name string) {
+	if name == "" {
+		v.addf(field, "a %s needs a name", kind)
+		return
+	}
+	k := kind + "/" + name
+	if prev, ok := v.names[k]; ok {
+		v.addf(field, "%s name %q is also used by %s; names must be unique", kind, name, prev)
+		return
+	}
+	v.names[k] = field
+}
+
+// Validate checks the whole spec and returns every problem found, joined.
+func (s *Spec) Validate() error {
+	v := &validator{owners: map[string]string{}, macs: map[string]string{}, names: map[string]string{}}
+
+	fabric, fabricOK := v.prefix("fabric.cidr", s.Fabric.CIDR)
+	if s.Fabric.Name == "" {
+		v.addf("fabric.name", "the fabric needs a name")
+	}
+
+	// Sites: halves inside the fabric, disjoint, pools inside their half.
+	type pool struct {
+		field string
+		r     Range
+	}
+	var pools []pool
+	halves := map[string]netip.Prefix{}
+	siteNames := s.SiteNames()
+	if len(siteNames) == 0 {
+		v.addf("sites", "a fabric needs at least one site")
+	}
+	for _, sn := range siteNames {
+		site := s.Sites[sn]
+		f := "sites." + sn
+		if site == nil {
+			v.addf(f, "empty site")
+			continue
+		}
+		half, ok := v.prefix(f+".cidr", site.CIDR)
+		if ok {
+			if fabricOK && !(fabric.Contains(half.Addr()) && half.Bits() >= fabric.Bits()) {
+				v.addf(f+".cidr", "%s lies outside the fabric %s", half, fabric)
+			}
+			for on, oh := range halves {
+				if oh.Overlaps(half) {
+					v.addf(f+".cidr", "%s overlaps site %s's %s; the sites must split the fabric", half, on, oh)
+				}
+			}
+			halves[sn] = half
+		}
+		for i, ps := range site.Pools {
+			pf := fmt.Sprintf("%s.pools[%d]", f, i)
+			r, err := ParseRange(ps)
+			if err != nil {
+				v.addf(pf, "%v", err)
+				continue
+			}
+			if ok && !r.Within(half) {
+				v.addf(pf, "%s lies outside %s's half %s", r, sn, half)
+			}
+			for _, p := range pools {
+				if p.r.Overlaps(r) {
+					v.addf(pf, "%s overlaps %s (%s); pools must not share addresses", r, p.field, p.r)
+				}
+			}
+			pools = append(pools, pool{pf, r})
+		}
+		if len(site.Nodes) == 0 {
+			v.addf(f+".nodes", "site %s has no nodes", sn)
+		}
+		for i, n := range site.Nodes {
+			nf := fmt.Sprintf("%s.nodes[%d]", f, i)
+			v.uniqueName("node", nf+".name", n.Name)
+			if n.Role != "controller" && n.Role != "compute" {
+				v.addf(nf+".role", "%q is not a role; use controller or compute", n.Role)
+			}
+			if a, ok := v.addr(nf+".underlay", n.Underlay); ok {
+				v.claim("underlay", nf+".underlay", a)
+			}
+			if len(n.Name) > 40 {
+				v.addf(nf+".name", "%q is longer than 40 characters", n.Name)
+			}
+		}
+	}
+
+	inPool := func(a netip.Addr) (pool, bool) {
+		for _, p := range pools {
+			if p.r.Contains(a) {
+				return p, true
+			}
+		}
+		return pool{}, false
+	}
+	siteOf := func(a netip.Addr) string {
+		for sn, h := range halves {
+			if h.Contains(a) {
+				return sn
+			}
+		}
+		return ""
+	}
+	// infra checks an address that serves the whole fabric: inside it, in
+	// no pool (a pool address may be handed to a VM at any time).
+	infra := func(field string, a netip.Addr) {
+		if fabricOK && !fabric.Contains(a) {
+			v.addf(field, "%s lies outside the fabric %s", a, fabric)
+		}
+		if p, ok := inPool(a); ok {
+			v.addf(field, "%s lies inside the pool %s (%s); reserve it by moving the pool's bounds", a, p.field, p.r)
+		}
+		v.claim("", field, a)
+	}
+	nodeRef := func(field, node string) {
+		if s.NodeSite(node) == "" {
+			v.addf(field, "unknown node %q; it must be one of the sites' nodes", node)
+		}
+	}
+
+	// Link.
+	switch s.Link.Mode {
+	case "vlan":
+		if s.Link.Device == "" {
+			v.addf("link.device", "VLAN mode needs the parent device that carries the tagged link (the seed's em1)")
+		}
+	case "vxlan":
+	default:
+		v.addf("link.mode", "%q is not a mode; use vlan (real hosts) or vxlan (the lab, or hosts without a shared VLAN)", s.Link.Mode)
+	}
+	if s.Link.UnderlayMTU < 1280 || s.Link.UnderlayMTU > 9216 {
+		v.addf("link.underlay_mtu", "%d is not a plausible MTU (1280-9216)", s.Link.UnderlayMTU)
+	}
+
+	// DHCP per site: inside the site's own half.
+	for _, sn := range siteNames {
+		site := s.Sites[sn]
+		if site == nil || site.DHCP == nil {
+			continue
+		}
+		f := "sites." + sn + ".dhcp"
+		if a, ok := v.addr(f+".address", site.DHCP.Address); ok {
+			if h, ok := halves[sn]; ok && !h.Contains(a) {
+				v.addf(f+".address", "%s lies outside %s's half %s; a site's DHCP server takes an address of its own half", a, sn, h)
+			}
+			infra(f+".address", a)
+		}
+		nodeRef(f+".node", site.DHCP.Node)
+		if ns := s.NodeSite(site.DHCP.Node); ns != "" && ns != sn {
+			v.addf(f+".node", "node %q belongs to site %s, not %s", site.DHCP.Node, ns, sn)
+		}
+	}
+
+	// DNS: served from a DHCP namespace, so it must be one of their
+	// addresses.
+	if s.DNS != nil {
+		a, ok := v.addr("dns.address", s.DNS.Address)
+		if ok {
+			match := false
+			for _, sn := range siteNames {
+				if d := s.Sites[sn].DHCP; d != nil && d.Address == a.String() {
+					match = true
+				}
+			}
+			if !match {
+				v.addf("dns.address", "%s is no site's DHCP address; the DNS cache runs beside a DHCP server, so use one of theirs", a)
+			}
+		}
+		for i, fw := range s.DNS.Forwarders {
+			v.addr(fmt.Sprintf("dns.forwarders[%d]", i), fw)
+		}
+	}
+
+	// Router.
+	if r := s.Router; r != nil {
+		if r.Name == "" {
+			v.addf("router.name", "the router needs a name")
+		}
+		nodeRef("router.node", r.Node)
+		if s.Network(r.Network) == nil {
+			v.addf("router.network", "unknown network %q; the router needs a leg in one of the networks", r.Network)
+		}
+		if a, ok := v.addr("router.address", r.Address); ok {
+			// The gateway is the one address that may sit in either half
+			// (the seed's 10.101.0.1 lives on Knox): only the fabric bounds it.
+			if fabricOK && !fabric.Contains(a) {
+				v.addf("router.address", "gateway %s lies outside the fabric %s; VMs could not reach it on-link", a, fabric)
+			}
+			infra("router.address", a)
+		}
+		ext, extOK := v.prefix("router.external.cidr", r.External.CIDR)
+		if extOK && fabricOK && ext.Overlaps(fabric) {
+			v.addf("router.external.cidr", "%s overlaps the fabric %s; the transfer network must be outside it", ext, fabric)
+		}
+		ga, gOK := v.addr("router.external.router", r.External.Router)
+		ha, hOK := v.addr("router.external.host", r.External.Host)
+		if extOK && gOK && !ext.Contains(ga) {
+			v.addf("router.external.router", "%s lies outside %s", ga, ext)
+		}
+		if extOK && hOK && !ext.Contains(ha) {
+			v.addf("router.external.host", "%s lies outside %s", ha, ext)
+		}
+		if gOK && hOK && ga == ha {
+			v.addf("router.external.host", "%s is also the router's end; the two ends need two addresses", ha)
+		}
+		if len(r.Allow) == 0 {
+			v.addf("router.allow", "no destinations are allowed; list at least one, or drop the router")
+		}
+		for i, al := range r.Allow {
+			af := fmt.Sprintf("router.allow[%d]", i)
+			p, ok := allowedPrefix(v, af+".prefix", al.Prefix)
+			if ok && fabricOK && p.Overlaps(fabric) {
+				v.addf(af+".prefix", "%s overlaps the fabric %s; the fabric is routed on-link, not through gw", p, fabric)
+			}
+			if ok && p.Bits() == 0 {
+				v.addf(af+".prefix", "%s is a default route; the router must not have one (list the destinations instead)", p)
+			}
+		}
+	}
+	// Networks and VMs.
+	segments := map[int]string{}
+	for i, n := range s.Networks {
+		f := fmt.Sprintf("networks[%d]", i)
+		v.uniqueName("network", f+".name", n.Name)
+		max := 4094
+		if s.Link.Mode == "vxlan" {
+			max = 1<<24 - 1
+		}
+		if n.Segment < 1 || n.Segment > max {
+			v.addf(f+".segment", "%d is outside 1-%d", n.Segment, max)
+		} else if prev, ok := segments[n.Segment]; ok {
+			v.addf(f+".segment", "segment %d is already used by %s; each network needs its own", n.Segment, prev)
+		} else {
+			segments[n.Segment] = f
+		}
+		if len(n.VMs) == 0 {
+			v.addf(f+".vms", "network %q has no VMs", n.Name)
+		}
+		for j, vm := range n.VMs {
+			vf := fmt.Sprintf("%s.vms[%d]", f, j)
+			v.uniqueName("vm", vf+".name", vm.Name)
+			nodeRef(vf+".node", vm.Node)
+			if hw, err := net.ParseMAC(vm.MAC); err != nil || len(hw) != 6 {
+				v.addf(vf+".mac", "%q is not a MAC address such as fa:16:3e:00:00:01", vm.MAC)
+			} else if hw[0]&1 == 1 {
+				v.addf(vf+".mac", "%s is a multicast address; a port needs a unicast MAC", hw)
+			} else {
+				k := strings.ToLower(hw.String())
+				if prev, ok := v.macs[k]; ok {
+					v.addf(vf+".mac", "%s is already used by %s", hw, prev)
+				}
+				v.macs[k] = vf + ".mac"
+			}
+			a, ok := v.addr(vf+".ip", vm.IP)
+			if !ok {
+				continue
+			}
+			if fabricOK && !fabric.Contains(a) {
+				v.addf(vf+".ip", "%s lies outside the fabric %s", a, fabric)
+			}
+			site := s.NodeSite(vm.Node)
+			if h, ok := halves[site]; ok && !h.Contains(a) {
+				if other := siteOf(a); other != "" {
+					v.addf(vf+".ip", "%s lies in %s's half %s, but node %s is in %s (%s); pick an address of %s", a, other, halves[other], vm.Node, site, h, h)
+				} else {
+					v.addf(vf+".ip", "%s lies outside %s's half %s", a, site, h)
+				}
+			}
+			v.claim(n.Name, vf+".ip", a)
+		}
+	}
+
+	for i, b := range s.Lab.Blocked {
+		allowedPrefix(v, fmt.Sprintf("lab.blocked[%d].prefix", i), b.Prefix)
+	}
+	return errors.Join(v.errs...)
+}
+
+// allowedPrefix accepts a bare address as a /32.
+func allowedPrefix(v *validator, field, s string) (netip.Prefix, bool) {
+	if !strings.Contains(s, "/") {
+		a, ok := v.addr(field, s)
+		if !ok {
+			return netip.Prefix{}, false
+		}
+		return netip.PrefixFrom(a, 32), true
+	}
+	return v.prefix(field, s)
+}
+
+// AllowedPrefix returns an allowlist entry as a prefix (a bare address is a
+// /32). The spec must have been validated.
+func AllowedPrefix(s string) netip.Prefix {
+	if !strings.Contains(s, "/") {
+		return netip.PrefixFrom(netip.MustParseAddr(s), 32)
+	}
+	return netip.MustParsePrefix(s)
+}

@@ -1,0 +1,127 @@
+package spec
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func example(t *testing.T) *Spec {
+	t.Helper()
+	s, err := Load("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatalf("the lab example must be valid: %v", err)
+	}
+	return s
+}
+
+func TestExamplesAreValid(t *testing.T) {
+	for _, f := range []string{"../examples/knox-epouta.yaml", "../examples/knox-epouta-production.yaml"} {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	knox := func(s *Spec) *Site { return s.Sites["knox"] }
+	mgmt := func(s *Spec) *Network { return s.Networks[0] }
+	cases := []struct {
+		name   string
+		mutate func(*Spec)
+		want   string // substring of the error: field and cause
+	}{
+		{"overlapping pools", func(s *Spec) {
+			s.Sites["epouta"].Pools = append(s.Sites["epouta"].Pools, "10.101.0.50-10.101.0.60")
+		}, "sites.epouta.pools[1]: 10.101.0.50-10.101.0.60 overlaps sites.epouta.pools[0]"},
+		{"pool outside half", func(s *Spec) { knox(s).Pools[0] = "10.101.0.5-10.101.0.9" },
+			"sites.knox.pools[0]: 10.101.0.5-10.101.0.9 lies outside knox's half 10.101.128.0/17"},
+		{"pool malformed", func(s *Spec) { knox(s).Pools[0] = "10.101.128.9-10.101.128.1" }, "sites.knox.pools[0]: \"10.101.128.9-10.101.128.1\" ends before it starts"},
+		{"vm in other half", func(s *Spec) { mgmt(s).VMs[0].IP = "10.101.1.10" },
+			"networks[0].vms[0].ip: 10.101.1.10 lies in epouta's half 10.101.0.0/17, but node knox-c1 is in knox"},
+		{"vm outside fabric", func(s *Spec) { mgmt(s).VMs[0].IP = "10.102.128.10" }, "networks[0].vms[0].ip: 10.102.128.10 lies outside the fabric 10.101.0.0/16"},
+		{"duplicate ip in network", func(s *Spec) { mgmt(s).VMs[1].IP = mgmt(s).VMs[0].IP },
+			"networks[0].vms[1].ip: 10.101.128.10 is already used by networks[0].vms[0].ip"},
+		{"duplicate mac", func(s *Spec) { mgmt(s).VMs[1].MAC = "FA:16:3E:80:00:0A" }, "networks[0].vms[1].mac: fa:16:3e:80:00:0a is already used by networks[0].vms[0].mac"},
+		{"duplicate vm name", func(s *Spec) { s.Networks[1].VMs[0].Name = "knox-vm1" }, "networks[1].vms[0].name: vm name \"knox-vm1\" is also used by networks[0].vms[0].name"},
+		{"duplicate node name", func(s *Spec) { knox(s).Nodes[1].Name = "epouta-c1" }, "node name \"epouta-c1\" is also used by"},
+		{"duplicate network name", func(s *Spec) { s.Networks[1].Name = "mgmt" }, "networks[1].name: network name \"mgmt\" is also used by networks[0].name"},
+		{"duplicate segment", func(s *Spec) { s.Networks[1].Segment = 1203 }, "networks[1].segment: segment 1203 is already used by networks[0]"},
+		{"segment out of VLAN range", func(s *Spec) { s.Networks[1].Segment = 5000 }, "networks[1].segment: 5000 is outside 1-4094"},
+		{"vm collides with router", func(s *Spec) { s.Networks[0].VMs[2].IP = "10.101.0.1" }, "networks[0].vms[2].ip: 10.101.0.1 is already used by"},
+		{"vm collides with dhcp", func(s *Spec) { s.Networks[1].VMs[0].IP = "10.101.128.0" }, "networks[1].vms[0].ip: 10.101.128.0 is already used by sites.knox.dhcp.address"},
+		{"dhcp in a pool", func(s *Spec) { s.Sites["epouta"].DHCP.Address = "10.101.0.9" }, "sites.epouta.dhcp.address: 10.101.0.9 lies inside the pool sites.epouta.pools[0]"},
+		{"dhcp in other site's pool", func(s *Spec) { s.Sites["epouta"].DHCP.Address = "10.101.130.1" }, "sites.epouta.dhcp.address: 10.101.130.1 lies outside epouta's half"},
+		{"router in other site's pool", func(s *Spec) { s.Router.Address = "10.101.200.1" }, "router.address: 10.101.200.1 lies inside the pool sites.knox.pools[0]"},
+		{"gateway outside fabric", func(s *Spec) { s.Router.Address = "10.5.0.9" }, "router.address: gateway 10.5.0.9 lies outside the fabric"},
+		{"unknown vm node", func(s *Spec) { mgmt(s).VMs[0].Node = "knox-c9" }, "networks[0].vms[0].node: unknown node \"knox-c9\""},
+		{"unknown router node", func(s *Spec) { s.Router.Node = "nowhere" }, "router.node: unknown node \"nowhere\""},
+		{"unknown router network", func(s *Spec) { s.Router.Network = "nope" }, "router.network: unknown network \"nope\""},
+		{"dhcp node in other site", func(s *Spec) { knox(s).DHCP.Node = "epouta-ctl" }, "sites.knox.dhcp.node: node \"epouta-ctl\" belongs to site epouta, not knox"},
+		{"malformed fabric cidr", func(s *Spec) { s.Fabric.CIDR = "10.101.0.0/33" }, "fabric.cidr: \"10.101.0.0/33\" is not an IPv4 CIDR"},
+		{"host bits", func(s *Spec) { knox(s).CIDR = "10.101.128.1/17" }, "sites.knox.cidr: 10.101.128.1/17 has host bits set; write 10.101.128.0/17"},
+		{"overlapping halves", func(s *Spec) { knox(s).CIDR = "10.101.0.0/16" }, "overlaps site"},
+		{"malformed mac", func(s *Spec) { mgmt(s).VMs[0].MAC = "fa:16:3e:zz:00:0a" }, "networks[0].vms[0].mac: \"fa:16:3e:zz:00:0a\" is not a MAC address"},
+		{"multicast mac", func(s *Spec) { mgmt(s).VMs[0].MAC = "01:16:3e:00:00:0a" }, "is a multicast address"},
+		{"malformed ip", func(s *Spec) { mgmt(s).VMs[0].IP = "10.101.128" }, "networks[0].vms[0].ip: \"10.101.128\" is not an IPv4 address"},
+		{"external overlaps fabric", func(s *Spec) { s.Router.External.CIDR = "10.101.0.0/24" }, "router.external.cidr: 10.101.0.0/24 overlaps the fabric"},
+		{"gw outside external", func(s *Spec) { s.Router.External.Router = "10.6.0.2" }, "router.external.router: 10.6.0.2 lies outside 10.5.0.0/24"},
+		{"default route allowed", func(s *Spec) { s.Router.Allow[0].Prefix = "0.0.0.0/0" }, "router.allow[0].prefix: 0.0.0.0/0 is a default route"},
+		{"allow inside fabric", func(s *Spec) { s.Router.Allow[0].Prefix = "10.101.3.4" }, "router.allow[0].prefix: 10.101.3.4/32 overlaps the fabric"},
+		{"dns not at a dhcp address", func(s *Spec) { s.DNS.Address = "10.101.0.2" }, "dns.address: 10.101.0.2 is no site's DHCP address"},
+		{"bad link mode", func(s *Spec) { s.Link.Mode = "gre" }, "link.mode: \"gre\" is not a mode"},
+		{"vlan without device", func(s *Spec) { s.Link.Device = "" }, "link.device: VLAN mode needs the parent device"},
+		{"bad role", func(s *Spec) { knox(s).Nodes[0].Role = "boss" }, "sites.knox.nodes[0].role: \"boss\" is not a role"},
+		{"duplicate underlay", func(s *Spec) { knox(s).Nodes[1].Underlay = "172.30.0.11" }, "sites.knox.nodes[1].underlay: 172.30.0.11 is already used by sites.knox.nodes[0].underlay"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := example(t)
+			c.mutate(s)
+			err := s.Validate()
+			if err == nil {
+				t.Fatalf("want an error containing %q, got none", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing\n  %q\ngot\n  %v", c.want, err)
+			}
+			if !strings.HasPrefix(err.Error(), "spec: ") {
+				t.Errorf("errors start with spec: so the operator knows where they come from: %v", err)
+			}
+		})
+	}
+}
+
+func TestDuplicateIPsAcrossNetworksAreAllowed(t *testing.T) {
+	s := example(t)
+	s.Networks[1].VMs[0].IP = s.Networks[0].VMs[0].IP
+	if err := s.Validate(); err != nil {
+		t.Fatalf("isolated networks may reuse addresses: %v", err)
+	}
+}
+
+func TestUnknownFieldsAreRejected(t *testing.T) {
+	b, err := os.ReadFile("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "underlay_mtu:", "underlay_mut:", 1)
+	_, err = Parse([]byte(bad))
+	if err == nil || !strings.Contains(err.Error(), "underlay_mut") {
+		t.Fatalf("a misspelt field must be named in the error, got %v", err)
+	}
+}
+
+func TestRange(t *testing.T) {
+	r, err := ParseRange("10.101.0.4-10.101.127.255")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := ParseRange("10.101.127.255")
+	if !r.Overlaps(o) || r.String() != "10.101.0.4-10.101.127.255" {
+		t.Fatalf("range %v, single %v", r, o)
+	}
+	if _, err := ParseRange("10.101.0.4-x"); err == nil {
+		t.Fatal("want error")
+	}
+}
