@@ -1,0 +1,274 @@
+// Package check proves a fabric does what its spec says: it derives the
+// expected reachability from the spec, runs real probes, and prints the
+// matrix of expected against observed.
+package check
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// Probe kinds.
+const (
+	ICMP = "icmp"
+	TCP  = "tcp"
+)
+
+// Target is something a probe is aimed at: a VM or an outside endpoint.
+type Target struct {
+	Name string
+	Addr netip.Addr
+	VM   bool
+}
+
+// Probe is one expectation: from a VM to a target by one protocol.
+type Probe struct {
+	From string // VM name
+	To   Target
+	Kind string
+	Want bool
+	// WantSource is the source address the target must see on TCP: the
+	// VM's own within the fabric, the router's gw address through SNAT.
+	WantSource string
+}
+
+// Result is a probe with what was observed.
+type Result struct {
+	Probe
+	Got    bool
+	Source string
+	Err    string
+}
+
+// OK reports whether the observation matches the expectation.
+func (r Result) OK() bool {
+	if r.Got != r.Want {
+		return false
+	}
+	return !r.Got || r.Kind != TCP || r.WantSource == "" || r.Source == r.WantSource
+}
+
+// VMs returns the spec's VMs in spec order, as targets.
+func VMs(s *spec.Spec) []Target {
+	var out []Target
+	for _, n := range s.Networks {
+		for _, vm := range n.VMs {
+			out = append(out, Target{Name: vm.Name, Addr: netip.MustParseAddr(vm.IP), VM: true})
+		}
+	}
+	return out
+}
+
+// Endpoint is an address outside the fabric the lab provides.
+type Endpoint struct {
+	Name    string
+	Addr    netip.Addr
+	Allowed bool
+}
+
+// Expect derives every probe and its expected outcome from the spec: VMs
+// of one network reach each other within and across sites; VMs of
+// different networks never do; VMs of the router's network reach the
+// allowlisted endpoints (which see the SNAT address) and nothing else; VMs
+// of other networks reach no endpoint.
+func Expect(s *spec.Spec, endpoints []Endpoint) []Probe {
+	netOf := map[string]string{}
+	for _, n := range s.Networks {
+		for _, vm := range n.VMs {
+			netOf[vm.Name] = n.Name
+		}
+	}
+	infra := plan.InfraNetwork(s)
+	var out []Probe
+	for _, from := range VMs(s) {
+		for _, to := range VMs(s) {
+			if from.Name == to.Name {
+				continue
+			}
+			same := netOf[from.Name] == netOf[to.Name]
+			src := ""
+			if same {
+				src = from.Addr.String()
+			}
+			out = append(out,
+				Probe{From: from.Name, To: to, Kind: ICMP, Want: same},
+				Probe{From: from.Name, To: to, Kind: TCP, Want: same, WantSource: src})
+		}
+		routed := s.Router != nil && infra != nil && netOf[from.Name] == infra.Name
+		for _, ep := range endpoints {
+			want := routed && ep.Allowed
+			src := ""
+			if want {
+				src = from.Addr.String()
+				if *s.Router.SNAT {
+					src = s.Router.External.Router
+				}
+			}
+			to := Target{Name: ep.Name, Addr: ep.Addr}
+			out = append(out,
+				Probe{From: from.Name, To: to, Kind: ICMP, Want: want},
+				Probe{From: from.Name, To: to, Kind: TCP, Want: want, WantSource: src})
+		}
+	}
+	return out
+}
+
+// Prober sends real probes. Implementations must be safe for concurrent use.
+type Prober interface {
+	// ICMP reports whether an echo from the VM to addr is answered.
+	ICMP(ctx context.Context, fromVM string, addr netip.Addr) error
+	// TCP connects from the VM to addr and returns the source address the
+	// far end saw.
+	TCP(ctx context.Context, fromVM string, addr netip.Addr) (string, error)
+}
+
+// Run sends every probe, parallel at most workers at a time, and returns
+// the results in probe order.
+func Run(ctx context.Context, probes []Probe, p Prober, workers int) []Result {
+	out := make([]Result, len(probes))
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for i, pr := range probes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, pr Probe) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r := Result{Probe: pr}
+			var err error
+			switch pr.Kind {
+			case ICMP:
+				err = p.ICMP(ctx, pr.From, pr.To.Addr)
+			case TCP:
+				r.Source, err = p.TCP(ctx, pr.From, pr.To.Addr)
+			}
+			r.Got = err == nil
+			if err != nil {
+				r.Err = err.Error()
+			}
+			out[i] = r
+		}(i, pr)
+	}
+	wg.Wait()
+	return out
+}
+
+// Failed counts results that differ from their expectation.
+func Failed(rs []Result) int {
+	n := 0
+	for _, r := range rs {
+		if !r.OK() {
+			n++
+		}
+	}
+	return n
+}
+
+// Matrix renders results as a table, one row per source VM and one column
+// per target. A cell is "ok" (reachable, as expected), "-" (blocked, as
+// expected) or "FAIL"; every failure is then listed with what was wanted.
+func Matrix(rs []Result) string {
+	var rows, vmCols, cols []string
+	seenRow, seenCol := map[string]bool{}, map[string]bool{}
+	type cell struct{ want, ok bool }
+	cells := map[[2]string]*cell{}
+	for _, r := range rs {
+		if !seenRow[r.From] {
+			seenRow[r.From] = true
+			rows = append(rows, r.From)
+		}
+		if !seenCol[r.To.Name] {
+			seenCol[r.To.Name] = true
+			if r.To.VM {
+				vmCols = append(vmCols, r.To.Name)
+			} else {
+				cols = append(cols, r.To.Name)
+			}
+		}
+		k := [2]string{r.From, r.To.Name}
+		c, ok := cells[k]
+		if !ok {
+			c = &cell{want: r.Want, ok: true}
+			cells[k] = c
+		}
+		c.ok = c.ok && r.OK()
+	}
+	// VMs first, in the order their rows have, then the endpoints.
+	sort.SliceStable(vmCols, func(i, j int) bool { return index(rows, vmCols[i]) < index(rows, vmCols[j]) })
+	cols = append(vmCols, cols...)
+	w := 4
+	for _, s := range append(append([]string{}, rows...), cols...) {
+		if len(s) > w {
+			w = len(s)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-*s", w+2, "from \\ to")
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %-*s", w, c)
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-*s", w+2, r)
+		for _, c := range cols {
+			s := "."
+			if x, ok := cells[[2]string{r, c}]; ok {
+				switch {
+				case !x.ok:
+					s = "FAIL"
+				case x.want:
+					s = "ok"
+				default:
+					s = "-"
+				}
+			}
+			fmt.Fprintf(&b, " %-*s", w, s)
+		}
+		b.WriteString("\n")
+	}
+	fail := Failed(rs)
+	fmt.Fprintf(&b, "\nok: reachable as expected; -: blocked as expected; FAIL: differs (listed below)\n")
+	fmt.Fprintf(&b, "%d probes (icmp and tcp per pair), %d passed, %d failed\n", len(rs), len(rs)-fail, fail)
+	var bad []string
+	for _, r := range rs {
+		if r.OK() {
+			continue
+		}
+		want := "blocked"
+		if r.Want {
+			want = "reachable"
+			if r.WantSource != "" && r.Kind == TCP {
+				want += " seen from " + r.WantSource
+			}
+		}
+		got := "blocked (" + r.Err + ")"
+		if r.Got {
+			got = "reachable"
+			if r.Source != "" {
+				got += " seen from " + r.Source
+			}
+		}
+		bad = append(bad, fmt.Sprintf("FAIL %s %s -> %s (%s): want %s, got %s", r.Kind, r.From, r.To.Name, r.To.Addr, want, got))
+	}
+	sort.Strings(bad)
+	for _, l := range bad {
+		b.WriteString(l + "\n")
+	}
+	return b.String()
+}
+
+func index(s []string, x string) int {
+	for i, v := range s {
+		if v == x {
+			return i
+		}
+	}
+	return len(s)
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/lab"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/spec"
+)
+
+const defaultLab = "bn"
+
+func labFlag(c *cobra.Command, name *string) {
+	c.Flags().StringVar(name, "name", defaultLab, "lab name: the prefix of every namespace the lab makes")
+}
+
+// labSpec loads the spec from the argument, or the one the lab was built from.
+func labSpec(l *lab.Lab, args []string) (*spec.Spec, []byte, error) {
+	if len(args) == 0 {
+		s, err := l.Spec()
+		return s, nil, err
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := spec.Parse(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", args[0], err)
+	}
+	return s, b, nil
+}
+
+func labCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "Build, inspect and remove a two-site lab in network namespaces",
+		Long: `The lab builds a whole fabric on this machine, as root, without touching the
+root network namespace: every node, VM, site switch and the outside world is
+a namespace named <name>-…. The inter-site link is a veth pair shaped to the
+spec's rate, carrying each network as VXLAN (this kernel lacks 802.1Q). The
+node plans are applied by the same code that runs on real hosts.`,
+	}
+	c.AddCommand(labUpCmd(), labDownCmd(), labStatusCmd(), labExecCmd())
+	return c
+}
+
+func labUpCmd() *cobra.Command {
+	var name string
+	var verbose bool
+	c := &cobra.Command{
+		Use:   "up SPEC",
+		Short: "Build the lab, or bring a running one in line with SPEC (idempotent)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			s, raw, err := labSpec(l, args)
+			if err != nil {
+				return err
+			}
+			rep, err := l.Up(s, raw)
+			out := cmd.OutOrStdout()
+			if rep != nil {
+				if verbose {
+					for _, ch := range rep.Changes {
+						fmt.Fprintln(out, " ", ch)
+					}
+				}
+				for _, p := range rep.Pending {
+					fmt.Fprintln(out, "  pending port:", p)
+				}
+				if len(rep.Changes) == 0 {
+					fmt.Fprintf(out, "lab %s: up to date, nothing changed\n", name)
+				} else {
+					fmt.Fprintf(out, "lab %s: up, %d changes (-v lists them)\n", name, len(rep.Changes))
+				}
+			}
+			return err
+		},
+	}
+	labFlag(c, &name)
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "list every change made")
+	return c
+}
+
+func labDownCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "down",
+		Short: "Remove every namespace of the lab, and with them all it made",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			gone, err := l.Down()
+			fmt.Fprintf(cmd.OutOrStdout(), "lab %s: removed %d namespaces\n", name, len(gone))
+			return err
+		},
+	}
+	labFlag(c, &name)
+	return c
+}
+
+func labStatusCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "status [SPEC]",
+		Short: "List the lab's namespaces and whether each is there",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			s, _, err := labSpec(l, args)
+			if err != nil {
+				return err
+			}
+			lines, all, err := l.Status(s)
+			if err != nil {
+				return err
+			}
+			for _, ln := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), ln)
+			}
+			if !all {
+				return fmt.Errorf("lab %s is incomplete; run bothnia lab up SPEC", name)
+			}
+			return nil
+		},
+	}
+	labFlag(c, &name)
+	return c
+}
+
+func labExecCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "exec VM -- CMD [ARG...]",
+		Short: "Run a command inside a lab VM's namespace",
+		Example: `  bothnia lab exec knox-vm1 -- ip addr
+  bothnia lab exec epouta-vm1 -- ping -c1 10.101.128.10`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			s, err := l.Spec()
+			if err != nil {
+				return err
+			}
+			ns, err := l.VMNamespace(s, args[0])
+			if err != nil {
+				return err
+			}
+			x := exec.Command(args[1], args[2:]...)
+			x.Stdin, x.Stdout, x.Stderr = os.Stdin, os.Stdout, os.Stderr
+			// The child inherits the namespace of the thread that starts it.
+			if err := namespace.Do(ns, x.Start); err != nil {
+				return err
+			}
+			if err := x.Wait(); err != nil {
+				if ee, ok := err.(*exec.ExitError); ok {
+					os.Exit(ee.ExitCode())
+				}
+				return err
+			}
+			return nil
+		},
+	}
+	labFlag(c, &name)
+	return c
+}
+
+func checkCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "check [SPEC]",
+		Short: "Probe the running lab and print expected vs observed reachability",
+		Long: `Check derives from the spec what must and must not reach what, sends real
+ICMP echoes and TCP connects from every VM, and prints a matrix:
+
+  VM <-> VM of the same network, within and across sites: reachable
+  VM <-> VM of another network (another project): blocked
+  VM -> each allowlisted endpoint: reachable, and the endpoint sees the
+        router's SNAT address
+  VM -> an endpoint not on the allowlist: blocked
+
+Exit status 1 if any observation differs from the expectation.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			s, _, err := labSpec(l, args)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			rs, err := l.Check(ctx, s)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), check.Matrix(rs))
+			if n := check.Failed(rs); n > 0 {
+				return fmt.Errorf("check: %d of %d probes differ from the spec", n, len(rs))
+			}
+			return nil
+		},
+	}
+	labFlag(c, &name)
+	return c
+}

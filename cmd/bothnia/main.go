@@ -1,0 +1,38 @@
+// Command bothnia builds one private L2 network across two clouds from a
+// declarative fabric spec. This file is wiring only: flags and output.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:   "bothnia",
+		Short: "One private L2 network across two clouds, from one fabric spec",
+		Long: `bothnia joins VMs of two clouds (a linuxbridge OpenStack "Knox" and CSC's
+"ePouta") on one private L2 network over a dedicated inter-site link.
+
+The fabric spec (YAML) is the single source of truth: the address plan and
+its split between sites, the nodes, the inter-site link, the virtual router
+and its allowlist, DHCP/DNS and every network's VMs. See
+examples/knox-epouta.yaml.
+
+Start here:
+  bothnia validate examples/knox-epouta.yaml   # check a spec
+  bothnia plan examples/knox-epouta.yaml       # what every node will hold
+  bothnia lab up examples/knox-epouta.yaml     # build both sites on this machine
+  bothnia check                                # prove reachability and isolation
+  bothnia lab down                             # remove the lab`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "bothnia:", err)
+		os.Exit(1)
+	}
+}

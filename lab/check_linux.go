@@ -1,0 +1,32 @@
+package lab
+
+import (
+	"context"
+	"time"
+
+	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// Check runs every probe the spec implies against the running lab:
+// responders in each VM and in the outside, probes from each VM.
+func (l *Lab) Check(ctx context.Context, s *spec.Spec) ([]check.Result, error) {
+	var nss []string
+	for _, vm := range check.VMs(s) {
+		nss = append(nss, l.VMNS(vm.Name))
+	}
+	var eps []check.Endpoint
+	for _, ep := range Endpoints(s) {
+		eps = append(eps, check.Endpoint{Name: ep.Name, Addr: ep.Addr, Allowed: ep.Allowed})
+	}
+	if len(eps) > 0 {
+		nss = append(nss, l.OutsideNS())
+	}
+	resp, err := check.Listen(nss, s.Lab.Port)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Close()
+	p := &check.NetProber{NS: l.VMNS, Port: s.Lab.Port, Timeout: 1500 * time.Millisecond}
+	return check.Run(ctx, check.Expect(s, eps), p, 32), nil
+}

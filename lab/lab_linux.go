@@ -1,0 +1,317 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bothnia/bothnia/dataplane"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// StateDir keeps each running lab's spec, so that check, exec and status
+// need no arguments. It lives in /run: namespaces do not survive a reboot
+// and neither should the record of them.
+var StateDir = "/run/bothnia/lab"
+
+// LabSpec returns the spec as the lab builds it: every segment carried as
+// VXLAN over the lab's underlay, since this kernel has no 802.1Q devices.
+func LabSpec(s *spec.Spec) (*spec.Spec, error) {
+	c := *s
+	c.Link.Mode, c.Link.Device = "vxlan", UnderlayDev
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Report says what Up did.
+type Report struct {
+	Changes []string
+	Pending []string
+}
+
+// Up builds the lab for the spec, or brings an existing one in line with
+// it. Calling it again with the same spec changes nothing.
+func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
+	ls, err := LabSpec(s)
+	if err != nil {
+		return nil, err
+	}
+	p, err := plan.Compile(ls)
+	if err != nil {
+		return nil, err
+	}
+	e := newEnsurer()
+	defer e.close()
+	rep := &Report{}
+	if err := l.cabling(e, ls, p); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		res, err := dataplane.Apply(n, dataplane.Target{HostNS: l.NodeNS(n.Name), Prefix: l.SubPrefix(n.Name)})
+		if res != nil {
+			rep.Changes = append(rep.Changes, res.Changes...)
+			rep.Pending = append(rep.Pending, res.Pending...)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+		}
+	}
+	rep.Changes = append(e.changes, rep.Changes...)
+	if err := errors.Join(errs...); err != nil {
+		return rep, err
+	}
+	if specYAML != nil {
+		if err := l.save(specYAML); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// cabling builds what a real site has before bothnia runs: the underlay
+// between nodes and sites, the hypervisor's VM taps, the upstream network.
+func (l *Lab) cabling(e *ensurer, s *spec.Spec, p *plan.Plan) error {
+	sites := s.SiteNames()
+	for _, sn := range sites {
+		sw := l.SwitchNS(sn)
+		if err := e.netns(sw); err != nil {
+			return err
+		}
+		if err := e.bridge(sw, SwitchBr); err != nil {
+			return err
+		}
+		if err := e.up(sw, SwitchBr); err != nil {
+			return err
+		}
+		for i, n := range s.Sites[sn].Nodes {
+			ns := l.NodeNS(n.Name)
+			port := fmt.Sprintf("n%d", i)
+			steps := []func() error{
+				func() error { return e.netns(ns) },
+				func() error { return e.veth(ns, UnderlayDev, sw, port, s.Link.UnderlayMTU, "") },
+				func() error { return e.master(sw, port, SwitchBr) },
+				func() error { return e.up(sw, port) },
+				func() error { return e.addr(ns, UnderlayDev, n.Underlay+"/24") },
+				func() error { return e.up(ns, UnderlayDev) },
+			}
+			if err := run(steps); err != nil {
+				return err
+			}
+		}
+	}
+	// The inter-site link: a veth between neighbouring sites' switches,
+	// shaped both ways to the spec's rate.
+	for i := 0; i+1 < len(sites); i++ {
+		a, b := l.SwitchNS(sites[i]), l.SwitchNS(sites[i+1])
+		wan := fmt.Sprintf("wan%d", i)
+		steps := []func() error{
+			func() error { return e.veth(a, wan, b, wan, s.Link.UnderlayMTU, "") },
+		}
+		for _, sw := range []string{a, b} {
+			sw := sw
+			steps = append(steps,
+				func() error { return e.master(sw, wan, SwitchBr) },
+				func() error { return e.tbf(sw, wan, s.Link.RateMbit) },
+				func() error { return e.up(sw, wan) })
+		}
+		if err := run(steps); err != nil {
+			return err
+		}
+	}
+	if r := s.Router; r != nil {
+		if err := l.outside(e, s); err != nil {
+			return err
+		}
+	}
+	// The hypervisor's part: one namespace per VM, its eth0 paired with the
+	// tap the plan plugs into the bridge.
+	for _, n := range p.Nodes {
+		for _, port := range n.Ports {
+			vm := l.VMNS(port.VM)
+			steps := []func() error{
+				func() error { return e.netns(vm) },
+				func() error { return e.veth(vm, VMDev, l.NodeNS(n.Name), port.Name, port.MTU, port.MAC) },
+				func() error { return e.addr(vm, VMDev, port.IP) },
+				func() error { return e.up(vm, VMDev) },
+			}
+			if port.Gateway != "" {
+				gw := port.Gateway
+				steps = append(steps, func() error { return e.route(vm, "0.0.0.0/0", gw, VMDev) })
+			}
+			if err := run(steps); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// outside is the world behind the router node's mm: the node forwards to
+// it by default route, and it holds every allowlisted endpoint and the
+// lab's blocked ones on its loopback.
+func (l *Lab) outside(e *ensurer, s *spec.Spec) error {
+	r := s.Router
+	node, out := l.NodeNS(r.Node), l.OutsideNS()
+	steps := []func() error{
+		func() error { return e.netns(node) },
+		func() error { return e.netns(out) },
+		func() error { return e.veth(node, UpstreamDev, out, OutsideDev, 0, "") },
+		func() error { return e.addr(node, UpstreamDev, upstreamNode.String()) },
+		func() error { return e.addr(out, OutsideDev, upstreamOutside.String()) },
+		func() error { return e.up(node, UpstreamDev) },
+		func() error { return e.up(out, OutsideDev) },
+		func() error { return e.sysctl(node, "net.ipv4.ip_forward", "1") },
+		func() error { return e.route(node, "0.0.0.0/0", upstreamOutside.Addr().String(), UpstreamDev) },
+		func() error { return e.route(out, r.External.CIDR, upstreamNode.Addr().String(), OutsideDev) },
+	}
+	for _, ep := range Endpoints(s) {
+		a := ep.Addr.String() + "/32"
+		steps = append(steps, func() error { return e.addr(out, "lo", a) })
+	}
+	return run(steps)
+}
+
+// Endpoint is an address in the lab's outside namespace.
+type Endpoint struct {
+	Name    string
+	Addr    netip.Addr
+	Allowed bool
+}
+
+// Endpoints lists the outside's addresses: the first address of every
+// allowlisted prefix and of every blocked one.
+func Endpoints(s *spec.Spec) []Endpoint {
+	var out []Endpoint
+	if s.Router != nil {
+		for _, a := range s.Router.Allow {
+			out = append(out, Endpoint{a.Name, spec.AllowedPrefix(a.Prefix).Addr(), true})
+		}
+	}
+	for _, b := range s.Lab.Blocked {
+		out = append(out, Endpoint{b.Name, spec.AllowedPrefix(b.Prefix).Addr(), false})
+	}
+	return out
+}
+
+func run(steps []func() error) error {
+	for _, f := range steps {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Down removes every namespace of the lab, and with them every link,
+// route and rule it held, and the saved spec. It returns what it removed.
+func (l *Lab) Down() ([]string, error) {
+	names, err := namespace.List(l.All())
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	var gone []string
+	for _, n := range names {
+		if err := namespace.Delete(n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gone = append(gone, n)
+	}
+	if err := os.RemoveAll(l.stateDir()); err != nil {
+		errs = append(errs, err)
+	}
+	return gone, errors.Join(errs...)
+}
+
+func (l *Lab) stateDir() string { return filepath.Join(StateDir, l.Prefix) }
+
+func (l *Lab) save(specYAML []byte) error {
+	if err := os.MkdirAll(l.stateDir(), 0o755); err != nil {
+		return fmt.Errorf("lab: save spec: %w", err)
+	}
+	return os.WriteFile(filepath.Join(l.stateDir(), "spec.yaml"), specYAML, 0o644)
+}
+
+// Spec returns the spec the running lab was built from.
+func (l *Lab) Spec() (*spec.Spec, error) {
+	path := filepath.Join(l.stateDir(), "spec.yaml")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("lab %s is not up (no %s); run bothnia lab up SPEC first", l.Prefix, path)
+	}
+	return spec.Load(path)
+}
+
+// Status describes every namespace the lab should have and whether it
+// exists, one line each.
+func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
+	ls, err := LabSpec(s)
+	if err != nil {
+		return nil, false, err
+	}
+	p, err := plan.Compile(ls)
+	if err != nil {
+		return nil, false, err
+	}
+	var want []string
+	for _, sn := range ls.SiteNames() {
+		want = append(want, l.SwitchNS(sn))
+	}
+	for _, n := range p.Nodes {
+		want = append(want, l.NodeNS(n.Name))
+		for _, ns := range n.Namespaces[1:] {
+			want = append(want, l.SubPrefix(n.Name)+ns.Name)
+		}
+		for _, port := range n.Ports {
+			want = append(want, l.VMNS(port.VM))
+		}
+	}
+	if ls.Router != nil {
+		want = append(want, l.OutsideNS())
+	}
+	have, err := namespace.List(l.All())
+	if err != nil {
+		return nil, false, err
+	}
+	haveSet := map[string]bool{}
+	for _, h := range have {
+		haveSet[h] = true
+	}
+	all := true
+	var lines []string
+	for _, w := range want {
+		state := "up"
+		if !haveSet[w] {
+			state, all = "MISSING", false
+		}
+		delete(haveSet, w)
+		lines = append(lines, fmt.Sprintf("%-8s %s", state, w))
+	}
+	for h := range haveSet {
+		lines = append(lines, fmt.Sprintf("%-8s %s", "extra", h))
+	}
+	return lines, all, nil
+}
+
+// Exec names the namespace of a lab VM, or an error listing the VMs.
+func (l *Lab) VMNamespace(s *spec.Spec, vm string) (string, error) {
+	var names []string
+	for _, n := range s.Networks {
+		for _, v := range n.VMs {
+			if v.Name == vm {
+				return l.VMNS(vm), nil
+			}
+			names = append(names, v.Name)
+		}
+	}
+	return "", fmt.Errorf("lab: no VM %q; the spec has %s", vm, strings.Join(names, ", "))
+}
