@@ -12,7 +12,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -222,5 +221,3 @@ func retry[T any](f func() (T, error)) (T, error) {
 }
 
 func owned(l netlink.Link) bool { return l.Attrs().Alias == Alias }
-
-func ifaceList(s []string) string { return strings.Join(s, ",") }

@@ -302,7 +302,7 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	return lines, all, nil
 }
 
-// Exec names the namespace of a lab VM, or an error listing the VMs.
+// VMNamespace names the namespace of a lab VM, or errs listing the VMs.
 func (l *Lab) VMNamespace(s *spec.Spec, vm string) (string, error) {
 	var names []string
 	for _, n := range s.Networks {
