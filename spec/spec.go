@@ -24,7 +24,44 @@ type Spec struct {
 	Router   *Router          `yaml:"router,omitempty"`
 	DNS      *DNS             `yaml:"dns,omitempty"`
 	Networks []*Network       `yaml:"networks"`
-	Lab      Lab              `yaml:"lab,omitempty"`
+	// SecurityGroups are Neutron security groups. A group named "default"
+	// exists even if not listed: ingress from its own members, all egress.
+	SecurityGroups []*SecurityGroup `yaml:"security_groups,omitempty"`
+	// Firewall picks the renderer: nftables (default) or iptables (the
+	// Neutron linuxbridge layout, for sites that must keep iptables).
+	Firewall string `yaml:"firewall,omitempty"`
+	Lab      Lab    `yaml:"lab,omitempty"`
+}
+
+// SecurityGroup is a named set of allow rules; a port with several groups
+// allows the union of their rules.
+type SecurityGroup struct {
+	Name  string    `yaml:"name"`
+	Rules []*SGRule `yaml:"rules"`
+	// NoDefaultEgress leaves out the two allow-all egress rules (IPv4 and
+	// IPv6) that Neutron adds to every new group.
+	NoDefaultEgress bool `yaml:"no_default_egress,omitempty"`
+}
+
+// SGRule is one Neutron security group rule.
+type SGRule struct {
+	Direction string `yaml:"direction"`           // ingress or egress
+	Ethertype string `yaml:"ethertype,omitempty"` // IPv4 (default) or IPv6
+	Protocol  string `yaml:"protocol,omitempty"`  // tcp, udp, icmp, icmpv6, a number, or empty for any
+	// PortRange is "N" or "N-M" for tcp/udp. For icmp it is the type, and
+	// ICMPCode the code, as Neutron's port_range_min/max are.
+	PortRange      string `yaml:"port_range,omitempty"`
+	ICMPType       *int   `yaml:"icmp_type,omitempty"`
+	ICMPCode       *int   `yaml:"icmp_code,omitempty"`
+	RemoteIPPrefix string `yaml:"remote_ip_prefix,omitempty"`
+	RemoteGroup    string `yaml:"remote_group,omitempty"`
+}
+
+// AddressPair lets a port send from another address (and MAC), as a VM
+// that routes a network behind it (the seed's nested OpenStack) must.
+type AddressPair struct {
+	IP  string `yaml:"ip"`            // an address or a CIDR
+	MAC string `yaml:"mac,omitempty"` // default: the port's own
 }
 
 // Fabric is the address plan shared by both sites.
@@ -119,7 +156,16 @@ type VM struct {
 	IP     string `yaml:"ip"`
 	MAC    string `yaml:"mac"`
 	PortID string `yaml:"port_id,omitempty"` // Neutron port UUID; derived if empty
+	// SecurityGroups default to ["default"].
+	SecurityGroups []string `yaml:"security_groups,omitempty"`
+	// PortSecurity false turns off anti-spoofing and security groups for
+	// the port, as Neutron's port_security_enabled. Default true.
+	PortSecurity        *bool         `yaml:"port_security,omitempty"`
+	AllowedAddressPairs []AddressPair `yaml:"allowed_address_pairs,omitempty"`
 }
+
+// Secured reports whether the port has port security (the default).
+func (vm *VM) Secured() bool { return vm.PortSecurity == nil || *vm.PortSecurity }
 
 // Lab holds what exists only in the one-machine lab.
 type Lab struct {
@@ -172,6 +218,34 @@ func (s *Spec) setDefaults() {
 	if s.Lab.Port == 0 {
 		s.Lab.Port = 7000
 	}
+	if s.Firewall == "" {
+		s.Firewall = "nftables"
+	}
+	if s.SecurityGroup("default") == nil {
+		s.SecurityGroups = append(s.SecurityGroups, &SecurityGroup{Name: "default", Rules: []*SGRule{
+			{Direction: "ingress", Ethertype: "IPv4", RemoteGroup: "default"},
+			{Direction: "ingress", Ethertype: "IPv6", RemoteGroup: "default"},
+		}})
+	}
+	for _, g := range s.SecurityGroups {
+		for _, r := range g.Rules {
+			if r.Ethertype == "" {
+				r.Ethertype = "IPv4"
+			}
+		}
+		if !g.NoDefaultEgress {
+			g.Rules = append(g.Rules,
+				&SGRule{Direction: "egress", Ethertype: "IPv4"},
+				&SGRule{Direction: "egress", Ethertype: "IPv6"})
+		}
+	}
+	for _, n := range s.Networks {
+		for _, vm := range n.VMs {
+			if len(vm.SecurityGroups) == 0 && vm.Secured() {
+				vm.SecurityGroups = []string{"default"}
+			}
+		}
+	}
 	if s.Router != nil && s.Router.SNAT == nil {
 		t := true
 		s.Router.SNAT = &t
@@ -207,6 +281,16 @@ func (s *Spec) Node(name string) *Node {
 			if n.Name == name {
 				return n
 			}
+		}
+	}
+	return nil
+}
+
+// SecurityGroup returns the named group, or nil.
+func (s *Spec) SecurityGroup(name string) *SecurityGroup {
+	for _, g := range s.SecurityGroups {
+		if g.Name == name {
+			return g
 		}
 	}
 	return nil

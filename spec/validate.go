@@ -324,6 +324,7 @@ func (s *Spec) Validate() error {
 				}
 				v.macs[k] = vf + ".mac"
 			}
+			v.port(s, vf, vm)
 			a, ok := v.addr(vf+".ip", vm.IP)
 			if !ok {
 				continue
@@ -343,6 +344,7 @@ func (s *Spec) Validate() error {
 		}
 	}
 
+	v.securityGroups(s)
 	for i, b := range s.Lab.Blocked {
 		allowedPrefix(v, fmt.Sprintf("lab.blocked[%d].prefix", i), b.Prefix)
 	}

@@ -1,0 +1,257 @@
+// Package firewall compiles the spec's security groups into one model per
+// node, evaluates it in Go (the reference the renderers are tested
+// against), and renders it for nftables and for iptables.
+//
+// Semantics are Neutron's: a secured port may send only from its own
+// IP/MAC pairs or its allowed address pairs, may answer ARP only for
+// those, may not act as a DHCP server; traffic is stateful (established
+// and related pass, invalid is dropped) in a conntrack zone per network;
+// everything a port's security groups do not allow is dropped, in both
+// directions. Remote-group rules match the addresses of every port in the
+// group on both sites, allowed address pairs included.
+package firewall
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// Fabric is the firewall view of the whole spec.
+type Fabric struct {
+	Ports  []Port                    // every secured port, sorted by name
+	Groups map[string]*Group         // by name
+	Sets   map[string][]netip.Prefix // remote-group members by group, normalised
+	// Networks holds the conntrack zone and bridge of each network.
+	Networks map[string]Network
+}
+
+// Network is what the firewall needs of a network.
+type Network struct {
+	Name   string
+	Bridge string
+	Zone   uint16
+	DHCP   []netip.Addr // servers whose offers VMs accept
+}
+
+// Port is one secured VM port.
+type Port struct {
+	Name    string // tap device
+	ID      uint16 // dispatch number on its node, never 0
+	VM      string
+	Node    string
+	Network string
+	MAC     string
+	IP      netip.Addr
+	// Pairs are the (prefix, MAC) pairs the port may send from: its own
+	// address first, then its allowed address pairs.
+	Pairs  []Pair
+	Groups []string
+}
+
+// Pair is an address (or prefix) and the MAC that may use it.
+type Pair struct {
+	Prefix netip.Prefix
+	MAC    string
+}
+
+// Group is a compiled security group.
+type Group struct {
+	Name  string
+	Rules []Rule
+}
+
+// Rule is a compiled security group rule. Proto -1 is any protocol;
+// ICMPType/ICMPCode -1 are any.
+type Rule struct {
+	Ingress      bool
+	V6           bool
+	Proto        int
+	PortMin      int // 0: all ports
+	PortMax      int
+	ICMPType     int
+	ICMPCode     int
+	RemotePrefix netip.Prefix // zero: any
+	RemoteGroup  string
+}
+
+// Compile builds the firewall view of a validated spec.
+func Compile(s *spec.Spec) (*Fabric, error) {
+	f := &Fabric{Groups: map[string]*Group{}, Sets: map[string][]netip.Prefix{}, Networks: map[string]Network{}}
+	for _, g := range s.SecurityGroups {
+		cg := &Group{Name: g.Name}
+		for _, r := range g.Rules {
+			cg.Rules = append(cg.Rules, compileRule(r))
+		}
+		f.Groups[g.Name] = cg
+	}
+	infra := plan.InfraNetwork(s)
+	members := map[string][]netip.Prefix{}
+	for _, n := range s.Networks {
+		nw := Network{Name: n.Name, Bridge: plan.BridgeName(plan.NetworkID(s, n)), Zone: zone(n.Segment)}
+		if n == infra {
+			for _, sn := range s.SiteNames() {
+				if d := s.Sites[sn].DHCP; d != nil {
+					nw.DHCP = append(nw.DHCP, netip.MustParseAddr(d.Address))
+				}
+			}
+		}
+		f.Networks[n.Name] = nw
+		for _, vm := range n.VMs {
+			if !vm.Secured() {
+				continue
+			}
+			mac := canonMAC(vm.MAC)
+			ip := netip.MustParseAddr(vm.IP)
+			p := Port{
+				Name: plan.TapName(plan.PortID(s, n, vm)), VM: vm.Name, Node: vm.Node, Network: n.Name,
+				MAC: mac, IP: ip, Groups: append([]string(nil), vm.SecurityGroups...),
+				Pairs: []Pair{{netip.PrefixFrom(ip, 32), mac}},
+			}
+			for _, ap := range vm.AllowedAddressPairs {
+				pfx, err := spec.ParsePairIP(ap.IP)
+				if err != nil {
+					return nil, fmt.Errorf("firewall: vm %s: %w", vm.Name, err)
+				}
+				m := mac
+				if ap.MAC != "" {
+					m = canonMAC(ap.MAC)
+				}
+				p.Pairs = append(p.Pairs, Pair{pfx, m})
+			}
+			for _, g := range p.Groups {
+				for _, pr := range p.Pairs {
+					members[g] = append(members[g], pr.Prefix)
+				}
+			}
+			f.Ports = append(f.Ports, p)
+		}
+	}
+	for g, ms := range members {
+		f.Sets[g] = Normalize(ms)
+	}
+	sort.Slice(f.Ports, func(i, j int) bool { return f.Ports[i].Name < f.Ports[j].Name })
+	assignIDs(f.Ports)
+	return f, nil
+}
+
+func compileRule(r *spec.SGRule) Rule {
+	out := Rule{Ingress: r.Direction == "ingress", V6: r.Ethertype == "IPv6", Proto: r.ProtocolNumber(),
+		ICMPType: -1, ICMPCode: -1, RemoteGroup: r.RemoteGroup}
+	out.PortMin, out.PortMax = r.Ports()
+	if r.ICMPType != nil {
+		out.ICMPType = *r.ICMPType
+	}
+	if r.ICMPCode != nil {
+		out.ICMPCode = *r.ICMPCode
+	}
+	if r.RemoteIPPrefix != "" {
+		out.RemotePrefix = netip.MustParsePrefix(r.RemoteIPPrefix)
+	}
+	return out
+}
+
+// zone maps a network's segment to its conntrack zone. Segments are VLAN
+// IDs or VNIs; VNIs beyond 16 bits are folded, and a clash then only costs
+// the two networks separate state tables, which validate keeps apart.
+func zone(segment int) uint16 {
+	if segment > 0 && segment <= 0xffff {
+		return uint16(segment)
+	}
+	return uint16(segment%0xfffe) + 1
+}
+
+// assignIDs gives each port a dispatch number from a hash of its name, so a
+// port keeps its number as others come and go (the number keys map
+// elements; renumbering would rewrite them). Collisions probe onward in
+// name order. IDs are per fabric here; a node holds a subset.
+func assignIDs(ports []Port) {
+	used := map[uint16]bool{}
+	for i := range ports {
+		h := fnv.New32a()
+		h.Write([]byte(ports[i].Name))
+		id := uint16(h.Sum32()%0xfffe) + 1
+		for used[id] {
+			id = id%0xfffe + 1
+		}
+		used[id] = true
+		ports[i].ID = id
+	}
+}
+
+// Node returns the ports on one node.
+func (f *Fabric) Node(node string) []Port {
+	var out []Port
+	for _, p := range f.Ports {
+		if p.Node == node {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Port returns the port of a VM, or nil if it has none or it is unsecured.
+func (f *Fabric) Port(vm string) *Port {
+	for i := range f.Ports {
+		if f.Ports[i].VM == vm {
+			return &f.Ports[i]
+		}
+	}
+	return nil
+}
+
+// Normalize drops prefixes contained in others and sorts the rest, so that
+// the members of an interval set never overlap.
+func Normalize(ps []netip.Prefix) []netip.Prefix {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Bits() != ps[j].Bits() {
+			return ps[i].Bits() < ps[j].Bits()
+		}
+		return ps[i].Addr().Less(ps[j].Addr())
+	})
+	var out []netip.Prefix
+	for _, p := range ps {
+		covered := false
+		for _, q := range out {
+			if q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Addr() != out[j].Addr() {
+			return out[i].Addr().Less(out[j].Addr())
+		}
+		return out[i].Bits() < out[j].Bits()
+	})
+	return out
+}
+
+func canonMAC(s string) string {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return s
+	}
+	return hw.String()
+}
+
+// LinkLocal is the IPv6 link-local address the kernel derives from a MAC
+// (EUI-64), which a port may always send from, as Neutron allows.
+func LinkLocal(mac string) netip.Addr {
+	hw, _ := net.ParseMAC(mac)
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	b[8], b[9], b[10] = hw[0]^0x02, hw[1], hw[2]
+	b[11], b[12] = 0xff, 0xfe
+	b[13], b[14], b[15] = hw[3], hw[4], hw[5]
+	return netip.AddrFrom16(b)
+}

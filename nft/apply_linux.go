@@ -1,0 +1,508 @@
+package nft
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+// Applier keeps the desired state of some tables and what it believes the
+// kernel holds, and writes only the difference. It follows felix's table:
+// callers change the desired state (whole rulesets, or single chains and
+// elements), which marks those objects dirty; Apply compares only dirty
+// objects and writes their changes in one transaction. Resync reads the
+// kernel back, so that whatever someone else changed becomes dirty and the
+// next Apply repairs it.
+//
+// An Applier is not safe for concurrent use.
+type Applier struct {
+	nsFD  int // network namespace, 0 for the caller's own
+	want  map[string]*tableState
+	have  map[string]*tableState // nil entry: table absent
+	dirty map[string]map[string]bool
+	order []string // table keys in the order they were first wanted
+}
+
+// NewApplier returns an applier for the namespace open at nsFD (0: the
+// process's own). It knows nothing of the kernel until Resync.
+func NewApplier(nsFD int) *Applier {
+	return &Applier{nsFD: nsFD, want: map[string]*tableState{}, dirty: map[string]map[string]bool{}}
+}
+
+func (a *Applier) conn() (*nftables.Conn, error) {
+	if a.nsFD != 0 {
+		return nftables.New(nftables.WithNetNSFd(a.nsFD))
+	}
+	return nftables.New()
+}
+
+func (a *Applier) mark(tk, item string) {
+	d := a.dirty[tk]
+	if d == nil {
+		d = map[string]bool{}
+		a.dirty[tk] = d
+	}
+	d[item] = true
+}
+
+func (a *Applier) table(f nftables.TableFamily, name string) (*tableState, string) {
+	tk := tableKey(f, name)
+	t, ok := a.want[tk]
+	if !ok {
+		t = newTableState(f, name)
+		a.want[tk] = t
+		a.order = append(a.order, tk)
+		a.mark(tk, "t")
+	}
+	return t, tk
+}
+
+// Replace makes rs the whole desired content of its tables. Cost is
+// linear in the ruleset; use SetChain and SetElem for single changes.
+func (a *Applier) Replace(rs *Ruleset) {
+	for _, t := range rs.Tables {
+		ts, tk := a.table(t.Family, t.Name)
+		seen := map[string]bool{}
+		for _, c := range t.Chains {
+			seen[c.Name] = true
+			a.setChain(ts, tk, c)
+		}
+		for _, name := range sortedKeys(ts.chains) {
+			if !seen[name] {
+				delete(ts.chains, name)
+				a.mark(tk, "c"+name)
+			}
+		}
+		seenSet := map[string]bool{}
+		for _, s := range t.Sets {
+			seenSet[s.Name] = true
+			a.setSet(ts, tk, s)
+			want := map[string]Elem{}
+			for _, e := range s.Elems {
+				want[keyID(e)] = e
+			}
+			for k := range ts.elems[s.Name] {
+				if _, ok := want[k]; !ok {
+					a.delElem(ts, tk, s.Name, k)
+				}
+			}
+			for _, e := range s.Elems {
+				a.setElem(ts, tk, s.Name, e)
+			}
+		}
+		for _, name := range sortedKeys(ts.sets) {
+			if !seenSet[name] {
+				for k := range ts.elems[name] {
+					a.delElem(ts, tk, name, k)
+				}
+				delete(ts.sets, name)
+				delete(ts.elems, name)
+				a.mark(tk, "s"+name)
+			}
+		}
+	}
+}
+
+func (a *Applier) setChain(ts *tableState, tk string, c *Chain) {
+	if old, ok := ts.chains[c.Name]; ok && sameHook(old.Hook, c.Hook) && sameRules(old.Rules, c.Rules) {
+		return
+	}
+	ts.chains[c.Name] = c
+	a.mark(tk, "c"+c.Name)
+}
+
+func (a *Applier) setSet(ts *tableState, tk string, s *Set) {
+	if old, ok := ts.sets[s.Name]; ok && sameSetType(old, s) {
+		return
+	}
+	ts.sets[s.Name] = &Set{Name: s.Name, KeyType: s.KeyType, DataType: s.DataType, Map: s.Map, Interval: s.Interval}
+	if ts.elems[s.Name] == nil {
+		ts.elems[s.Name] = map[string]Elem{}
+	}
+	a.mark(tk, "s"+s.Name)
+}
+
+func (a *Applier) setElem(ts *tableState, tk, set string, e Elem) {
+	k := keyID(e)
+	if old, ok := ts.elems[set][k]; ok && ElemID(old) == ElemID(e) {
+		return
+	}
+	ts.elems[set][k] = e
+	a.mark(tk, "e"+set+"\x00"+k)
+}
+
+func (a *Applier) delElem(ts *tableState, tk, set, k string) {
+	if _, ok := ts.elems[set][k]; !ok {
+		return
+	}
+	delete(ts.elems[set], k)
+	a.mark(tk, "e"+set+"\x00"+k)
+}
+
+// SetChain makes one chain of a table desired as given.
+func (a *Applier) SetChain(f nftables.TableFamily, table string, c *Chain) {
+	ts, tk := a.table(f, table)
+	a.setChain(ts, tk, c)
+}
+
+// DeleteChain makes a chain undesired.
+func (a *Applier) DeleteChain(f nftables.TableFamily, table, chain string) {
+	ts, tk := a.table(f, table)
+	if _, ok := ts.chains[chain]; ok {
+		delete(ts.chains, chain)
+		a.mark(tk, "c"+chain)
+	}
+}
+
+// SetElem makes an element desired in a set the table already wants.
+func (a *Applier) SetElem(f nftables.TableFamily, table, set string, e Elem) error {
+	ts, tk := a.table(f, table)
+	if ts.sets[set] == nil {
+		return fmt.Errorf("nft: %s has no set %s", tk, set)
+	}
+	a.setElem(ts, tk, set, e)
+	return nil
+}
+
+// DeleteElem makes an element (by key) undesired.
+func (a *Applier) DeleteElem(f nftables.TableFamily, table, set string, e Elem) {
+	ts, tk := a.table(f, table)
+	a.delElem(ts, tk, set, keyID(e))
+}
+
+// Desired returns the desired ruleset, for display.
+func (a *Applier) Desired() *Ruleset {
+	rs := &Ruleset{}
+	for _, tk := range a.order {
+		ts := a.want[tk]
+		t := &Table{Family: ts.family, Name: ts.name}
+		for _, sn := range sortedKeys(ts.sets) {
+			s := *ts.sets[sn]
+			for _, k := range sortedKeys(ts.elems[sn]) {
+				s.Elems = append(s.Elems, ts.elems[sn][k])
+			}
+			t.Sets = append(t.Sets, &s)
+		}
+		for _, cn := range sortedKeys(ts.chains) {
+			t.Chains = append(t.Chains, ts.chains[cn])
+		}
+		rs.Tables = append(rs.Tables, t)
+	}
+	return rs
+}
+
+// Pending reports whether Apply has anything to compare.
+func (a *Applier) Pending() bool {
+	for _, d := range a.dirty {
+		if len(d) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Apply writes the difference between the dirty desired objects and the
+// kernel in one transaction and returns a line per change. On failure the
+// belief about the kernel is dropped, so the next Apply starts with a read.
+func (a *Applier) Apply() ([]string, error) {
+	if a.have == nil {
+		// Nothing is known of the kernel yet (a new applier, or one whose
+		// last transaction failed): read it back first.
+		if _, err := a.Resync(); err != nil {
+			return nil, err
+		}
+	}
+	if !a.Pending() {
+		return nil, nil
+	}
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	b := &batch{c: c}
+	for _, tk := range a.order {
+		if len(a.dirty[tk]) > 0 {
+			if err := a.plan(b, tk); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b.emit()
+	if len(b.changes) == 0 {
+		a.dirty = map[string]map[string]bool{}
+		return nil, nil
+	}
+	if err := c.Flush(); err != nil {
+		a.have = nil
+		return nil, fmt.Errorf("nft: apply %d changes: %w", len(b.changes), err)
+	}
+	for _, tk := range a.order {
+		a.commit(tk)
+	}
+	a.dirty = map[string]map[string]bool{}
+	return b.changes, nil
+}
+
+// batch collects one transaction's operations in the order the kernel
+// needs them: objects before what refers to them, references removed
+// before what they referred to.
+type batch struct {
+	c       *nftables.Conn
+	changes []string
+	tables  []func()
+	addSets []func()
+	delElem []func()
+	addCh   []func()
+	flushCh []func()
+	addRule []func()
+	addElem []func()
+	delCh   []func()
+	delSet  []func()
+}
+
+func (b *batch) emit() {
+	for _, step := range [][]func(){b.tables, b.addSets, b.delElem, b.addCh, b.flushCh, b.addRule, b.addElem, b.delCh, b.delSet} {
+		for _, f := range step {
+			f()
+		}
+	}
+}
+
+func (b *batch) note(format string, args ...any) {
+	b.changes = append(b.changes, fmt.Sprintf(format, args...))
+}
+
+// plan compares the dirty objects of one table and queues the writes.
+func (a *Applier) plan(b *batch, tk string) error {
+	want := a.want[tk]
+	have := a.have[tk]
+	t := &nftables.Table{Family: want.family, Name: want.name}
+	if have == nil {
+		b.tables = append(b.tables, func() { b.c.AddTable(t) })
+		b.note("add table %s", tk)
+		have = newTableState(want.family, want.name)
+	}
+	sets := map[string]*nftables.Set{}
+	nset := func(name string, s *Set) *nftables.Set {
+		if ns, ok := sets[name]; ok {
+			return ns
+		}
+		ns := &nftables.Set{Table: t, Name: name, KeyType: s.KeyType, DataType: s.DataType, IsMap: s.Map, Interval: s.Interval}
+		sets[name] = ns
+		return ns
+	}
+	newSets := map[string]bool{}
+	for item := range a.dirty[tk] {
+		if item[0] != 's' {
+			continue
+		}
+		name := item[1:]
+		ws, hs := want.sets[name], have.sets[name]
+		switch {
+		case ws != nil && hs == nil:
+			ns := nset(name, ws)
+			newSets[name] = true
+			b.addSets = append(b.addSets, func() { _ = b.c.AddSet(ns, nil) })
+			b.note("add %s %s %s", setKind(ws), tk, name)
+		case ws == nil && hs != nil:
+			ns := nset(name, hs)
+			b.delSet = append(b.delSet, func() { b.c.DelSet(ns) })
+			b.note("delete %s %s %s", setKind(hs), tk, name)
+		case ws != nil && !sameSetType(ws, hs):
+			// The kernel cannot retype a set in use, and bothnia's set
+			// names carry their type, so this is someone else's object.
+			return fmt.Errorf("nft: %s: set %s exists with another type; delete the table to let bothnia recreate it", tk, name)
+		}
+	}
+	// Elements: every wanted element of a new set, and the dirty ones.
+	for name := range newSets {
+		ws := want.sets[name]
+		for _, k := range sortedKeys(want.elems[name]) {
+			e := want.elems[name][k]
+			ns := nset(name, ws)
+			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(e, ws.Interval)) })
+			b.note("add element %s %s { %s }", tk, name, e.Text)
+		}
+	}
+	for item := range a.dirty[tk] {
+		if item[0] != 'e' {
+			continue
+		}
+		name, k, _ := strings.Cut(item[1:], "\x00")
+		if newSets[name] {
+			continue
+		}
+		we, wok := want.elems[name][k]
+		he, hok := have.elems[name][k]
+		if wok && hok && ElemID(we) == ElemID(he) {
+			continue
+		}
+		if hok && have.sets[name] != nil {
+			hs := have.sets[name]
+			ns := nset(name, hs)
+			b.delElem = append(b.delElem, func() { _ = b.c.SetDeleteElements(ns, toElems(he, hs.Interval)) })
+			b.note("delete element %s %s { %s }", tk, name, he.Text)
+		}
+		if wok && want.sets[name] != nil {
+			ws := want.sets[name]
+			ns := nset(name, ws)
+			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(we, ws.Interval)) })
+			b.note("add element %s %s { %s }", tk, name, we.Text)
+		}
+	}
+	// Chains.
+	for item := range a.dirty[tk] {
+		if item[0] != 'c' {
+			continue
+		}
+		name := item[1:]
+		wc, hc := want.chains[name], have.chains[name]
+		switch {
+		case wc != nil && hc != nil && sameHook(wc.Hook, hc.Hook) && sameRules(wc.Rules, hc.Rules):
+		case wc != nil && hc != nil && sameHook(wc.Hook, hc.Hook):
+			ch := nchain(t, wc)
+			b.flushCh = append(b.flushCh, func() { b.c.FlushChain(ch) })
+			a.queueRules(b, t, ch, wc, sets)
+			b.note("replace chain %s %s (%d rules)", tk, name, len(wc.Rules))
+		case wc != nil:
+			if hc != nil { // a base chain whose hook changed
+				old := nchain(t, hc)
+				b.delElem = append(b.delElem, func() { b.c.FlushChain(old); b.c.DelChain(old) })
+			}
+			ch := nchain(t, wc)
+			b.addCh = append(b.addCh, func() { b.c.AddChain(ch) })
+			a.queueRules(b, t, ch, wc, sets)
+			b.note("add chain %s %s (%d rules)", tk, name, len(wc.Rules))
+		case hc != nil:
+			ch := nchain(t, hc)
+			b.flushCh = append(b.flushCh, func() { b.c.FlushChain(ch) })
+			b.delCh = append(b.delCh, func() { b.c.DelChain(ch) })
+			b.note("delete chain %s %s", tk, name)
+		}
+	}
+	return nil
+}
+
+func (a *Applier) queueRules(b *batch, t *nftables.Table, ch *nftables.Chain, c *Chain, sets map[string]*nftables.Set) {
+	for _, r := range c.Rules {
+		r := r
+		b.addRule = append(b.addRule, func() {
+			for _, e := range r.Exprs {
+				// A set made in this same transaction is found by its ID.
+				if l, ok := e.(*expr.Lookup); ok {
+					if s, ok := sets[l.SetName]; ok && s.ID != 0 {
+						l.SetID = s.ID
+					}
+				}
+			}
+			b.c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.Exprs,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, r.Text)})
+		})
+	}
+}
+
+func nchain(t *nftables.Table, c *Chain) *nftables.Chain {
+	ch := &nftables.Chain{Name: c.Name, Table: t}
+	if c.Hook != nil {
+		hn, pr, pol := c.Hook.Hooknum, nftables.ChainPriority(c.Hook.Priority), nftables.ChainPolicyAccept
+		ch.Type, ch.Hooknum, ch.Priority, ch.Policy = c.Hook.Type, &hn, &pr, &pol
+	}
+	return ch
+}
+
+func toElems(e Elem, interval bool) []nftables.SetElement {
+	if !interval {
+		return []nftables.SetElement{{Key: e.Key, Val: e.Val, VerdictData: e.Verdict}}
+	}
+	out := []nftables.SetElement{{Key: e.Key}}
+	if !allZero(e.KeyEnd) {
+		out = append(out, nftables.SetElement{Key: e.KeyEnd, IntervalEnd: true})
+	}
+	return out
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func setKind(s *Set) string {
+	if s.Map {
+		return "map"
+	}
+	return "set"
+}
+
+// commit records that the kernel now holds the desired dirty objects.
+func (a *Applier) commit(tk string) {
+	want := a.want[tk]
+	have := a.have[tk]
+	if have == nil {
+		have = newTableState(want.family, want.name)
+		a.have[tk] = have
+	}
+	for item := range a.dirty[tk] {
+		switch item[0] {
+		case 'c':
+			name := item[1:]
+			if c, ok := want.chains[name]; ok {
+				have.chains[name] = c
+			} else {
+				delete(have.chains, name)
+			}
+		case 's':
+			name := item[1:]
+			if s, ok := want.sets[name]; ok {
+				if hs, ok := have.sets[name]; !ok || !sameSetType(hs, s) {
+					have.elems[name] = map[string]Elem{}
+					for k, e := range want.elems[name] {
+						have.elems[name][k] = e
+					}
+				}
+				have.sets[name] = s
+			} else {
+				delete(have.sets, name)
+				delete(have.elems, name)
+			}
+		case 'e':
+			name, k, _ := strings.Cut(item[1:], "\x00")
+			if have.elems[name] == nil {
+				continue
+			}
+			if e, ok := want.elems[name][k]; ok {
+				have.elems[name][k] = e
+			} else {
+				delete(have.elems[name], k)
+			}
+		}
+	}
+}
+
+// DeleteTables removes owned tables entirely (teardown).
+func (a *Applier) DeleteTables() error {
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, tk := range a.order {
+		ts := a.want[tk]
+		if _, err := c.ListTableOfFamily(ts.name, ts.family); err != nil {
+			continue
+		}
+		c.DelTable(&nftables.Table{Family: ts.family, Name: ts.name})
+		n++
+	}
+	a.want, a.have, a.dirty, a.order = map[string]*tableState{}, nil, map[string]map[string]bool{}, nil
+	if n == 0 {
+		return nil
+	}
+	return c.Flush()
+}

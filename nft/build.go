@@ -1,0 +1,302 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// B builds a rule's text and expressions side by side, so the two cannot
+// drift apart. Every match loads into register 1 and compares.
+type B struct {
+	text  []string
+	exprs []expr.Any
+}
+
+// R starts a rule.
+func R() *B { return &B{} }
+
+func (b *B) add(text string, es ...expr.Any) *B {
+	if text != "" {
+		b.text = append(b.text, text)
+	}
+	b.exprs = append(b.exprs, es...)
+	return b
+}
+
+func (b *B) cmp(op expr.CmpOp, data []byte) expr.Any {
+	return &expr.Cmp{Op: op, Register: 1, Data: data}
+}
+
+// IfName pads an interface name as the kernel compares it.
+func IfName(n string) []byte {
+	b := make([]byte, 16)
+	copy(b, n)
+	return b
+}
+
+// Iifname matches the input interface.
+func (b *B) Iifname(n string) *B {
+	return b.add("iifname \""+n+"\"", &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, b.cmp(expr.CmpOpEq, IfName(n)))
+}
+
+// Ethertype names for MetaProtocol.
+const (
+	EtherIPv4 = 0x0800
+	EtherARP  = 0x0806
+	EtherIPv6 = 0x86dd
+)
+
+var etherNames = map[uint16]string{EtherIPv4: "ip", EtherARP: "arp", EtherIPv6: "ip6"}
+
+// MetaProtocol matches the ethertype (bridge family).
+func (b *B) MetaProtocol(et uint16) *B {
+	return b.add("meta protocol "+etherNames[et], &expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		b.cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(et)))
+}
+
+// NFProto matches IPv4 or IPv6 (inet family).
+func (b *B) NFProto(v6 bool) *B {
+	p, name := byte(unix.NFPROTO_IPV4), "ipv4"
+	if v6 {
+		p, name = unix.NFPROTO_IPV6, "ipv6"
+	}
+	return b.add("meta nfproto "+name, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, b.cmp(expr.CmpOpEq, []byte{p}))
+}
+
+var protoNames = map[int]string{1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+
+// L4Proto matches the transport protocol.
+func (b *B) L4Proto(p int) *B {
+	name, ok := protoNames[p]
+	if !ok {
+		name = fmt.Sprint(p)
+	}
+	return b.add("meta l4proto "+name, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, b.cmp(expr.CmpOpEq, []byte{byte(p)}))
+}
+
+func (b *B) payload(base expr.PayloadBase, off, n uint32) expr.Any {
+	return &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}
+}
+
+// EtherSaddr matches the source MAC.
+func (b *B) EtherSaddr(mac []byte, text string) *B {
+	return b.add("ether saddr "+text, b.payload(expr.PayloadBaseLLHeader, 6, 6), b.cmp(expr.CmpOpEq, mac))
+}
+
+// prefix matches len(addr) bytes at off of the network header against p.
+func (b *B) prefix(what string, off uint32, p netip.Prefix) *B {
+	a := p.Addr().AsSlice()
+	n := uint32(len(a))
+	es := []expr.Any{b.payload(expr.PayloadBaseNetworkHeader, off, n)}
+	if p.Bits() < p.Addr().BitLen() {
+		mask := netip.PrefixFrom(p.Addr(), p.Bits()).Masked()
+		es = append(es, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p.Bits(), int(n)), Xor: make([]byte, n)})
+		a = mask.Addr().AsSlice()
+	}
+	es = append(es, b.cmp(expr.CmpOpEq, a))
+	return b.add(what+" "+p.String(), es...)
+}
+
+func prefixMask(bits, n int) []byte {
+	m := make([]byte, n)
+	for i := 0; i < bits; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+// IPSaddr matches the IPv4 or IPv6 source against a prefix.
+func (b *B) IPSaddr(p netip.Prefix) *B {
+	if p.Addr().Is4() {
+		return b.prefix("ip saddr", 12, p)
+	}
+	return b.prefix("ip6 saddr", 8, p)
+}
+
+// IPDaddr matches the destination against a prefix.
+func (b *B) IPDaddr(p netip.Prefix) *B {
+	if p.Addr().Is4() {
+		return b.prefix("ip daddr", 16, p)
+	}
+	return b.prefix("ip6 daddr", 24, p)
+}
+
+// IPAddrSet matches the source (or destination) against a named set.
+func (b *B) IPAddrSet(src, v6 bool, set string) *B {
+	off, n, fam, dir := uint32(16), uint32(4), "ip", "daddr"
+	if src {
+		off, dir = 12, "saddr"
+	}
+	if v6 {
+		off, n, fam = 24, 16, "ip6"
+		if src {
+			off = 8
+		}
+	}
+	return b.add(fmt.Sprintf("%s %s @%s", fam, dir, set), b.payload(expr.PayloadBaseNetworkHeader, off, n),
+		&expr.Lookup{SourceRegister: 1, SetName: set})
+}
+
+// ArpSha matches an ARP packet's sender MAC (Ethernet/IPv4 ARP).
+func (b *B) ArpSha(mac []byte, text string) *B {
+	return b.add("arp saddr ether "+text, b.payload(expr.PayloadBaseNetworkHeader, 8, 6), b.cmp(expr.CmpOpEq, mac))
+}
+
+// ArpSpa matches an ARP packet's sender address against a prefix.
+func (b *B) ArpSpa(p netip.Prefix) *B { return b.prefix("arp saddr ip", 14, p) }
+
+// Sport matches a transport source port.
+func (b *B) Sport(proto string, port uint16) *B {
+	return b.add(fmt.Sprintf("%s sport %d", proto, port), b.payload(expr.PayloadBaseTransportHeader, 0, 2),
+		b.cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(port)))
+}
+
+// Dport matches a transport destination port or range.
+func (b *B) Dport(proto string, lo, hi int) *B {
+	ld := b.payload(expr.PayloadBaseTransportHeader, 2, 2)
+	if lo == hi {
+		return b.add(fmt.Sprintf("%s dport %d", proto, lo), ld, b.cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(uint16(lo))))
+	}
+	return b.add(fmt.Sprintf("%s dport %d-%d", proto, lo, hi), ld,
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: binaryutil.BigEndian.PutUint16(uint16(lo)), ToData: binaryutil.BigEndian.PutUint16(uint16(hi))})
+}
+
+// ICMPType matches the ICMP (or ICMPv6) type and, if code >= 0, code.
+func (b *B) ICMPType(v6 bool, typ, code int) *B {
+	name := "icmp"
+	if v6 {
+		name = "icmpv6"
+	}
+	b.add(fmt.Sprintf("%s type %d", name, typ), b.payload(expr.PayloadBaseTransportHeader, 0, 1), b.cmp(expr.CmpOpEq, []byte{byte(typ)}))
+	if code >= 0 {
+		b.add(fmt.Sprintf("%s code %d", name, code), b.payload(expr.PayloadBaseTransportHeader, 1, 1), b.cmp(expr.CmpOpEq, []byte{byte(code)}))
+	}
+	return b
+}
+
+// CtState matches any of the conntrack states (bits of expr.CtStateBit*).
+func (b *B) CtState(bits uint32, text string) *B {
+	return b.add("ct state "+text, &expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		b.cmp(expr.CmpOpNeq, make([]byte, 4)))
+}
+
+// CtZoneSet puts the packet in a conntrack zone.
+func (b *B) CtZoneSet(z uint16) *B {
+	return b.add(fmt.Sprintf("ct zone set %d", z), &expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint16(z)},
+		&expr.Ct{Key: expr.CtKeyZONE, Register: 1, SourceRegister: true})
+}
+
+// MarkSet sets the packet mark.
+func (b *B) MarkSet(v uint32) *B {
+	return b.add(fmt.Sprintf("meta mark set 0x%08x", v), &expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(v)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+// MarkOr ors bits into the packet mark.
+func (b *B) MarkOr(v uint32) *B {
+	return b.add(fmt.Sprintf("meta mark set meta mark | 0x%08x", v),
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(^v), Xor: binaryutil.NativeEndian.PutUint32(v)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+// MarkSetIifMap sets the mark from a map keyed by input interface.
+func (b *B) MarkSetIifMap(m string) *B {
+	return b.add("meta mark set iifname map @"+m, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+// IifVmap dispatches on the input interface.
+func (b *B) IifVmap(m string) *B {
+	return b.add("iifname vmap @"+m, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m})
+}
+
+// OifVmap dispatches on the output interface.
+func (b *B) OifVmap(m string) *B {
+	return b.add("oifname vmap @"+m, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m})
+}
+
+// MarkVmap dispatches on the mark under a mask.
+func (b *B) MarkVmap(mask uint32, m string) *B {
+	return b.add(fmt.Sprintf("meta mark & 0x%08x vmap @%s", mask, m), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m})
+}
+
+// Counter counts packets and bytes.
+func (b *B) Counter() *B { return b.add("counter", &expr.Counter{}) }
+
+// Verdicts end a rule.
+func (b *B) Accept() Rule       { return b.verdict("accept", expr.VerdictAccept, "") }
+func (b *B) Drop() Rule         { return b.verdict("drop", expr.VerdictDrop, "") }
+func (b *B) Return() Rule       { return b.verdict("return", expr.VerdictReturn, "") }
+func (b *B) Jump(c string) Rule { return b.verdict("jump "+c, expr.VerdictJump, c) }
+func (b *B) Goto(c string) Rule { return b.verdict("goto "+c, expr.VerdictGoto, c) }
+func (b *B) Done() Rule         { return Rule{Text: strings.Join(b.text, " "), Exprs: b.exprs} }
+
+func (b *B) verdict(text string, k expr.VerdictKind, chain string) Rule {
+	b.add(text, &expr.Verdict{Kind: k, Chain: chain})
+	return b.Done()
+}
+
+// Elements.
+
+// IfElem is an ifname-keyed element with a verdict (a vmap entry).
+func IfVerdictElem(ifname string, k expr.VerdictKind, chain string) Elem {
+	v := "jump"
+	if k == expr.VerdictGoto {
+		v = "goto"
+	}
+	return Elem{Text: fmt.Sprintf("%q : %s %s", ifname, v, chain), Key: IfName(ifname), Verdict: &expr.Verdict{Kind: k, Chain: chain}}
+}
+
+// IfMarkElem maps an interface to a mark.
+func IfMarkElem(ifname string, mark uint32) Elem {
+	return Elem{Text: fmt.Sprintf("%q : 0x%08x", ifname, mark), Key: IfName(ifname), Val: binaryutil.NativeEndian.PutUint32(mark)}
+}
+
+// MarkVerdictElem maps a mark to a verdict.
+func MarkVerdictElem(mark uint32, chain string) Elem {
+	return Elem{Text: fmt.Sprintf("0x%08x : jump %s", mark, chain), Key: binaryutil.NativeEndian.PutUint32(mark),
+		Verdict: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+}
+
+// PrefixElem is an interval-set element covering a prefix.
+func PrefixElem(p netip.Prefix) Elem {
+	start := p.Masked().Addr()
+	end := lastAddr(p).Next()
+	e := Elem{Text: p.String(), Key: start.AsSlice()}
+	if end.IsValid() {
+		e.KeyEnd = end.AsSlice()
+	} else {
+		// The range runs to the top of the address space; the kernel
+		// takes an all-zero end as "open".
+		e.KeyEnd = make([]byte, len(e.Key))
+	}
+	return e
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(a)*8; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	out, _ := netip.AddrFromSlice(a)
+	return out
+}
+
+// MAC parses a MAC string into bytes; the input must be valid.
+func MAC(s string) []byte {
+	var b [6]byte
+	fmt.Sscanf(s, "%02x:%02x:%02x:%02x:%02x:%02x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5])
+	return b[:]
+}
