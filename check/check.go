@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -33,6 +34,7 @@ type Probe struct {
 	From string // VM name
 	To   Target
 	Kind string
+	Port int // TCP destination port
 	Want bool
 	// WantSource is the source address the target must see on TCP: the
 	// VM's own within the fabric, the router's gw address through SNAT.
@@ -73,12 +75,14 @@ type Endpoint struct {
 	Allowed bool
 }
 
-// Expect derives every probe and its expected outcome from the spec: VMs
-// of one network reach each other within and across sites; VMs of
-// different networks never do; VMs of the router's network reach the
-// allowlisted endpoints (which see the SNAT address) and nothing else; VMs
-// of other networks reach no endpoint.
-func Expect(s *spec.Spec, endpoints []Endpoint) []Probe {
+// Expect derives every probe and its expected outcome from the spec and
+// its compiled firewall: VMs of one network reach each other, within and
+// across sites, on what both ports' security groups allow (egress of the
+// sender, ingress of the receiver); VMs of different networks never do;
+// VMs of the router's network reach the allowlisted endpoints, as their
+// egress rules allow, and the endpoints see the SNAT address; nothing
+// reaches an endpoint off the allowlist.
+func Expect(s *spec.Spec, fw *firewall.Fabric, endpoints []Endpoint) []Probe {
 	netOf := map[string]string{}
 	for _, n := range s.Networks {
 		for _, vm := range n.VMs {
@@ -86,35 +90,44 @@ func Expect(s *spec.Spec, endpoints []Endpoint) []Probe {
 		}
 	}
 	infra := plan.InfraNetwork(s)
+	ports := s.Lab.Ports
 	var out []Probe
 	for _, from := range VMs(s) {
+		fp := fw.Port(from.Name)
 		for _, to := range VMs(s) {
 			if from.Name == to.Name {
 				continue
 			}
 			same := netOf[from.Name] == netOf[to.Name]
-			src := ""
-			if same {
-				src = from.Addr.String()
+			tp := fw.Port(to.Name)
+			icmp := firewall.Packet{Src: from.Addr, Dst: to.Addr, Proto: 1, Port: 8}
+			out = append(out, Probe{From: from.Name, To: to, Kind: ICMP, Want: same && fw.Allows(fp, tp, icmp)})
+			for _, port := range ports {
+				tcp := firewall.Packet{Src: from.Addr, Dst: to.Addr, Proto: 6, Port: port}
+				want := same && fw.Allows(fp, tp, tcp)
+				src := ""
+				if want {
+					src = from.Addr.String()
+				}
+				out = append(out, Probe{From: from.Name, To: to, Kind: TCP, Port: port, Want: want, WantSource: src})
 			}
-			out = append(out,
-				Probe{From: from.Name, To: to, Kind: ICMP, Want: same},
-				Probe{From: from.Name, To: to, Kind: TCP, Want: same, WantSource: src})
 		}
 		routed := s.Router != nil && infra != nil && netOf[from.Name] == infra.Name
 		for _, ep := range endpoints {
-			want := routed && ep.Allowed
+			to := Target{Name: ep.Name, Addr: ep.Addr}
+			icmp := firewall.Packet{Src: from.Addr, Dst: ep.Addr, Proto: 1, Port: 8}
+			tcp := firewall.Packet{Src: from.Addr, Dst: ep.Addr, Proto: 6, Port: ports[0]}
+			wantTCP := routed && ep.Allowed && fw.Allows(fp, nil, tcp)
 			src := ""
-			if want {
+			if wantTCP {
 				src = from.Addr.String()
 				if *s.Router.SNAT {
 					src = s.Router.External.Router
 				}
 			}
-			to := Target{Name: ep.Name, Addr: ep.Addr}
 			out = append(out,
-				Probe{From: from.Name, To: to, Kind: ICMP, Want: want},
-				Probe{From: from.Name, To: to, Kind: TCP, Want: want, WantSource: src})
+				Probe{From: from.Name, To: to, Kind: ICMP, Want: routed && ep.Allowed && fw.Allows(fp, nil, icmp)},
+				Probe{From: from.Name, To: to, Kind: TCP, Port: ports[0], Want: wantTCP, WantSource: src})
 		}
 	}
 	return out
@@ -124,9 +137,9 @@ func Expect(s *spec.Spec, endpoints []Endpoint) []Probe {
 type Prober interface {
 	// ICMP reports whether an echo from the VM to addr is answered.
 	ICMP(ctx context.Context, fromVM string, addr netip.Addr) error
-	// TCP connects from the VM to addr and returns the source address the
-	// far end saw.
-	TCP(ctx context.Context, fromVM string, addr netip.Addr) (string, error)
+	// TCP connects from the VM to addr:port and returns the source address
+	// the far end saw.
+	TCP(ctx context.Context, fromVM string, addr netip.Addr, port int) (string, error)
 }
 
 // Run sends every probe, parallel at most workers at a time, and returns
@@ -147,7 +160,7 @@ func Run(ctx context.Context, probes []Probe, p Prober, workers int) []Result {
 			case ICMP:
 				err = p.ICMP(ctx, pr.From, pr.To.Addr)
 			case TCP:
-				r.Source, err = p.TCP(ctx, pr.From, pr.To.Addr)
+				r.Source, err = p.TCP(ctx, pr.From, pr.To.Addr, pr.Port)
 			}
 			r.Got = err == nil
 			if err != nil {
@@ -172,13 +185,14 @@ func Failed(rs []Result) int {
 }
 
 // Matrix renders results as a table, one row per source VM and one column
-// per target. A cell is "ok" (reachable, as expected), "-" (blocked, as
-// expected) or "FAIL"; every failure is then listed with what was wanted.
+// per target. A cell has one mark per probe, in probe order (ICMP, then TCP
+// per port): "+" reached as expected, "." blocked as expected, "X" differs.
+// Every difference is then listed with what was wanted.
 func Matrix(rs []Result) string {
 	var rows, vmCols, cols []string
 	seenRow, seenCol := map[string]bool{}, map[string]bool{}
-	type cell struct{ want, ok bool }
-	cells := map[[2]string]*cell{}
+	cells := map[[2]string]string{}
+	var legendVM, legendEP []string
 	for _, r := range rs {
 		if !seenRow[r.From] {
 			seenRow[r.From] = true
@@ -193,12 +207,26 @@ func Matrix(rs []Result) string {
 			}
 		}
 		k := [2]string{r.From, r.To.Name}
-		c, ok := cells[k]
-		if !ok {
-			c = &cell{want: r.Want, ok: true}
-			cells[k] = c
+		mark := "."
+		switch {
+		case !r.OK():
+			mark = "X"
+		case r.Want:
+			mark = "+"
 		}
-		c.ok = c.ok && r.OK()
+		cells[k] += mark
+		if r.From == rs[0].From {
+			name := r.Kind
+			if r.Kind == TCP {
+				name = fmt.Sprintf("tcp/%d", r.Port)
+			}
+			if r.To.VM && r.To.Name == firstVM(rs) {
+				legendVM = append(legendVM, name)
+			}
+			if !r.To.VM && len(cols) == 1 && r.To.Name == cols[0] {
+				legendEP = append(legendEP, name)
+			}
+		}
 	}
 	// VMs first, in the order their rows have, then the endpoints.
 	sort.SliceStable(vmCols, func(i, j int) bool { return index(rows, vmCols[i]) < index(rows, vmCols[j]) })
@@ -218,24 +246,18 @@ func Matrix(rs []Result) string {
 	for _, r := range rows {
 		fmt.Fprintf(&b, "%-*s", w+2, r)
 		for _, c := range cols {
-			s := "."
-			if x, ok := cells[[2]string{r, c}]; ok {
-				switch {
-				case !x.ok:
-					s = "FAIL"
-				case x.want:
-					s = "ok"
-				default:
-					s = "-"
-				}
+			s := cells[[2]string{r, c}]
+			if s == "" {
+				s = "="
 			}
 			fmt.Fprintf(&b, " %-*s", w, s)
 		}
 		b.WriteString("\n")
 	}
 	fail := Failed(rs)
-	fmt.Fprintf(&b, "\nok: reachable as expected; -: blocked as expected; FAIL: differs (listed below)\n")
-	fmt.Fprintf(&b, "%d probes (icmp and tcp per pair), %d passed, %d failed\n", len(rs), len(rs)-fail, fail)
+	fmt.Fprintf(&b, "\ncells: VM targets %s; endpoints %s\n", strings.Join(legendVM, " "), strings.Join(legendEP, " "))
+	fmt.Fprintf(&b, "+ reached as expected, . blocked as expected, X differs (listed below), = self\n")
+	fmt.Fprintf(&b, "%d probes, %d passed, %d failed\n", len(rs), len(rs)-fail, fail)
 	var bad []string
 	for _, r := range rs {
 		if r.OK() {
@@ -255,13 +277,26 @@ func Matrix(rs []Result) string {
 				got += " seen from " + r.Source
 			}
 		}
-		bad = append(bad, fmt.Sprintf("FAIL %s %s -> %s (%s): want %s, got %s", r.Kind, r.From, r.To.Name, r.To.Addr, want, got))
+		kind := r.Kind
+		if r.Kind == TCP {
+			kind = fmt.Sprintf("tcp/%d", r.Port)
+		}
+		bad = append(bad, fmt.Sprintf("FAIL %s %s -> %s (%s): want %s, got %s", kind, r.From, r.To.Name, r.To.Addr, want, got))
 	}
 	sort.Strings(bad)
 	for _, l := range bad {
 		b.WriteString(l + "\n")
 	}
 	return b.String()
+}
+
+func firstVM(rs []Result) string {
+	for _, r := range rs {
+		if r.To.VM {
+			return r.To.Name
+		}
+	}
+	return ""
 }
 
 func index(s []string, x string) int {

@@ -22,13 +22,12 @@ import (
 // NetProber sends real packets from VM namespaces.
 type NetProber struct {
 	NS      func(vm string) string // a VM's namespace
-	Port    int                    // TCP port the responders listen on
 	Timeout time.Duration
 }
 
 // TCP connects from the VM's namespace; the responder answers with the
 // source address it saw.
-func (p *NetProber) TCP(ctx context.Context, vm string, addr netip.Addr) (string, error) {
+func (p *NetProber) TCP(ctx context.Context, vm string, addr netip.Addr, port int) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
 	var conn net.Conn
@@ -37,7 +36,7 @@ func (p *NetProber) TCP(ctx context.Context, vm string, addr netip.Addr) (string
 		// and stays there after Do returns.
 		var err error
 		d := net.Dialer{}
-		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, uint16(p.Port)).String())
+		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
 		return err
 	})
 	if err != nil {
@@ -116,26 +115,35 @@ type Responders struct {
 	wg sync.WaitGroup
 }
 
-// Listen starts a responder on 0.0.0.0:port in each namespace. Each
-// accepted connection gets the peer's address and a newline.
-func Listen(namespaces []string, port int) (*Responders, error) {
+// Listen starts a responder on 0.0.0.0:port, for each port, in each
+// namespace. Each accepted connection gets the peer's address and a newline.
+func Listen(namespaces []string, ports []int) (*Responders, error) {
 	r := &Responders{}
 	for _, ns := range namespaces {
-		var l net.Listener
-		err := namespace.Do(ns, func() error {
-			var err error
-			l, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
-			return err
-		})
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("responder in %s: %w", ns, err)
+		for _, port := range ports {
+			if err := r.listen(ns, port); err != nil {
+				r.Close()
+				return nil, err
+			}
 		}
-		r.ls = append(r.ls, l)
-		r.wg.Add(1)
-		go r.serve(l)
 	}
 	return r, nil
+}
+
+func (r *Responders) listen(ns string, port int) error {
+	var l net.Listener
+	err := namespace.Do(ns, func() error {
+		var err error
+		l, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("responder in %s on %d: %w", ns, port, err)
+	}
+	r.ls = append(r.ls, l)
+	r.wg.Add(1)
+	go r.serve(l)
+	return nil
 }
 
 func (r *Responders) serve(l net.Listener) {

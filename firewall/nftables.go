@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -112,64 +113,21 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 
 	groups := map[string]bool{}
 	for i := range ports {
-		p := &ports[i]
-		srcPorts.Elems = append(srcPorts.Elems, nft.IfVerdictElem(p.Name, expr.VerdictJump, srcChain(p)))
-		inMarks.Elems = append(inMarks.Elems, nft.IfMarkElem(p.Name, inMark(p.ID)))
-		outPorts.Elems = append(outPorts.Elems, nft.IfVerdictElem(p.Name, expr.VerdictJump, markChain(p)))
-		egress.Elems = append(egress.Elems, nft.MarkVerdictElem(inMark(p.ID), egChain(p)))
-		ingress.Elems = append(ingress.Elems, nft.MarkVerdictElem(outMark(p.ID), inChain(p)))
-		l2.Chains = append(l2.Chains,
-			&nft.Chain{Name: srcChain(p), Rules: antiSpoof(p)},
-			&nft.Chain{Name: markChain(p), Rules: []nft.Rule{nft.R().MarkOr(outMark(p.ID)).Done()}})
-		fw.Chains = append(fw.Chains,
-			&nft.Chain{Name: egChain(p), Rules: egressRules(p)},
-			&nft.Chain{Name: inChain(p), Rules: ingressRules(f, p)})
-		for _, g := range p.Groups {
+		po := portObjects(f, &ports[i])
+		po.addTo(rs)
+		for _, g := range ports[i].Groups {
 			groups[g] = true
 		}
 	}
 
-	// Group chains, and the member sets their remote-group rules use.
 	var names []string
 	for g := range groups {
 		names = append(names, g)
 	}
 	sort.Strings(names)
-	sets := map[string]bool{}
-	for _, g := range names {
-		grp := f.Groups[g]
-		in, out := &nft.Chain{Name: sgChain(g, true)}, &nft.Chain{Name: sgChain(g, false)}
-		for _, r := range grp.Rules {
-			if r.RemoteGroup != "" {
-				sets[setName(r.RemoteGroup, r.V6)] = true
-			}
-			if r.Ingress {
-				in.Rules = append(in.Rules, sgRule(r).Accept())
-			} else {
-				out.Rules = append(out.Rules, sgRule(r).Goto(toPort))
-			}
-		}
-		fw.Chains = append(fw.Chains, in, out)
-	}
-	var setNames []string
-	for s := range sets {
-		setNames = append(setNames, s)
-	}
-	sort.Strings(setNames)
-	for _, sn := range setNames {
-		v6 := sn[len(sn)-2:] == "v6"
-		g := sn[len("rg-") : len(sn)-len("-v4")]
-		st := &nft.Set{Name: sn, KeyType: nftables.TypeIPAddr, Interval: true}
-		if v6 {
-			st.KeyType = nftables.TypeIP6Addr
-		}
-		for _, m := range f.Sets[g] {
-			if m.Addr().Is6() == v6 {
-				st.Elems = append(st.Elems, nft.PrefixElem(m))
-			}
-		}
-		fw.Sets = append(fw.Sets, st)
-	}
+	chains, sets := groupObjects(f, names)
+	fw.Chains = append(fw.Chains, chains...)
+	fw.Sets = append(fw.Sets, sets...)
 	return rs
 }
 
@@ -273,3 +231,84 @@ func sgRule(r Rule) *nft.B {
 }
 
 var protoNames = map[int]string{6: "tcp", 17: "udp", 132: "sctp"}
+
+// PortObjects are the chains and map elements one port adds to a node.
+type PortObjects struct {
+	L2Chains, FWChains []*nft.Chain
+	L2Elems, FWElems   map[string][]nft.Elem // by map name
+}
+
+func portObjects(f *Fabric, p *Port) PortObjects {
+	return PortObjects{
+		L2Chains: []*nft.Chain{{Name: srcChain(p), Rules: antiSpoof(p)}, {Name: markChain(p), Rules: []nft.Rule{nft.R().MarkOr(outMark(p.ID)).Done()}}},
+		FWChains: []*nft.Chain{{Name: egChain(p), Rules: egressRules(p)}, {Name: inChain(p), Rules: ingressRules(f, p)}},
+		L2Elems: map[string][]nft.Elem{
+			"src-ports": {nft.IfVerdictElem(p.Name, expr.VerdictJump, srcChain(p))},
+			"in-marks":  {nft.IfMarkElem(p.Name, inMark(p.ID))},
+			"out-ports": {nft.IfVerdictElem(p.Name, expr.VerdictJump, markChain(p))},
+		},
+		FWElems: map[string][]nft.Elem{
+			"egress-ports":  {nft.MarkVerdictElem(inMark(p.ID), egChain(p))},
+			"ingress-ports": {nft.MarkVerdictElem(outMark(p.ID), inChain(p))},
+		},
+	}
+}
+
+func (po PortObjects) addTo(rs *nft.Ruleset) {
+	l2, fw := rs.Table(L2Table), rs.Table(FWTable)
+	l2.Chains = append(l2.Chains, po.L2Chains...)
+	fw.Chains = append(fw.Chains, po.FWChains...)
+	for name, es := range po.L2Elems {
+		l2.Set(name).Elems = append(l2.Set(name).Elems, es...)
+	}
+	for name, es := range po.FWElems {
+		fw.Set(name).Elems = append(fw.Set(name).Elems, es...)
+	}
+}
+
+// groupObjects renders the chains of the named groups and the member sets
+// their remote-group rules use.
+func groupObjects(f *Fabric, names []string) ([]*nft.Chain, []*nft.Set) {
+	var chains []*nft.Chain
+	sets := map[string]bool{}
+	for _, g := range names {
+		grp := f.Groups[g]
+		in, out := &nft.Chain{Name: sgChain(g, true)}, &nft.Chain{Name: sgChain(g, false)}
+		for _, r := range grp.Rules {
+			if r.RemoteGroup != "" {
+				sets[setName(r.RemoteGroup, r.V6)] = true
+			}
+			if r.Ingress {
+				in.Rules = append(in.Rules, sgRule(r).Accept())
+			} else {
+				out.Rules = append(out.Rules, sgRule(r).Goto(toPort))
+			}
+		}
+		chains = append(chains, in, out)
+	}
+	var out []*nft.Set
+	for _, sn := range sortedNames(sets) {
+		v6 := strings.HasSuffix(sn, "-v6")
+		g := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(sn, "rg-"), "-v4"), "-v6")
+		st := &nft.Set{Name: sn, KeyType: nftables.TypeIPAddr, Interval: true}
+		if v6 {
+			st.KeyType = nftables.TypeIP6Addr
+		}
+		for _, m := range f.Sets[g] {
+			if m.Addr().Is6() == v6 {
+				st.Elems = append(st.Elems, nft.PrefixElem(m))
+			}
+		}
+		out = append(out, st)
+	}
+	return chains, out
+}
+
+func sortedNames(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

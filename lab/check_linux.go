@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -22,11 +23,15 @@ func (l *Lab) Check(ctx context.Context, s *spec.Spec) ([]check.Result, error) {
 	if len(eps) > 0 {
 		nss = append(nss, l.OutsideNS())
 	}
-	resp, err := check.Listen(nss, s.Lab.Port)
+	fw, err := firewall.Compile(s)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := check.Listen(nss, s.Lab.Ports)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Close()
-	p := &check.NetProber{NS: l.VMNS, Port: s.Lab.Port, Timeout: 1500 * time.Millisecond}
-	return check.Run(ctx, check.Expect(s, eps), p, 32), nil
+	p := &check.NetProber{NS: l.VMNS, Timeout: 1500 * time.Millisecond}
+	return check.Run(ctx, check.Expect(s, fw, eps), p, 32), nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/bothnia/bothnia/dataplane"
+	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
@@ -69,12 +70,38 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	if err := errors.Join(errs...); err != nil {
 		return rep, err
 	}
+	fwChanges, err := l.firewall(ls, p)
+	rep.Changes = append(rep.Changes, fwChanges...)
+	if err != nil {
+		return rep, err
+	}
 	if specYAML != nil {
 		if err := l.save(specYAML); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
+}
+
+// firewall programs every node's security groups with the spec's renderer.
+func (l *Lab) firewall(s *spec.Spec, p *plan.Plan) ([]string, error) {
+	f, err := firewall.Compile(s)
+	if err != nil {
+		return nil, err
+	}
+	var changes []string
+	var errs []error
+	for _, n := range p.Nodes {
+		ns := l.NodeNS(n.Name)
+		ch, err := firewall.Program(s.Firewall, ns, f, n.Name)
+		for _, c := range ch {
+			changes = append(changes, ns+": "+c)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: firewall: %w", n.Name, err))
+		}
+	}
+	return changes, errors.Join(errs...)
 }
 
 // cabling builds what a real site has before bothnia runs: the underlay

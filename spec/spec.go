@@ -172,8 +172,10 @@ type Lab struct {
 	// Blocked are outside endpoints the lab creates although the router
 	// has no route to them: check proves they stay unreachable.
 	Blocked []Allowed `yaml:"blocked,omitempty"`
-	// Port is the TCP port every lab endpoint and VM listens on for check.
-	Port int `yaml:"port,omitempty"`
+	// Ports are the TCP ports every lab VM and endpoint listens on for
+	// check; with security groups some are allowed and some not. Endpoints
+	// are probed on the first.
+	Ports []int `yaml:"ports,omitempty"`
 }
 
 // Load reads and validates a spec file.
@@ -215,8 +217,8 @@ func (s *Spec) setDefaults() {
 	if s.Link.RateMbit == 0 {
 		s.Link.RateMbit = 1000
 	}
-	if s.Lab.Port == 0 {
-		s.Lab.Port = 7000
+	if len(s.Lab.Ports) == 0 {
+		s.Lab.Ports = []int{7000, 7001}
 	}
 	if s.Firewall == "" {
 		s.Firewall = "nftables"

@@ -1,0 +1,174 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
+
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/nft"
+)
+
+// NFT programs one node's firewall through nftables. It keeps the desired
+// ruleset and what it believes the kernel holds, so single changes (a
+// port, a member) cost the same at ten ports as at ten thousand.
+type NFT struct {
+	ns     string
+	handle netns.NsHandle
+	a      *nft.Applier
+}
+
+// NewNFT returns a programmer for the named namespace ("" is the process's
+// own, a real host's root).
+func NewNFT(ns string) (*NFT, error) {
+	h, err := namespace.Open(ns)
+	if err != nil {
+		return nil, err
+	}
+	fd := int(h)
+	if ns == "" {
+		fd = 0
+	}
+	return &NFT{ns: ns, handle: h, a: nft.NewApplier(fd)}, nil
+}
+
+// Close releases the namespace handle.
+func (x *NFT) Close() { x.handle.Close() }
+
+// bridgeHooks makes bridged IPv4/IPv6 traverse the inet hooks, where
+// conntrack and the security groups are. The setting is per namespace.
+func (x *NFT) bridgeHooks() error {
+	for _, k := range []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"} {
+		v, err := namespace.Sysctl(x.ns, k)
+		if err != nil {
+			return fmt.Errorf("firewall: %s needs br_netfilter: %w", k, err)
+		}
+		if v != "1" {
+			if err := namespace.SetSysctl(x.ns, k, "1"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Program makes the node's whole firewall match the fabric: the first
+// call reads the kernel back; later calls write only what changed.
+func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
+	if err := x.bridgeHooks(); err != nil {
+		return nil, err
+	}
+	x.a.Replace(RenderNFT(f, node))
+	return x.a.Apply()
+}
+
+// AddPort adds one port's chains and map entries, and its addresses to the
+// member sets of its groups, in one transaction. The port's groups must
+// already be programmed on the node.
+func (x *NFT) AddPort(f *Fabric, p *Port) ([]string, error) {
+	x.setPort(portObjects(f, p), true)
+	for _, g := range p.Groups {
+		for _, pr := range p.Pairs {
+			x.member(g, pr.Prefix, true)
+		}
+	}
+	return x.a.Apply()
+}
+
+// RemovePort removes one port's chains, map entries and memberships.
+func (x *NFT) RemovePort(f *Fabric, p *Port) ([]string, error) {
+	x.setPort(portObjects(f, p), false)
+	for _, g := range p.Groups {
+		for _, pr := range p.Pairs {
+			x.member(g, pr.Prefix, false)
+		}
+	}
+	return x.a.Apply()
+}
+
+func (x *NFT) setPort(po PortObjects, add bool) {
+	for _, t := range []struct {
+		fam    nftables.TableFamily
+		table  string
+		chains []*nft.Chain
+		elems  map[string][]nft.Elem
+	}{
+		{nftables.TableFamilyBridge, L2Table, po.L2Chains, po.L2Elems},
+		{nftables.TableFamilyINet, FWTable, po.FWChains, po.FWElems},
+	} {
+		for _, c := range t.chains {
+			if add {
+				x.a.SetChain(t.fam, t.table, c)
+			} else {
+				x.a.DeleteChain(t.fam, t.table, c.Name)
+			}
+		}
+		for set, es := range t.elems {
+			for _, e := range es {
+				if add {
+					_ = x.a.SetElem(t.fam, t.table, set, e)
+				} else {
+					x.a.DeleteElem(t.fam, t.table, set, e)
+				}
+			}
+		}
+	}
+}
+
+// member adds or removes one address of a group's member set, if the node
+// uses that set. Members live on both sites; a store feeds them here.
+func (x *NFT) member(group string, p netip.Prefix, add bool) {
+	set := setName(group, p.Addr().Is6())
+	e := nft.PrefixElem(p)
+	if add {
+		_ = x.a.SetElem(nftables.TableFamilyINet, FWTable, set, e) // no such set: no rule uses it here
+	} else {
+		x.a.DeleteElem(nftables.TableFamilyINet, FWTable, set, e)
+	}
+}
+
+// AddMember puts one address into a group's member set and applies it.
+func (x *NFT) AddMember(group string, p netip.Prefix) ([]string, error) {
+	x.member(group, p, true)
+	return x.a.Apply()
+}
+
+// RemoveMember takes one address out of a group's member set.
+func (x *NFT) RemoveMember(group string, p netip.Prefix) ([]string, error) {
+	x.member(group, p, false)
+	return x.a.Apply()
+}
+
+// Resync reads the kernel back and repairs any drift on the next Apply;
+// it returns what differed.
+func (x *NFT) Resync() ([]string, error) {
+	drift, err := x.a.Resync()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := x.a.Apply(); err != nil {
+		return drift, err
+	}
+	return drift, nil
+}
+
+// Remove deletes bothnia's firewall tables from the namespace.
+func (x *NFT) Remove() error { return x.a.DeleteTables() }
+
+// Program applies a node's firewall once with the named renderer
+// ("nftables" or "iptables") in the named namespace.
+func Program(renderer, ns string, f *Fabric, node string) ([]string, error) {
+	switch renderer {
+	case "iptables":
+		return nil, fmt.Errorf("firewall: the iptables renderer is not built yet")
+	default:
+		x, err := NewNFT(ns)
+		if err != nil {
+			return nil, err
+		}
+		defer x.Close()
+		return x.Program(f, node)
+	}
+}
