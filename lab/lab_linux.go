@@ -3,10 +3,14 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/bothnia/bothnia/dataplane"
 	"github.com/bothnia/bothnia/firewall"
@@ -75,12 +79,66 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	if len(rep.Changes) > 0 {
+		if err := l.waitReady(3 * time.Second); err != nil {
+			return rep, err
+		}
+	}
 	if specYAML != nil {
 		if err := l.save(specYAML); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
+}
+
+// waitReady waits until every link of the lab that is set up has come up
+// operationally. The kernel's linkwatch gives a new link its queueing
+// discipline and tells the bridge its port has carrier up to a second after
+// "ip link set up"; until then frames are dropped, and a probe sent at once
+// would lose its first packet.
+func (l *Lab) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pending, err := l.linksNotReady()
+		if err != nil || len(pending) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: links still not operational after %s: %s", timeout, strings.Join(pending, ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (l *Lab) linksNotReady() ([]string, error) {
+	nss, err := namespace.List(l.All())
+	if err != nil {
+		return nil, err
+	}
+	var pending []string
+	for _, ns := range nss {
+		h, nsh, err := namespace.Netlink(ns)
+		if err != nil {
+			return nil, err
+		}
+		links, err := h.LinkList()
+		h.Close()
+		nsh.Close()
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, err
+		}
+		for _, ln := range links {
+			a := ln.Attrs()
+			if a.Flags&net.FlagUp == 0 || a.Name == "lo" {
+				continue
+			}
+			if a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown {
+				pending = append(pending, ns+"/"+a.Name)
+			}
+		}
+	}
+	return pending, nil
 }
 
 // firewall programs every node's security groups with the spec's renderer.

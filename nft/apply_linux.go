@@ -7,6 +7,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Applier keeps the desired state of some tables and what it believes the
@@ -32,11 +34,44 @@ func NewApplier(nsFD int) *Applier {
 	return &Applier{nsFD: nsFD, want: map[string]*tableState{}, dirty: map[string]map[string]bool{}}
 }
 
-func (a *Applier) conn() (*nftables.Conn, error) {
-	if a.nsFD != 0 {
-		return nftables.New(nftables.WithNetNSFd(a.nsFD))
+// Socket buffers for a transaction: the kernel answers every message of a
+// batch (rules are echoed back) before the first answer is read, and takes
+// the whole batch in one send, so both buffers must hold a chunk.
+const sockBuf = 64 << 20
+
+// chunk is the most messages one transaction carries. Only a first
+// programming of thousands of ports is larger; it is then written in
+// several transactions, in dependency order, with the dispatch map
+// entries last, so no port is dispatched to a chain still being filled.
+const chunk = 4096
+
+func bigBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
 	}
-	return nftables.New()
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		// The FORCE variants pass net.core.[rw]mem_max; bothnia runs as root.
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf); e != nil {
+			serr = e
+		}
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf); e != nil {
+			serr = e
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (a *Applier) conn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+	if a.nsFD != 0 {
+		opts = append(opts, nftables.WithNetNSFd(a.nsFD))
+	}
+	return nftables.New(opts...)
 }
 
 func (a *Applier) mark(tk, item string) {
@@ -230,12 +265,11 @@ func (a *Applier) Apply() ([]string, error) {
 			}
 		}
 	}
-	b.emit()
 	if len(b.changes) == 0 {
 		a.dirty = map[string]map[string]bool{}
 		return nil, nil
 	}
-	if err := c.Flush(); err != nil {
+	if err := b.emit(); err != nil {
 		a.have = nil
 		return nil, fmt.Errorf("nft: apply %d changes: %w", len(b.changes), err)
 	}
@@ -263,12 +297,19 @@ type batch struct {
 	delSet  []func()
 }
 
-func (b *batch) emit() {
+func (b *batch) emit() error {
+	n := 0
 	for _, step := range [][]func(){b.tables, b.addSets, b.delElem, b.addCh, b.flushCh, b.addRule, b.addElem, b.delCh, b.delSet} {
 		for _, f := range step {
 			f()
+			if n++; n%chunk == 0 {
+				if err := b.c.Flush(); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	return b.c.Flush()
 }
 
 func (b *batch) note(format string, args ...any) {
