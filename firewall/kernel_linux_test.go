@@ -484,6 +484,7 @@ func runVerdicts(t *testing.T, renderer string) {
 }
 
 func TestVerdictsNFTables(t *testing.T) { runVerdicts(t, "nftables") }
+func TestVerdictsIPTables(t *testing.T) { runVerdicts(t, "iptables") }
 
 // Every denial in the table must be the firewall's doing: with bothnia's
 // tables removed, each case that wants a drop gets through.

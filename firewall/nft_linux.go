@@ -162,7 +162,7 @@ func (x *NFT) Remove() error { return x.a.DeleteTables() }
 func Program(renderer, ns string, f *Fabric, node string) ([]string, error) {
 	switch renderer {
 	case "iptables":
-		return nil, fmt.Errorf("firewall: the iptables renderer is not built yet")
+		return NewIPT(ns, nil).Program(f, node)
 	default:
 		x, err := NewNFT(ns)
 		if err != nil {

@@ -1,0 +1,343 @@
+package firewall
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+
+	"github.com/bothnia/bothnia/namespace"
+)
+
+// Runner runs a program inside a network namespace with the given input
+// and returns its output. Tests and benchmarks may pass their own.
+type Runner func(ns, stdin, name string, args ...string) (string, error)
+
+// ExecIn is the real Runner: the child starts on a thread inside ns.
+func ExecIn(ns, stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := namespace.Do(ns, cmd.Start); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// IPT programs one node's firewall in the iptables layout. Like NFT it
+// keeps what it believes the kernel holds and writes differences only:
+// iptables-restore --noflush rewrites just the chains that changed, ipset
+// restore adds and deletes single members, ebtables-restore likewise.
+type IPT struct {
+	ns   string
+	run  Runner
+	have *iptState // nil: unknown, read on the next Program
+}
+
+type iptState struct {
+	filter, raw         map[string][]string // chain -> rule hashes
+	filterJump, rawJump bool
+	eb                  map[string][]string // chain -> rule args
+	ebJumps             map[string]bool
+	sets                map[string]map[string]bool
+}
+
+// NewIPT returns a programmer for the namespace using run (nil: ExecIn).
+func NewIPT(ns string, run Runner) *IPT {
+	if run == nil {
+		run = ExecIn
+	}
+	return &IPT{ns: ns, run: run}
+}
+
+func (r *IPTables) state() *iptState {
+	st := &iptState{filter: map[string][]string{}, raw: map[string][]string{}, eb: map[string][]string{},
+		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}, filterJump: true, rawJump: true}
+	for _, c := range r.Filter {
+		st.filter[c.Name] = hashes(c)
+	}
+	for _, c := range r.Raw {
+		st.raw[c.Name] = hashes(c)
+	}
+	for _, c := range r.Eb {
+		for _, rule := range c.Rules {
+			st.eb[c.Name] = append(st.eb[c.Name], rule.Args)
+		}
+		if st.eb[c.Name] == nil {
+			st.eb[c.Name] = []string{}
+		}
+	}
+	for _, j := range r.EbJumps {
+		st.ebJumps[j.Args] = true
+	}
+	for _, s := range r.Sets {
+		m := map[string]bool{}
+		for _, p := range s.Members {
+			m[p.String()] = true
+		}
+		st.sets[s.Name] = m
+	}
+	return st
+}
+
+func hashes(c IPTChain) []string {
+	out := []string{}
+	for _, r := range c.Rules {
+		out = append(out, r.Hash(c.Name))
+	}
+	return out
+}
+
+var hashRE = regexp.MustCompile(`bn:[0-9a-f]{16}`)
+
+// read learns what the kernel holds from the save commands.
+func (x *IPT) read(want *IPTables) error {
+	st := &iptState{filter: map[string][]string{}, raw: map[string][]string{}, eb: map[string][]string{},
+		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}}
+	for _, t := range []struct {
+		table, builtin string
+		chains         map[string][]string
+		jump           *bool
+		jumpRule       IPTRule
+	}{
+		{"filter", "FORWARD", st.filter, &st.filterJump, want.FilterJump},
+		{"raw", "PREROUTING", st.raw, &st.rawJump, want.RawJump},
+	} {
+		out, err := x.run(x.ns, "", "iptables-save", "-t", t.table)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
+				t.chains[f[0][1:]] = []string{}
+			case len(f) > 1 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
+				h := hashRE.FindString(line)
+				if h == "" {
+					h = "foreign"
+				}
+				t.chains[f[1]] = append(t.chains[f[1]], h)
+			case len(f) > 1 && f[0] == "-A" && f[1] == t.builtin && hashRE.FindString(line) == t.jumpRule.Hash(t.builtin):
+				*t.jump = true
+			}
+		}
+	}
+	out, err := x.run(x.ns, "", "ebtables-save", "-t", "nat")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
+			st.eb[f[0][1:]] = []string{}
+		case len(f) > 2 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
+			st.eb[f[1]] = append(st.eb[f[1]], strings.Join(f[2:], " "))
+		case len(f) > 2 && f[0] == "-A" && f[1] == "PREROUTING" && strings.Contains(line, "-j "+iptPrefix):
+			st.ebJumps[strings.Join(f[2:], " ")] = true
+		}
+	}
+	out, err = x.run(x.ns, "", "ipset", "save")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 1 && f[0] == "create" && strings.HasPrefix(f[1], "NIPv4"):
+			st.sets[f[1]] = map[string]bool{}
+		case len(f) > 2 && f[0] == "add" && st.sets[f[1]] != nil:
+			m := f[2]
+			if !strings.Contains(m, "/") {
+				m += "/32"
+			}
+			st.sets[f[1]][m] = true
+		}
+	}
+	x.have = st
+	return nil
+}
+
+// Program makes the node's iptables, ebtables and ipsets match the fabric
+// and returns a line per chain, set member or jump it wrote.
+func (x *IPT) Program(f *Fabric, node string) ([]string, error) {
+	return x.program(RenderIPTables(f, node), false)
+}
+
+// ProgramFull rewrites every chain whatever the kernel holds: a full
+// iptables-restore of the layout, as Neutron's agent does after a restart.
+func (x *IPT) ProgramFull(f *Fabric, node string) ([]string, error) {
+	return x.program(RenderIPTables(f, node), true)
+}
+
+func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
+	if err := (&NFT{ns: x.ns}).bridgeHooks(); err != nil {
+		return nil, err
+	}
+	if x.have == nil {
+		if err := x.read(want); err != nil {
+			x.have = nil
+			return nil, err
+		}
+	}
+	if full {
+		x.have.filter, x.have.raw = map[string][]string{}, map[string][]string{}
+	}
+	ws := want.state()
+	var changes []string
+	var setsIn, setsOut strings.Builder
+	for _, s := range want.Sets {
+		have := x.have.sets[s.Name]
+		if have == nil {
+			fmt.Fprintf(&setsIn, "create %s hash:net family inet -exist\n", s.Name)
+			changes = append(changes, "ipset create "+s.Name)
+		}
+		for _, m := range s.Members {
+			if !have[m.String()] {
+				fmt.Fprintf(&setsIn, "add %s %s -exist\n", s.Name, m)
+				changes = append(changes, fmt.Sprintf("ipset add %s %s", s.Name, m))
+			}
+		}
+		for m := range have {
+			if !ws.sets[s.Name][m] {
+				fmt.Fprintf(&setsOut, "del %s %s -exist\n", s.Name, m)
+				changes = append(changes, fmt.Sprintf("ipset del %s %s", s.Name, m))
+			}
+		}
+	}
+	for name := range x.have.sets {
+		if ws.sets[name] == nil {
+			fmt.Fprintf(&setsOut, "destroy %s\n", name)
+			changes = append(changes, "ipset destroy "+name)
+		}
+	}
+	var ipt strings.Builder
+	changes = append(changes, restoreTable(&ipt, "raw", "PREROUTING", want.RawJump, want.Raw, x.have.raw, x.have.rawJump)...)
+	changes = append(changes, restoreTable(&ipt, "filter", "FORWARD", want.FilterJump, want.Filter, x.have.filter, x.have.filterJump)...)
+	var eb strings.Builder
+	changes = append(changes, restoreEb(&eb, want, x.have)...)
+
+	steps := []struct{ stdin, name string }{
+		{setsIn.String(), "ipset"}, {ipt.String(), "iptables-restore"}, {eb.String(), "ebtables-restore"}, {setsOut.String(), "ipset"},
+	}
+	for _, st := range steps {
+		if st.stdin == "" {
+			continue
+		}
+		args := []string{"--noflush"}
+		if st.name == "ipset" {
+			args = []string{"restore"}
+		}
+		if _, err := x.run(x.ns, st.stdin, st.name, args...); err != nil {
+			x.have = nil
+			return changes, err
+		}
+	}
+	x.have = ws
+	return changes, nil
+}
+
+// restoreTable writes the iptables-restore input for one table: changed
+// chains declared (which flushes them) and refilled, stale ones flushed and
+// removed, and the jump from the built-in chain inserted if missing.
+func restoreTable(b *strings.Builder, table, builtin string, jump IPTRule, want []IPTChain, have map[string][]string, haveJump bool) []string {
+	var changes []string
+	var decl, rules, del strings.Builder
+	wantNames := map[string]bool{}
+	for _, c := range want {
+		wantNames[c.Name] = true
+		h, ok := have[c.Name]
+		if ok && equal(h, hashes(c)) {
+			continue
+		}
+		fmt.Fprintf(&decl, ":%s - [0:0]\n", c.Name)
+		for _, r := range c.Rules {
+			fmt.Fprintln(&rules, r.Line(c.Name))
+		}
+		changes = append(changes, fmt.Sprintf("iptables -t %s: write chain %s (%d rules)", table, c.Name, len(c.Rules)))
+	}
+	for _, name := range sortedKeys(have) {
+		if !wantNames[name] {
+			fmt.Fprintf(&decl, ":%s - [0:0]\n", name)
+			fmt.Fprintf(&del, "-X %s\n", name)
+			changes = append(changes, fmt.Sprintf("iptables -t %s: delete chain %s", table, name))
+		}
+	}
+	if !haveJump {
+		fmt.Fprintf(&rules, "-I %s 1 %s -m comment --comment %s\n", builtin, jump.Args, jump.Hash(builtin))
+		changes = append(changes, fmt.Sprintf("iptables -t %s: insert %s -> %s", table, builtin, jump.Args))
+	}
+	if decl.Len()+rules.Len()+del.Len() == 0 {
+		return nil
+	}
+	fmt.Fprintf(b, "*%s\n%s%s%sCOMMIT\n", table, decl.String(), rules.String(), del.String())
+	return changes
+}
+
+func restoreEb(b *strings.Builder, want *IPTables, have *iptState) []string {
+	var changes []string
+	var decl, rules, del strings.Builder
+	wantNames := map[string]bool{}
+	for _, c := range want.Eb {
+		wantNames[c.Name] = true
+		var args []string
+		for _, r := range c.Rules {
+			args = append(args, r.Args)
+		}
+		if h, ok := have.eb[c.Name]; ok && equal(h, args) {
+			continue
+		}
+		if _, ok := have.eb[c.Name]; ok {
+			fmt.Fprintf(&rules, "-F %s\n", c.Name)
+		} else {
+			fmt.Fprintf(&decl, ":%s RETURN\n", c.Name)
+		}
+		for _, a := range args {
+			fmt.Fprintf(&rules, "-A %s %s\n", c.Name, a)
+		}
+		changes = append(changes, "ebtables -t nat: write chain "+c.Name)
+	}
+	wantJumps := map[string]bool{}
+	for _, j := range want.EbJumps {
+		wantJumps[j.Args] = true
+		if !have.ebJumps[j.Args] {
+			fmt.Fprintf(&rules, "-A PREROUTING %s\n", j.Args)
+			changes = append(changes, "ebtables -t nat: PREROUTING "+j.Args)
+		}
+	}
+	for _, j := range sortedKeys(have.ebJumps) {
+		if !wantJumps[j] {
+			fmt.Fprintf(&del, "-D PREROUTING %s\n", j)
+			changes = append(changes, "ebtables -t nat: delete PREROUTING "+j)
+		}
+	}
+	for _, name := range sortedKeys(have.eb) {
+		if !wantNames[name] {
+			fmt.Fprintf(&del, "-F %s\n-X %s\n", name, name)
+			changes = append(changes, "ebtables -t nat: delete chain "+name)
+		}
+	}
+	if decl.Len()+rules.Len()+del.Len() == 0 {
+		return nil
+	}
+	fmt.Fprintf(b, "*nat\n%s%s%s", decl.String(), rules.String(), del.String())
+	return changes
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
