@@ -1,0 +1,99 @@
+package firewall_test
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+
+	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/firewall"
+	"github.com/bothnia/bothnia/namespace"
+)
+
+// A port added or removed at run time touches only its own chains and map
+// entries and its group's member set, in one transaction; drift is found by
+// a read-back and repaired.
+func TestNFTIncrementalAndDrift(t *testing.T) {
+	fx := setup(t, "nftables")
+	f, err := firewall.Compile(fx.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fx.l.NodeNS("knox-c1")
+	x, err := firewall.NewNFT(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if ch, err := x.Program(f, "knox-c1"); err != nil || len(ch) != 0 {
+		t.Fatalf("a new programmer over an up-to-date node changed %v (err %v)", ch, err)
+	}
+
+	p := firewall.Port{Name: "tapincrement-0", ID: 4242, VM: "g", Node: "knox-c1", Network: "net1",
+		MAC: "fa:16:3e:00:00:42", IP: netip.MustParseAddr("10.101.128.42"), Groups: []string{"web"}}
+	p.Pairs = []firewall.Pair{{Prefix: netip.MustParsePrefix("10.101.128.42/32"), MAC: p.MAC}}
+	added, err := x.AddPort(f, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := []string{"src-4242", "mark-4242", "egress-4242", "ingress-4242", "tapincrement-0", fmt.Sprintf("0x%08x", 4242<<16), fmt.Sprintf("0x%08x", 4242), "10.101.128.42/32"}
+	for _, c := range added {
+		if !slices.ContainsFunc(own, func(o string) bool { return strings.Contains(c, o) }) {
+			t.Errorf("adding a port changed something not its own: %s", c)
+		}
+	}
+	// 4 chains, 5 map entries, 1 member.
+	if len(added) != 10 {
+		t.Fatalf("add port: %d changes, want 10:\n%s", len(added), strings.Join(added, "\n"))
+	}
+	removed, err := x.RemovePort(f, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 10 {
+		t.Fatalf("remove port: %d changes, want 10:\n%s", len(removed), strings.Join(removed, "\n"))
+	}
+
+	// Someone flushes a port's ingress chain: a read-back sees it, the
+	// repair rewrites that chain alone.
+	a := f.Port("a")
+	chain := fmt.Sprintf("ingress-%d", a.ID)
+	err = namespace.Do(ns, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		c.FlushChain(&nftables.Chain{Name: chain, Table: &nftables.Table{Name: firewall.FWTable, Family: nftables.TableFamilyINet}})
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drift, err := x.Resync()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(drift) != 1 || !strings.Contains(drift[0], chain) {
+		t.Fatalf("drift %v, want exactly chain %s", drift, chain)
+	}
+	if drift, err := x.Resync(); err != nil || len(drift) != 0 {
+		t.Fatalf("after repair: drift %v, err %v", drift, err)
+	}
+	// The repaired chain filters again: e (web, other site) reaches a on
+	// 9000, c (not in web) does not.
+	resp, err := check.Listen([]string{fx.vm("a")}, []int{9000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	if src, err := fx.tcp("e", "10.101.128.10", 9000); err != nil || src != "10.101.0.14" {
+		t.Errorf("e -> a:9000 after repair: %q, %v", src, err)
+	}
+	if _, err := fx.tcp("c", "10.101.128.10", 9000); err == nil {
+		t.Error("c -> a:9000 got through after repair")
+	}
+}

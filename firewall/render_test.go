@@ -1,0 +1,124 @@
+package firewall
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/bothnia/bothnia/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func example(t *testing.T) (*spec.Spec, *Fabric) {
+	t.Helper()
+	s, err := spec.Load("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, f
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := "testdata/" + name
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./firewall -update creates it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs; if intended, go test ./firewall -update\n--- got\n%s", path, got)
+	}
+}
+
+func TestGoldenNFT(t *testing.T) {
+	_, f := example(t)
+	golden(t, "knox-c2.nft", RenderNFT(f, "knox-c2").String())
+}
+
+func TestGoldenIPTables(t *testing.T) {
+	_, f := example(t)
+	golden(t, "knox-c2.iptables", RenderIPTables(f, "knox-c2").String())
+}
+
+func TestRemoteGroupMembersSpanSites(t *testing.T) {
+	_, f := example(t)
+	var got []string
+	for _, m := range f.Sets["mosler"] {
+		got = append(got, m.String())
+	}
+	want := "10.101.0.10/32 10.101.0.11/32 10.101.128.10/32 10.101.128.11/32 192.168.0.0/24"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("mosler members %v, want %s (both sites, and knox-vm2's allowed pair)", got, want)
+	}
+}
+
+func TestNormalizeDropsCoveredPrefixes(t *testing.T) {
+	in := []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.0.1.1/32")}
+	got := Normalize(in)
+	if len(got) != 2 || got[0].String() != "10.0.0.0/24" || got[1].String() != "10.0.1.1/32" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestPortIDsAreStable(t *testing.T) {
+	s, f := example(t)
+	before := map[string]uint16{}
+	for _, p := range f.Ports {
+		if p.ID == 0 {
+			t.Fatalf("port %s has ID 0", p.Name)
+		}
+		before[p.Name] = p.ID
+	}
+	s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: "new", Node: "knox-c1", IP: "10.101.128.99", MAC: "fa:16:3e:80:00:99", SecurityGroups: []string{"mosler"}})
+	f2, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range f2.Ports {
+		if id, ok := before[p.Name]; ok && id != p.ID {
+			t.Errorf("port %s changed ID %d -> %d when another port was added", p.Name, id, p.ID)
+		}
+	}
+}
+
+// The reference evaluator on Neutron's semantics.
+func TestEvaluator(t *testing.T) {
+	_, f := example(t)
+	knox1, knox2, ep1 := f.Port("knox-vm1"), f.Port("knox-vm2"), f.Port("epouta-vm1")
+	sb1, sb2 := f.Port("sandbox-vm1"), f.Port("sandbox-vm2")
+	a := netip.MustParseAddr
+	cases := []struct {
+		name     string
+		from, to *Port
+		pkt      Packet
+		want     bool
+	}{
+		{"remote group, other site", ep1, knox1, Packet{a("10.101.0.10"), a("10.101.128.10"), 6, 7000, 0}, true},
+		{"no rule for the port", ep1, knox1, Packet{a("10.101.0.10"), a("10.101.128.10"), 6, 7001, 0}, false},
+		{"icmp from the fabric prefix", knox2, knox1, Packet{a("10.101.128.11"), a("10.101.128.10"), 1, 8, 0}, true},
+		{"ssh from the prefix", knox2, ep1, Packet{a("10.101.128.11"), a("10.101.0.10"), 6, 22, 0}, true},
+		{"allowed pair is a member", knox2, knox1, Packet{a("192.168.0.7"), a("10.101.128.10"), 6, 7000, 0}, true},
+		{"pair is not in the icmp prefix", knox2, knox1, Packet{a("192.168.0.7"), a("10.101.128.10"), 1, 8, 0}, false},
+		{"default group members", sb1, sb2, Packet{a("10.101.128.20"), a("10.101.128.21"), 17, 53, 0}, true},
+		{"not a default member", knox1, sb2, Packet{a("10.101.128.10"), a("10.101.128.21"), 6, 7000, 0}, false},
+		{"default egress to the world", knox1, nil, Packet{a("10.101.128.10"), a("198.51.100.10"), 6, 443, 0}, true},
+		{"ipv6 needs an ipv6 rule", knox2, knox1, Packet{a("fd00::2"), a("fd00::1"), 6, 7000, 0}, false},
+	}
+	for _, c := range cases {
+		if got := f.Allows(c.from, c.to, c.pkt); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
