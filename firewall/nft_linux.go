@@ -64,11 +64,11 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 	return x.a.Apply()
 }
 
-// AddPort adds one port's chains and map entries, and its addresses to the
-// member sets of its groups, in one transaction. The port's groups must
-// already be programmed on the node.
+// AddPort adds one port: set elements only (its spoofing pairs, its marks,
+// its groups' port sets, its addresses in its groups' member sets), in one
+// transaction. The port's groups must already be in use on the node.
 func (x *NFT) AddPort(f *Fabric, p *Port) ([]string, error) {
-	x.setPort(portObjects(f, p), true)
+	x.setPort(portElems(f, p), true)
 	for _, g := range p.Groups {
 		for _, pr := range p.Pairs {
 			x.member(g, pr.Prefix, true)
@@ -77,9 +77,9 @@ func (x *NFT) AddPort(f *Fabric, p *Port) ([]string, error) {
 	return x.a.Apply()
 }
 
-// RemovePort removes one port's chains, map entries and memberships.
+// RemovePort removes one port's elements.
 func (x *NFT) RemovePort(f *Fabric, p *Port) ([]string, error) {
-	x.setPort(portObjects(f, p), false)
+	x.setPort(portElems(f, p), false)
 	for _, g := range p.Groups {
 		for _, pr := range p.Pairs {
 			x.member(g, pr.Prefix, false)
@@ -88,29 +88,15 @@ func (x *NFT) RemovePort(f *Fabric, p *Port) ([]string, error) {
 	return x.a.Apply()
 }
 
-func (x *NFT) setPort(po PortObjects, add bool) {
-	for _, t := range []struct {
-		fam    nftables.TableFamily
-		table  string
-		chains []*nft.Chain
-		elems  map[string][]nft.Elem
-	}{
-		{nftables.TableFamilyBridge, L2Table, po.L2Chains, po.L2Elems},
-		{nftables.TableFamilyINet, FWTable, po.FWChains, po.FWElems},
-	} {
-		for _, c := range t.chains {
-			if add {
-				x.a.SetChain(t.fam, t.table, c)
-			} else {
-				x.a.DeleteChain(t.fam, t.table, c.Name)
-			}
-		}
-		for set, es := range t.elems {
+func (x *NFT) setPort(pe PortElems, add bool) {
+	fams := map[string]nftables.TableFamily{L2Table: nftables.TableFamilyBridge, FWTable: nftables.TableFamilyINet}
+	for table, sets := range pe {
+		for set, es := range sets {
 			for _, e := range es {
 				if add {
-					_ = x.a.SetElem(t.fam, t.table, set, e)
+					_ = x.a.SetElem(fams[table], table, set, e)
 				} else {
-					x.a.DeleteElem(t.fam, t.table, set, e)
+					x.a.DeleteElem(fams[table], table, set, e)
 				}
 			}
 		}

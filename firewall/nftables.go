@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -24,21 +23,28 @@ const (
 const (
 	inMask  = 0xffff0000
 	outMask = 0x0000ffff
+	idBits  = 16
 )
 
 func inMark(id uint16) uint32  { return uint32(id) << 16 }
 func outMark(id uint16) uint32 { return uint32(id) }
 
-func srcChain(p *Port) string  { return fmt.Sprintf("src-%d", p.ID) }
-func markChain(p *Port) string { return fmt.Sprintf("mark-%d", p.ID) }
-func egChain(p *Port) string   { return fmt.Sprintf("egress-%d", p.ID) }
-func inChain(p *Port) string   { return fmt.Sprintf("ingress-%d", p.ID) }
-func sgChain(g string, ingress bool) string {
-	if ingress {
-		return "sg-" + g + "-in"
-	}
-	return "sg-" + g + "-out"
-}
+// Set and chain names.
+const (
+	setPorts   = "ports"
+	setSpoof4  = "spoof-v4"
+	setSpoof6  = "spoof-v6"
+	setMACs    = "port-macs"
+	mapInMarks = "in-marks"
+	setDHCP    = "dhcp-servers"
+	chToPort   = "to-port"
+	chEgress   = "egress-groups"
+	chIngress  = "ingress-groups"
+)
+
+func outBitSet(k int) string { return fmt.Sprintf("out-bit-%d", k) }
+func egSet(g string) string  { return "eg-" + g }
+func inSet(g string) string  { return "in-" + g }
 func setName(g string, v6 bool) string {
 	if v6 {
 		return "rg-" + g + "-v6"
@@ -46,168 +52,184 @@ func setName(g string, v6 bool) string {
 	return "rg-" + g + "-v4"
 }
 
-// toPort continues with the destination port's ingress checks once the
-// source port's egress checks passed.
-const toPort = "to-port"
-
-// RenderNFT renders one node's firewall. Per packet the work is two map
-// lookups and the rules of the ports' own groups, whatever the number of
-// ports or group members:
+// RenderNFT renders one node's firewall. Everything that grows with the
+// number of ports or members is a set element, never a rule or a chain:
 //
-//	bridge prerouting: iifname vmap -> src-<port>: IP/MAC/ARP anti-spoofing
-//	bridge forward:    mark = in-port ID << 16 | out-port ID
+//	bridge prerouting: iifname . ether saddr . ip saddr @spoof-v4 (ARP, IPv6 alike)
+//	bridge forward:    mark = in-port ID << 16 | out-port ID, from a map and
+//	                   sixteen one-bit sets (nftables cannot OR a map's value)
 //	inet prerouting:   ct zone per bridge (one per network)
-//	inet forward:      mark vmap -> egress-<in port>  -> sg-<group>-out -> goto to-port
-//	                   mark vmap -> ingress-<out port> -> sg-<group>-in  -> accept
+//	inet forward:      egress checks, then "mark & 0xffff0000 @eg-<group> <rule>"
+//	to-port:           ingress checks, then "mark & 0xffff @in-<group> <rule>"
+//
+// Per packet the work is a fixed number of set lookups plus the rules of
+// the groups in use on the node, whatever the number of ports or members.
+// Adding a port writes only elements, so the kernel's whole-table
+// validation, which every new chain, rule or jump element triggers, never
+// runs for it and the cost stays flat as the node fills up.
 //
 // Neutron's egress chain RETURNs to a shared chain that ACCEPTs; here an
 // allowed egress goes straight to the ingress checks of the destination,
-// so that an unconditional allow (the default egress rule, the seed's
-// "surprising" -j RETURN) can never skip the invalid-state drop.
+// after the invalid-state drop, so an allow-everything egress rule (the
+// seed's "surprising" -j RETURN) cannot let INVALID packets through.
 func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 	ports := f.Node(node)
 	l2 := &nft.Table{Family: nftables.TableFamilyBridge, Name: L2Table}
 	fw := &nft.Table{Family: nftables.TableFamilyINet, Name: FWTable}
 	rs := &nft.Ruleset{Tables: []*nft.Table{l2, fw}}
 
-	srcPorts := &nft.Set{Name: "src-ports", KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, Map: true}
-	inMarks := &nft.Set{Name: "in-marks", KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true}
-	outPorts := &nft.Set{Name: "out-ports", KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, Map: true}
-	l2.Sets = []*nft.Set{srcPorts, inMarks, outPorts}
+	spoof4T, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	spoof6T, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIP6Addr)
+	macsT, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)
+	l2.Sets = []*nft.Set{
+		{Name: setPorts, KeyType: nftables.TypeIFName},
+		{Name: setSpoof4, KeyType: spoof4T, Interval: true, Concat: true},
+		{Name: setSpoof6, KeyType: spoof6T, Interval: true, Concat: true},
+		{Name: setMACs, KeyType: macsT, Concat: true},
+		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
+	}
+	fwdRules := []nft.Rule{nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done()}
+	for k := 0; k < idBits; k++ {
+		l2.Sets = append(l2.Sets, &nft.Set{Name: outBitSet(k), KeyType: nftables.TypeIFName})
+		fwdRules = append(fwdRules, nft.R().InSet(outBitSet(k), false, nft.FOifname).MarkOr(1<<k).Done())
+	}
 	l2.Chains = []*nft.Chain{
 		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300},
-			Rules: []nft.Rule{nft.R().IifVmap(srcPorts.Name).Done()}},
+			Rules: antiSpoof()},
 		// Priority -200 runs before br_netfilter (-1) hands the packet to
 		// the inet forward hook.
 		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: -200},
-			Rules: []nft.Rule{
-				nft.R().MarkSet(0).Done(),
-				nft.R().MarkSetIifMap(inMarks.Name).Done(),
-				nft.R().OifVmap(outPorts.Name).Done(),
-			}},
+			Rules: fwdRules},
 	}
 
-	egress := &nft.Set{Name: "egress-ports", KeyType: nftables.TypeMark, DataType: nftables.TypeVerdict, Map: true}
-	ingress := &nft.Set{Name: "ingress-ports", KeyType: nftables.TypeMark, DataType: nftables.TypeVerdict, Map: true}
-	fw.Sets = []*nft.Set{egress, ingress}
-
+	fw.Sets = []*nft.Set{{Name: setDHCP, KeyType: nftables.TypeIPAddr}}
 	var zones []nft.Rule
 	seenNet := map[string]bool{}
+	groups := map[string]bool{}
+	dhcp := map[netip.Addr]bool{}
 	for _, p := range ports {
 		if !seenNet[p.Network] {
 			seenNet[p.Network] = true
 			nw := f.Networks[p.Network]
 			zones = append(zones, nft.R().Iifname(nw.Bridge).CtZoneSet(nw.Zone).Done())
+			for _, d := range nw.DHCP {
+				dhcp[d] = true
+			}
 		}
-	}
-	sort.Slice(zones, func(i, j int) bool { return zones[i].Text < zones[j].Text })
-	fw.Chains = []*nft.Chain{
-		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300}, Rules: zones},
-		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0},
-			Rules: []nft.Rule{
-				nft.R().MarkVmap(inMask, egress.Name).Done(),
-				nft.R().MarkVmap(outMask, ingress.Name).Done(),
-			}},
-		{Name: toPort, Rules: []nft.Rule{nft.R().MarkVmap(outMask, ingress.Name).Done(), nft.R().Accept()}},
-	}
-
-	groups := map[string]bool{}
-	for i := range ports {
-		po := portObjects(f, &ports[i])
-		po.addTo(rs)
-		for _, g := range ports[i].Groups {
+		for _, g := range p.Groups {
 			groups[g] = true
 		}
 	}
-
-	var names []string
-	for g := range groups {
-		names = append(names, g)
+	sort.Slice(zones, func(i, j int) bool { return zones[i].Text < zones[j].Text })
+	for _, d := range sortedAddrs(dhcp) {
+		fw.Sets[0].Elems = append(fw.Sets[0].Elems, nft.KeyElem(d.String(), d.AsSlice()))
 	}
-	sort.Strings(names)
-	chains, sets := groupObjects(f, names)
-	fw.Chains = append(fw.Chains, chains...)
+	names := sortedNames(groups)
+	egress, ingress, sets := groupRules(f, names)
 	fw.Sets = append(fw.Sets, sets...)
+	fw.Chains = []*nft.Chain{
+		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300}, Rules: zones},
+		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0}, Rules: egressRules()},
+		{Name: chEgress, Rules: egress},
+		{Name: chToPort, Rules: ingressRules()},
+		{Name: chIngress, Rules: ingress},
+	}
+	for i := range ports {
+		portElems(f, &ports[i]).addTo(rs)
+	}
 	return rs
 }
 
-// antiSpoof lets a port send only what its pairs allow. It runs in the
-// bridge family, before conntrack, so spoofed packets never create state.
-func antiSpoof(p *Port) []nft.Rule {
-	rs := []nft.Rule{
+// antiSpoof lets a secured port send only what its pairs allow. It runs in
+// the bridge family, before conntrack, so spoofed packets never create state.
+func antiSpoof() []nft.Rule {
+	return []nft.Rule{
+		nft.R().InSet(setPorts, true, nft.FIifname).Return(),
 		// A VM must not answer as a DHCP server.
-		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Drop(),
+		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Counter().Drop(),
 		// DHCP discover/request come from 0.0.0.0 before the VM has an address.
-		nft.R().MetaProtocol(nft.EtherIPv4).EtherSaddr(nft.MAC(p.MAC), p.MAC).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).
-			L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv4).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).
+			InSet(setMACs, false, nft.FIifname, nft.FEtherSrc).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv4).InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FIPSrc).Return(),
+		nft.R().MetaProtocol(nft.EtherARP).InSet(setMACs, false, nft.FIifname, nft.FArpSha).
+			InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FArpSpa).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setSpoof6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
+		nft.R().Counter().Drop(),
 	}
-	macs := map[string]bool{}
-	for _, pr := range p.Pairs {
-		mac := nft.MAC(pr.MAC)
-		if pr.Prefix.Addr().Is4() {
-			rs = append(rs,
-				nft.R().MetaProtocol(nft.EtherIPv4).EtherSaddr(mac, pr.MAC).IPSaddr(pr.Prefix).Return(),
-				nft.R().MetaProtocol(nft.EtherARP).EtherSaddr(mac, pr.MAC).ArpSha(mac, pr.MAC).ArpSpa(pr.Prefix).Return())
-		} else {
-			rs = append(rs, nft.R().MetaProtocol(nft.EtherIPv6).EtherSaddr(mac, pr.MAC).IPSaddr(pr.Prefix).Return())
-		}
-		macs[pr.MAC] = true
-	}
-	var ms []string
-	for m := range macs {
-		ms = append(ms, m)
-	}
-	sort.Strings(ms)
-	for _, m := range ms {
-		// IPv6 link-local (from the MAC) and the unspecified address (DAD).
-		rs = append(rs,
-			nft.R().MetaProtocol(nft.EtherIPv6).EtherSaddr(nft.MAC(m), m).IPSaddr(netip.PrefixFrom(LinkLocal(m), 128)).Return(),
-			nft.R().MetaProtocol(nft.EtherIPv6).EtherSaddr(nft.MAC(m), m).IPSaddr(netip.MustParsePrefix("::/128")).Return())
-	}
-	return append(rs, nft.R().Counter().Drop())
 }
 
 // ICMPv6 types a port needs for neighbour discovery and MLD; router
 // advertisements may only come in, never out of a VM.
 var ndTypes = []int{130, 131, 132, 133, 135, 136, 143}
 
-func egressRules(p *Port) []nft.Rule {
+// egressRules check what a secured port sends; traffic from elsewhere goes
+// straight to the destination's checks.
+func egressRules() []nft.Rule {
 	rs := []nft.Rule{
-		nft.R().NFProto(false).L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).Goto(toPort),
+		nft.R().MarkMaskEq(inMask, 0).Goto(chToPort),
+		nft.R().NFProto(false).L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).Goto(chToPort),
 		nft.R().NFProto(false).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Drop(),
-		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Goto(toPort),
+		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Goto(chToPort),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
 		nft.R().NFProto(true).L4Proto(58).ICMPType(true, 134, -1).Drop(),
 	}
 	for _, t := range ndTypes {
-		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Goto(toPort))
+		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Goto(chToPort))
 	}
-	for _, g := range p.Groups {
-		rs = append(rs, nft.R().Jump(sgChain(g, false)))
-	}
-	return append(rs, nft.R().Counter().Drop())
+	return append(rs, nft.R().Jump(chEgress), nft.R().Counter().Drop())
 }
 
-func ingressRules(f *Fabric, p *Port) []nft.Rule {
+// ingressRules check what reaches a secured port.
+func ingressRules() []nft.Rule {
 	rs := []nft.Rule{
+		nft.R().MarkMaskEq(outMask, 0).Accept(),
 		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Accept(),
+		nft.R().NFProto(false).IPAddrSet(true, false, setDHCP).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept(),
+		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
 	}
-	for _, d := range f.Networks[p.Network].DHCP {
-		rs = append(rs, nft.R().NFProto(false).IPSaddr(netip.PrefixFrom(d, 32)).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept())
-	}
-	rs = append(rs, nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop())
 	for _, t := range append([]int{134}, ndTypes...) {
 		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Accept())
 	}
-	for _, g := range p.Groups {
-		rs = append(rs, nft.R().Jump(sgChain(g, true)))
-	}
-	return append(rs, nft.R().Counter().Drop())
+	return append(rs, nft.R().Jump(chIngress), nft.R().Counter().Drop())
 }
 
-// sgRule is the match of one security group rule.
-func sgRule(r Rule) *nft.B {
-	b := nft.R().NFProto(r.V6)
+// groupRules renders every rule of the named groups, each gated on the
+// port being in the group, and the sets the rules use.
+func groupRules(f *Fabric, names []string) (egress, ingress []nft.Rule, sets []*nft.Set) {
+	remote := map[string]bool{}
+	for _, g := range names {
+		sets = append(sets, &nft.Set{Name: egSet(g), KeyType: nftables.TypeMark}, &nft.Set{Name: inSet(g), KeyType: nftables.TypeMark})
+		for _, r := range f.Groups[g].Rules {
+			if r.RemoteGroup != "" {
+				remote[setName(r.RemoteGroup, r.V6)] = true
+			}
+			if r.Ingress {
+				ingress = append(ingress, sgRule(nft.R().MarkInSet(outMask, inSet(g)), r).Accept())
+			} else {
+				egress = append(egress, sgRule(nft.R().MarkInSet(inMask, egSet(g)), r).Goto(chToPort))
+			}
+		}
+	}
+	for _, sn := range sortedNames(remote) {
+		v6 := sn[len(sn)-2:] == "v6"
+		g := sn[len("rg-") : len(sn)-len("-v4")]
+		st := &nft.Set{Name: sn, KeyType: nftables.TypeIPAddr, Interval: true}
+		if v6 {
+			st.KeyType = nftables.TypeIP6Addr
+		}
+		for _, m := range f.Sets[g] {
+			if m.Addr().Is6() == v6 {
+				st.Elems = append(st.Elems, nft.PrefixElem(m))
+			}
+		}
+		sets = append(sets, st)
+	}
+	return egress, ingress, sets
+}
+
+// sgRule appends the match of one security group rule.
+func sgRule(b *nft.B, r Rule) *nft.B {
+	b.NFProto(r.V6)
 	if r.RemotePrefix.IsValid() {
 		if r.Ingress {
 			b.IPSaddr(r.RemotePrefix)
@@ -232,76 +254,61 @@ func sgRule(r Rule) *nft.B {
 
 var protoNames = map[int]string{6: "tcp", 17: "udp", 132: "sctp"}
 
-// PortObjects are the chains and map elements one port adds to a node.
-type PortObjects struct {
-	L2Chains, FWChains []*nft.Chain
-	L2Elems, FWElems   map[string][]nft.Elem // by map name
+// PortElems are the set elements one port adds to a node: nothing else
+// about a port is in the ruleset.
+type PortElems map[string]map[string][]nft.Elem // table -> set -> elements
+
+func portElems(f *Fabric, p *Port) PortElems {
+	tap := nft.IfName(p.Name)
+	l2 := map[string][]nft.Elem{
+		setPorts:   {nft.KeyElem(fmt.Sprintf("%q", p.Name), tap)},
+		mapInMarks: {nft.IfMarkElem(p.Name, inMark(p.ID))},
+	}
+	for k := 0; k < idBits; k++ {
+		if p.ID&(1<<k) != 0 {
+			l2[outBitSet(k)] = append(l2[outBitSet(k)], nft.KeyElem(fmt.Sprintf("%q", p.Name), tap))
+		}
+	}
+	macs := map[string]bool{}
+	for _, pr := range p.Pairs {
+		macs[pr.MAC] = true
+		set := setSpoof4
+		if pr.Prefix.Addr().Is6() {
+			set = setSpoof6
+		}
+		l2[set] = append(l2[set], spoofElem(p.Name, pr.MAC, pr.Prefix))
+	}
+	for _, m := range sortedNames(macs) {
+		l2[setMACs] = append(l2[setMACs], nft.KeyElem(fmt.Sprintf("%q . %s", p.Name, m), nft.Key(tap, nft.MAC(m))))
+		// IPv6 link-local (from the MAC) and the unspecified address (DAD).
+		l2[setSpoof6] = append(l2[setSpoof6],
+			spoofElem(p.Name, m, netip.PrefixFrom(LinkLocal(m), 128)),
+			spoofElem(p.Name, m, netip.MustParsePrefix("::/128")))
+	}
+	fw := map[string][]nft.Elem{}
+	for _, g := range p.Groups {
+		fw[egSet(g)] = append(fw[egSet(g)], nft.MarkElem(inMark(p.ID)))
+		fw[inSet(g)] = append(fw[inSet(g)], nft.MarkElem(outMark(p.ID)))
+	}
+	return PortElems{L2Table: l2, FWTable: fw}
 }
 
-func portObjects(f *Fabric, p *Port) PortObjects {
-	return PortObjects{
-		L2Chains: []*nft.Chain{{Name: srcChain(p), Rules: antiSpoof(p)}, {Name: markChain(p), Rules: []nft.Rule{nft.R().MarkOr(outMark(p.ID)).Done()}}},
-		FWChains: []*nft.Chain{{Name: egChain(p), Rules: egressRules(p)}, {Name: inChain(p), Rules: ingressRules(f, p)}},
-		L2Elems: map[string][]nft.Elem{
-			"src-ports": {nft.IfVerdictElem(p.Name, expr.VerdictJump, srcChain(p))},
-			"in-marks":  {nft.IfMarkElem(p.Name, inMark(p.ID))},
-			"out-ports": {nft.IfVerdictElem(p.Name, expr.VerdictJump, markChain(p))},
-		},
-		FWElems: map[string][]nft.Elem{
-			"egress-ports":  {nft.MarkVerdictElem(inMark(p.ID), egChain(p))},
-			"ingress-ports": {nft.MarkVerdictElem(outMark(p.ID), inChain(p))},
-		},
-	}
+func spoofElem(tap, mac string, p netip.Prefix) nft.Elem {
+	first, last := p.Masked().Addr(), nft.LastAddr(p)
+	return nft.ConcatElem(fmt.Sprintf("%q . %s . %s", tap, mac, p),
+		nft.Key(nft.IfName(tap), nft.MAC(mac), first.AsSlice()),
+		nft.Key(nft.IfName(tap), nft.MAC(mac), last.AsSlice()))
 }
 
-func (po PortObjects) addTo(rs *nft.Ruleset) {
-	l2, fw := rs.Table(L2Table), rs.Table(FWTable)
-	l2.Chains = append(l2.Chains, po.L2Chains...)
-	fw.Chains = append(fw.Chains, po.FWChains...)
-	for name, es := range po.L2Elems {
-		l2.Set(name).Elems = append(l2.Set(name).Elems, es...)
-	}
-	for name, es := range po.FWElems {
-		fw.Set(name).Elems = append(fw.Set(name).Elems, es...)
-	}
-}
-
-// groupObjects renders the chains of the named groups and the member sets
-// their remote-group rules use.
-func groupObjects(f *Fabric, names []string) ([]*nft.Chain, []*nft.Set) {
-	var chains []*nft.Chain
-	sets := map[string]bool{}
-	for _, g := range names {
-		grp := f.Groups[g]
-		in, out := &nft.Chain{Name: sgChain(g, true)}, &nft.Chain{Name: sgChain(g, false)}
-		for _, r := range grp.Rules {
-			if r.RemoteGroup != "" {
-				sets[setName(r.RemoteGroup, r.V6)] = true
-			}
-			if r.Ingress {
-				in.Rules = append(in.Rules, sgRule(r).Accept())
-			} else {
-				out.Rules = append(out.Rules, sgRule(r).Goto(toPort))
+func (pe PortElems) addTo(rs *nft.Ruleset) {
+	for table, sets := range pe {
+		t := rs.Table(table)
+		for name, es := range sets {
+			if s := t.Set(name); s != nil {
+				s.Elems = append(s.Elems, es...)
 			}
 		}
-		chains = append(chains, in, out)
 	}
-	var out []*nft.Set
-	for _, sn := range sortedNames(sets) {
-		v6 := strings.HasSuffix(sn, "-v6")
-		g := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(sn, "rg-"), "-v4"), "-v6")
-		st := &nft.Set{Name: sn, KeyType: nftables.TypeIPAddr, Interval: true}
-		if v6 {
-			st.KeyType = nftables.TypeIP6Addr
-		}
-		for _, m := range f.Sets[g] {
-			if m.Addr().Is6() == v6 {
-				st.Elems = append(st.Elems, nft.PrefixElem(m))
-			}
-		}
-		out = append(out, st)
-	}
-	return chains, out
 }
 
 func sortedNames(m map[string]bool) []string {
@@ -310,5 +317,14 @@ func sortedNames(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
 }

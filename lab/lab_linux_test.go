@@ -271,3 +271,28 @@ func TestExampleLab(t *testing.T) {
 	}
 	mustCheck(t, l, s)
 }
+
+// The same lab and check with the iptables renderer.
+func TestExampleLabIPTables(t *testing.T) {
+	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = append(raw, []byte("\nfirewall: iptables\n")...)
+	s, err := spec.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(t, s, raw)
+	rs := mustCheck(t, l, s)
+	denied := 0
+	for _, r := range rs {
+		if r.Kind == check.TCP && r.Port == 7001 && !r.Want && r.To.VM {
+			denied++
+		}
+	}
+	if denied == 0 {
+		t.Fatal("check has no denied-port probes between VMs")
+	}
+	upNoChange(t, l, s)
+}

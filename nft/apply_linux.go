@@ -153,7 +153,7 @@ func (a *Applier) setSet(ts *tableState, tk string, s *Set) {
 	if old, ok := ts.sets[s.Name]; ok && sameSetType(old, s) {
 		return
 	}
-	ts.sets[s.Name] = &Set{Name: s.Name, KeyType: s.KeyType, DataType: s.DataType, Map: s.Map, Interval: s.Interval}
+	ts.sets[s.Name] = &Set{Name: s.Name, KeyType: s.KeyType, DataType: s.DataType, Map: s.Map, Interval: s.Interval, Concat: s.Concat}
 	if ts.elems[s.Name] == nil {
 		ts.elems[s.Name] = map[string]Elem{}
 	}
@@ -331,7 +331,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		if ns, ok := sets[name]; ok {
 			return ns
 		}
-		ns := &nftables.Set{Table: t, Name: name, KeyType: s.KeyType, DataType: s.DataType, IsMap: s.Map, Interval: s.Interval}
+		ns := &nftables.Set{Table: t, Name: name, KeyType: s.KeyType, DataType: s.DataType, IsMap: s.Map, Interval: s.Interval, Concatenation: s.Concat}
 		sets[name] = ns
 		return ns
 	}
@@ -364,7 +364,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		for _, k := range sortedKeys(want.elems[name]) {
 			e := want.elems[name][k]
 			ns := nset(name, ws)
-			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(e, ws.Interval)) })
+			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(e, ws)) })
 			b.note("add element %s %s { %s }", tk, name, e.Text)
 		}
 	}
@@ -384,13 +384,13 @@ func (a *Applier) plan(b *batch, tk string) error {
 		if hok && have.sets[name] != nil {
 			hs := have.sets[name]
 			ns := nset(name, hs)
-			b.delElem = append(b.delElem, func() { _ = b.c.SetDeleteElements(ns, toElems(he, hs.Interval)) })
+			b.delElem = append(b.delElem, func() { _ = b.c.SetDeleteElements(ns, toElems(he, hs)) })
 			b.note("delete element %s %s { %s }", tk, name, he.Text)
 		}
 		if wok && want.sets[name] != nil {
 			ws := want.sets[name]
 			ns := nset(name, ws)
-			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(we, ws.Interval)) })
+			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(we, ws)) })
 			b.note("add element %s %s { %s }", tk, name, we.Text)
 		}
 	}
@@ -454,9 +454,10 @@ func nchain(t *nftables.Table, c *Chain) *nftables.Chain {
 	return ch
 }
 
-func toElems(e Elem, interval bool) []nftables.SetElement {
-	if !interval {
-		return []nftables.SetElement{{Key: e.Key, Val: e.Val, VerdictData: e.Verdict}}
+func toElems(e Elem, s *Set) []nftables.SetElement {
+	if !s.Interval || s.Concat {
+		// A concatenated range is one element with its (inclusive) end.
+		return []nftables.SetElement{{Key: e.Key, KeyEnd: e.KeyEnd, Val: e.Val, VerdictData: e.Verdict}}
 	}
 	out := []nftables.SetElement{{Key: e.Key}}
 	if !allZero(e.KeyEnd) {

@@ -300,3 +300,98 @@ func MAC(s string) []byte {
 	fmt.Sscanf(s, "%02x:%02x:%02x:%02x:%02x:%02x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5])
 	return b[:]
 }
+
+// Field is one part of a concatenated set key, loaded into consecutive
+// 32-bit registers.
+type Field struct {
+	Text string
+	load func(reg uint32) expr.Any
+	Len  uint32
+}
+
+// Fields for concatenated keys.
+var (
+	FIifname  = Field{"iifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: r} }, 16}
+	FOifname  = Field{"oifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: r} }, 16}
+	FEtherSrc = Field{"ether saddr", func(r uint32) expr.Any {
+		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}
+	}, 6}
+	FIPSrc = Field{"ip saddr", func(r uint32) expr.Any {
+		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+	}, 4}
+	FIP6Src = Field{"ip6 saddr", func(r uint32) expr.Any {
+		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16}
+	}, 16}
+	FArpSha = Field{"arp saddr ether", func(r uint32) expr.Any {
+		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6}
+	}, 6}
+	FArpSpa = Field{"arp saddr ip", func(r uint32) expr.Any {
+		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4}
+	}, 4}
+)
+
+// reg32 is the first 32-bit register (NFT_REG32_00); a concatenation fills
+// consecutive ones, each field rounded up to whole registers.
+const reg32 = 8
+
+// InSet matches when the concatenation of fields is (or, inverted, is not)
+// in the named set.
+func (b *B) InSet(set string, invert bool, fields ...Field) *B {
+	var names []string
+	var es []expr.Any
+	reg := uint32(reg32)
+	for _, f := range fields {
+		names = append(names, f.Text)
+		es = append(es, f.load(reg))
+		reg += (f.Len + 3) / 4
+	}
+	op := ""
+	if invert {
+		op = "!= "
+	}
+	es = append(es, &expr.Lookup{SourceRegister: reg32, SetName: set, Invert: invert})
+	return b.add(strings.Join(names, " . ")+" "+op+"@"+set, es...)
+}
+
+// MarkInSet matches when the mark under a mask is in the named set.
+func (b *B) MarkInSet(mask uint32, set string) *B {
+	return b.add(fmt.Sprintf("meta mark & 0x%08x @%s", mask, set), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
+		&expr.Lookup{SourceRegister: 1, SetName: set})
+}
+
+// MarkMaskEq matches when the mark under a mask equals v.
+func (b *B) MarkMaskEq(mask, v uint32) *B {
+	return b.add(fmt.Sprintf("meta mark & 0x%08x == 0x%08x", mask, v), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
+		b.cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(v)))
+}
+
+// Key builds a concatenated key: each part padded to whole registers.
+func Key(parts ...[]byte) []byte {
+	var k []byte
+	for _, p := range parts {
+		k = append(k, p...)
+		for len(k)%4 != 0 {
+			k = append(k, 0)
+		}
+	}
+	return k
+}
+
+// ConcatElem is an element of a concatenated interval set: the key, and
+// the inclusive end of the range (equal to the key where there is none).
+func ConcatElem(text string, key, keyEnd []byte) Elem {
+	return Elem{Text: text, Key: key, KeyEnd: keyEnd}
+}
+
+// KeyElem is an element of a plain set.
+func KeyElem(text string, key []byte) Elem { return Elem{Text: text, Key: key} }
+
+// MarkElem is an element of a set of marks.
+func MarkElem(mark uint32) Elem {
+	return Elem{Text: fmt.Sprintf("0x%08x", mark), Key: binaryutil.NativeEndian.PutUint32(mark)}
+}
+
+// LastAddr is the last address of a prefix.
+func LastAddr(p netip.Prefix) netip.Addr { return lastAddr(p) }

@@ -126,7 +126,7 @@ func readTable(c *nftables.Conn, f nftables.TableFamily, name string) (*tableSta
 		if err != nil {
 			return nil, err
 		}
-		st := &Set{Name: s.Name, KeyType: s.KeyType, DataType: s.DataType, Map: s.IsMap, Interval: s.Interval}
+		st := &Set{Name: s.Name, KeyType: s.KeyType, DataType: s.DataType, Map: s.IsMap, Interval: s.Interval, Concat: s.Concatenation}
 		if s.IsMap && s.KeyType.Name == nftables.TypeVerdict.Name {
 			// google/nftables v0.3.0 reads a verdict map's data type into
 			// its key type and loses the key; compare such maps by being
@@ -135,7 +135,7 @@ func readTable(c *nftables.Conn, f nftables.TableFamily, name string) (*tableSta
 		}
 		ts.sets[s.Name] = st
 		m := map[string]Elem{}
-		for _, e := range readElems(els, s.Interval, int(s.KeyType.Bytes)) {
+		for _, e := range readElems(els, s.Interval && !s.Concatenation, int(s.KeyType.Bytes)) {
 			m[keyID(e)] = e
 		}
 		ts.elems[s.Name] = m
@@ -149,7 +149,7 @@ func readElems(els []nftables.SetElement, interval bool, keyLen int) []Elem {
 	var out []Elem
 	if !interval {
 		for _, e := range els {
-			el := Elem{Text: fmt.Sprintf("%x", e.Key), Key: e.Key, Val: nilIfEmpty(e.Val), Verdict: e.VerdictData}
+			el := Elem{Text: fmt.Sprintf("%x", e.Key), Key: e.Key, KeyEnd: nilIfEmpty(e.KeyEnd), Val: nilIfEmpty(e.Val), Verdict: e.VerdictData}
 			if el.Verdict == nil {
 				// google/nftables v0.3.0 hands a verdict back as its raw
 				// nested attributes in Val.

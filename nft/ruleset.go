@@ -54,7 +54,10 @@ type Set struct {
 	DataType nftables.SetDatatype // maps only
 	Map      bool
 	Interval bool
-	Elems    []Elem
+	// Concat marks a concatenated key (ifname . ether_addr . ipv4_addr);
+	// with Interval its elements carry an inclusive KeyEnd.
+	Concat bool
+	Elems  []Elem
 }
 
 // Elem is a set or map element. Text identifies it in diffs.

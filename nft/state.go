@@ -88,7 +88,7 @@ var anyKey = nftables.SetDatatype{Name: "(unknown)"}
 
 func sameSetType(a, b *Set) bool {
 	keys := a.KeyType.Name == b.KeyType.Name || a.KeyType.Name == anyKey.Name || b.KeyType.Name == anyKey.Name
-	return keys && a.Map == b.Map && a.Interval == b.Interval &&
+	return keys && a.Map == b.Map && a.Interval == b.Interval && a.Concat == b.Concat &&
 		(!a.Map || a.DataType.Name == b.DataType.Name)
 }
 
