@@ -27,6 +27,8 @@ type Spec struct {
 	// SecurityGroups are Neutron security groups. A group named "default"
 	// exists even if not listed: ingress from its own members, all egress.
 	SecurityGroups []*SecurityGroup `yaml:"security_groups,omitempty"`
+	// DHCPOptions tune what the sites' DHCP servers hand out.
+	DHCPOptions DHCPOptions `yaml:"dhcp_options,omitempty"`
 	// Firewall picks the renderer: nftables (default) or iptables (the
 	// Neutron linuxbridge layout, for sites that must keep iptables).
 	Firewall string `yaml:"firewall,omitempty"`
@@ -134,10 +136,25 @@ type Allowed struct {
 	Prefix string `yaml:"prefix"` // an address or a CIDR
 }
 
+// DHCPOptions are the fabric-wide DHCP settings. The interface MTU (option
+// 26) is not set here: it follows from the link (VXLAN costs 50 bytes).
+type DHCPOptions struct {
+	LeaseSeconds int           `yaml:"lease_seconds,omitempty"` // default 86400
+	Routes       []StaticRoute `yaml:"routes,omitempty"`        // classless static routes (option 121)
+}
+
+// StaticRoute is a classless static route handed to VMs.
+type StaticRoute struct {
+	Destination string `yaml:"destination"`
+	Nexthop     string `yaml:"nexthop"`
+}
+
 // DNS is the cache/forwarder every VM uses.
 type DNS struct {
 	Address    string   `yaml:"address"`
 	Forwarders []string `yaml:"forwarders"`
+	// CacheSize bounds the forwarder's cache (entries, default 10000).
+	CacheSize int `yaml:"cache_size,omitempty"`
 }
 
 // Network is one project's L2 segment across both sites.
@@ -219,6 +236,12 @@ func (s *Spec) setDefaults() {
 	}
 	if len(s.Lab.Ports) == 0 {
 		s.Lab.Ports = []int{7000, 7001}
+	}
+	if s.DHCPOptions.LeaseSeconds == 0 {
+		s.DHCPOptions.LeaseSeconds = 86400
+	}
+	if s.DNS != nil && s.DNS.CacheSize == 0 {
+		s.DNS.CacheSize = 10000
 	}
 	if s.Firewall == "" {
 		s.Firewall = "nftables"

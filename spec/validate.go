@@ -345,6 +345,16 @@ func (s *Spec) Validate() error {
 	}
 
 	v.securityGroups(s)
+	for i, r := range s.DHCPOptions.Routes {
+		f := fmt.Sprintf("dhcp_options.routes[%d]", i)
+		v.prefix(f+".destination", r.Destination)
+		if a, ok := v.addr(f+".nexthop", r.Nexthop); ok && fabricOK && !fabric.Contains(a) {
+			v.addf(f+".nexthop", "%s lies outside the fabric %s; a VM reaches its next hops on-link", a, fabric)
+		}
+	}
+	if s.DHCPOptions.LeaseSeconds < 60 {
+		v.addf("dhcp_options.lease_seconds", "%d is too short; use at least 60", s.DHCPOptions.LeaseSeconds)
+	}
 	for i, b := range s.Lab.Blocked {
 		allowedPrefix(v, fmt.Sprintf("lab.blocked[%d].prefix", i), b.Prefix)
 	}
