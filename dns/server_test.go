@@ -231,4 +231,3 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
-

@@ -34,12 +34,10 @@ sites:
   epouta:
     cidr: 10.101.0.0/17
     pools: [10.101.0.4-10.101.127.255]
-    dhcp: {address: 10.101.0.3, node: epouta-c1}
     nodes: [{name: epouta-c1, role: compute, underlay: 172.30.0.2}]
   knox:
     cidr: 10.101.128.0/17
     pools: [10.101.128.1-10.101.255.254]
-    dhcp: {address: 10.101.128.0, node: knox-c1}
     nodes: [{name: knox-c1, role: compute, underlay: 172.30.0.1}]
 link: {mode: vxlan}
 security_groups:

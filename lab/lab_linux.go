@@ -89,7 +89,22 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 			return rep, err
 		}
 	}
-	return rep, nil
+	fabricFile, err := l.writeFabric(ls)
+	if err != nil {
+		return rep, err
+	}
+	started, err := l.startServices(l.services(ls, p, fabricFile))
+	rep.Changes = append(rep.Changes, started...)
+	if err != nil {
+		return rep, err
+	}
+	var ports []plan.Port
+	for _, n := range p.Nodes {
+		ports = append(ports, n.Ports...)
+	}
+	leased, err := l.runDHCPClients(ports, DHCPVMs(ls))
+	rep.Changes = append(rep.Changes, leased...)
+	return rep, err
 }
 
 // waitReady waits until every link of the lab that is set up has come up
@@ -218,10 +233,24 @@ func (l *Lab) cabling(e *ensurer, s *spec.Spec, p *plan.Plan) error {
 		}
 	}
 	// The hypervisor's part: one namespace per VM, its eth0 paired with the
-	// tap the plan plugs into the bridge.
+	// tap the plan plugs into the bridge. VMs the sites' DHCP servers serve
+	// start unconfigured, at the kernel's MTU, and get the rest by DHCP;
+	// the others are configured statically.
+	dhcpVMs := DHCPVMs(s)
 	for _, n := range p.Nodes {
 		for _, port := range n.Ports {
 			vm := l.VMNS(port.VM)
+			if dhcpVMs[port.VM] {
+				steps := []func() error{
+					func() error { return e.netns(vm) },
+					func() error { return e.veth(vm, VMDev, l.NodeNS(n.Name), port.Name, 0, port.MAC) },
+					func() error { return e.up(vm, VMDev) },
+				}
+				if err := run(steps); err != nil {
+					return err
+				}
+				continue
+			}
 			steps := []func() error{
 				func() error { return e.netns(vm) },
 				func() error { return e.veth(vm, VMDev, l.NodeNS(n.Name), port.Name, port.MTU, port.MAC) },
@@ -299,6 +328,7 @@ func run(steps []func() error) error {
 // Down removes every namespace of the lab, and with them every link,
 // route and rule it held, and the saved spec. It returns what it removed.
 func (l *Lab) Down() ([]string, error) {
+	stopErr := l.stopServices()
 	names, err := namespace.List(l.All())
 	if err != nil {
 		return nil, err
@@ -315,7 +345,7 @@ func (l *Lab) Down() ([]string, error) {
 	if err := os.RemoveAll(l.stateDir()); err != nil {
 		errs = append(errs, err)
 	}
-	return gone, errors.Join(errs...)
+	return gone, errors.Join(append(errs, stopErr)...)
 }
 
 func (l *Lab) stateDir() string { return filepath.Join(StateDir, l.Prefix) }

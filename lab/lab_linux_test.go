@@ -115,6 +115,16 @@ func mustCheck(t *testing.T, l *Lab, s *spec.Spec) []check.Result {
 	if n := check.Failed(rs); n != 0 {
 		t.Fatalf("check: %d failures\n%s", n, check.Matrix(rs))
 	}
+	svc, err := l.CheckServices(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := check.FailedServices(svc); n != 0 {
+		t.Fatalf("service checks: %d failures\n%s", n, check.ServiceTable(svc))
+	}
+	if len(DHCPVMs(s)) > 0 && len(svc) == 0 {
+		t.Fatal("the spec has DHCP VMs but no service was checked")
+	}
 	return rs
 }
 

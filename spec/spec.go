@@ -262,6 +262,9 @@ func (s *Spec) setDefaults() {
 			g.Rules = append(g.Rules,
 				&SGRule{Direction: "egress", Ethertype: "IPv4"},
 				&SGRule{Direction: "egress", Ethertype: "IPv6"})
+			// The defaults are now explicit rules: marking them keeps a
+			// spec that is written back out and read again unchanged.
+			g.NoDefaultEgress = true
 		}
 	}
 	for _, n := range s.Networks {

@@ -199,6 +199,11 @@ ICMP echoes and TCP connects from every VM, and prints a matrix:
         router's SNAT address
   VM -> an endpoint not on the allowlist: blocked
 
+Then, for every VM configured by DHCP, that its lease (address, mask,
+router, DNS, domain, MTU, server) is the spec's and its own site's server
+gave it, and that the fabric's DNS resolves the VMs of both sites, their
+addresses backwards, and an outside name through the forwarder.
+
 Exit status 1 if any observation differs from the expectation.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -217,8 +222,15 @@ Exit status 1 if any observation differs from the expectation.`,
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), check.Matrix(rs))
-			if n := check.Failed(rs); n > 0 {
-				return fmt.Errorf("check: %d of %d probes differ from the spec", n, len(rs))
+			svc, err := l.CheckServices(s)
+			if err != nil {
+				return err
+			}
+			if len(svc) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "\nDHCP and DNS, as each VM sees them:\n%s", check.ServiceTable(svc))
+			}
+			if n, m := check.Failed(rs), check.FailedServices(svc); n+m > 0 {
+				return fmt.Errorf("check: %d of %d probes and %d of %d service checks differ from the spec", n, len(rs), m, len(svc))
 			}
 			return nil
 		},

@@ -30,7 +30,7 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd())
+	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bothnia:", err)
 		os.Exit(1)

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/bothnia/bothnia/dhcp"
+	"github.com/bothnia/bothnia/dns"
+	"github.com/bothnia/bothnia/spec"
+)
+
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	go func() {
+		if err := http.ListenAndServe(addr, mux); err != nil {
+			log.Error("metrics", "err", err)
+		}
+	}()
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func dhcpCmd() *cobra.Command {
+	var specPath, site, iface, metrics string
+	var debug bool
+	c := &cobra.Command{
+		Use:   "dhcp --spec FILE --site SITE",
+		Short: "Run a site's DHCPv4 server (inside the site's DHCP namespace)",
+		Long: `Serves DHCPv4 on UDP 67 for the VMs the spec places on SITE: each MAC gets
+its fixed address, mask, router, DNS, domain and search list, hostname,
+lease time, interface MTU (option 26, the link's MTU) and the spec's
+classless static routes. MACs of other sites and unknown MACs get no
+answer, so the two sites' servers on one segment never race; a request for
+a wrong address is NAKed. The spec file is re-read when it changes.
+
+Run it inside the DHCP namespace, e.g.
+  ip netns exec qdhcp-<network id> bothnia dhcp --spec fabric.yaml --site knox --iface ns-<port>`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", "dhcp", "site", site)
+			s, err := spec.Load(specPath)
+			if err != nil {
+				return err
+			}
+			cfg, err := dhcp.ConfigFromSpec(s, site)
+			if err != nil {
+				return err
+			}
+			reg := prometheus.NewRegistry()
+			srv := dhcp.New(cfg, log, dhcp.NewMetrics(reg))
+			serveMetrics(metrics, reg, log)
+			ctx, stop := signalContext()
+			defer stop()
+			go spec.Watch(ctx, specPath, 2*time.Second, log, func(s *spec.Spec) {
+				if c, err := dhcp.ConfigFromSpec(s, site); err == nil {
+					srv.SetConfig(c)
+				}
+			})
+			log.Info("serving", "server", cfg.ServerIP, "hosts", len(cfg.Hosts), "iface", iface)
+			return srv.ListenAndServe(ctx, iface)
+		},
+	}
+	c.Flags().StringVar(&specPath, "spec", "", "fabric spec (required)")
+	c.Flags().StringVar(&site, "site", "", "the site this server answers for (required)")
+	c.Flags().StringVar(&iface, "iface", "", "interface to serve on (default: all)")
+	c.Flags().BoolVar(&debug, "debug", false, "log every message, including those left unanswered")
+	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9101")
+	_ = c.MarkFlagRequired("spec")
+	_ = c.MarkFlagRequired("site")
+	return c
+}
+
+func dnsCmd() *cobra.Command {
+	var specPath, listen, metrics string
+	c := &cobra.Command{
+		Use:   "dns --spec FILE",
+		Short: "Run the fabric's DNS server (inside the DNS site's DHCP namespace)",
+		Long: `Answers authoritatively for the VM names of both sites under the fabric's
+domain (A records, and PTR for the fabric's addresses), and forwards every
+other name to the spec's forwarders, caching answers for their TTL within
+dns.cache_size entries. UDP and TCP; UDP answers are truncated to the
+client's size. Sources outside the fabric are REFUSED: it is no open
+resolver. Names follow the spec file live.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "dns")
+			s, err := spec.Load(specPath)
+			if err != nil {
+				return err
+			}
+			if s.DNS == nil {
+				return fmt.Errorf("dns: %s has no dns section", specPath)
+			}
+			if listen == "" {
+				listen = net.JoinHostPort(s.DNS.Address, "53")
+			}
+			reg := prometheus.NewRegistry()
+			srv := dns.New(dns.ZoneFromSpec(s), dns.Options{
+				Upstreams: s.DNS.Forwarders, Allow: []netip.Prefix{netip.MustParsePrefix(s.Fabric.CIDR)},
+				CacheSize: s.DNS.CacheSize, Log: log, Registry: reg,
+			})
+			serveMetrics(metrics, reg, log)
+			ctx, stop := signalContext()
+			defer stop()
+			go spec.Watch(ctx, specPath, 2*time.Second, log, func(s *spec.Spec) { srv.SetZone(dns.ZoneFromSpec(s)) })
+			udp := &mdns.Server{Addr: listen, Net: "udp", Handler: srv}
+			tcp := &mdns.Server{Addr: listen, Net: "tcp", Handler: srv}
+			errs := make(chan error, 2)
+			go func() { errs <- udp.ListenAndServe() }()
+			go func() { errs <- tcp.ListenAndServe() }()
+			log.Info("serving", "listen", listen, "forwarders", s.DNS.Forwarders)
+			select {
+			case <-ctx.Done():
+				return errors.Join(udp.Shutdown(), tcp.Shutdown())
+			case err := <-errs:
+				return err
+			}
+		},
+	}
+	c.Flags().StringVar(&specPath, "spec", "", "fabric spec (required)")
+	c.Flags().StringVar(&listen, "listen", "", "address to serve on (default: the spec's dns.address, port 53)")
+	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address")
+	_ = c.MarkFlagRequired("spec")
+	return c
+}
