@@ -17,6 +17,10 @@ const authTTL = 60
 // Server answers DNS for the fabric.
 type Server struct {
 	zone      atomic.Pointer[Zone]
+	gen       atomic.Uint64 // bumped by SetZone, so stale packed answers never match
+	wire      *wireCache
+	now       func() time.Time
+	counters  map[string]prometheus.Counter
 	upstreams []string // host:port
 	allow     []netip.Prefix
 	cache     *cache
@@ -54,7 +58,7 @@ func New(z *Zone, o Options) *Server {
 	if o.Timeout == 0 {
 		o.Timeout = 2 * time.Second
 	}
-	s := &Server{allow: o.Allow, log: o.Log, cache: newCache(o.CacheSize, o.Now),
+	s := &Server{allow: o.Allow, log: o.Log, cache: newCache(o.CacheSize, o.Now), wire: newWireCache(o.CacheSize + 4096), now: o.Now,
 		client: &mdns.Client{Net: "udp", Timeout: o.Timeout, UDPSize: mdns.DefaultMsgSize},
 		tcp:    &mdns.Client{Net: "tcp", Timeout: o.Timeout}}
 	for _, u := range o.Upstreams {
@@ -70,12 +74,20 @@ func New(z *Zone, o Options) *Server {
 	if o.Registry != nil {
 		o.Registry.MustRegister(s.m.Queries, s.m.Cached)
 	}
+	// Resolved once: a label lookup per query costs more than the counter.
+	s.counters = map[string]prometheus.Counter{}
+	for _, l := range []string{"authoritative", "cache", "forwarded", "refused", "servfail"} {
+		s.counters[l] = s.m.Queries.WithLabelValues(l)
+	}
 	s.zone.Store(z)
 	return s
 }
 
 // SetZone replaces the authoritative data, live.
-func (s *Server) SetZone(z *Zone) { s.zone.Store(z) }
+func (s *Server) SetZone(z *Zone) {
+	s.zone.Store(z)
+	s.gen.Add(1)
+}
 
 func (s *Server) allowed(a net.Addr) bool {
 	var ip net.IP
@@ -89,7 +101,10 @@ func (s *Server) allowed(a net.Addr) bool {
 	if !ok {
 		return false
 	}
-	addr = addr.Unmap()
+	return s.allowedAddr(addr.Unmap())
+}
+
+func (s *Server) allowedAddr(addr netip.Addr) bool {
 	if addr.IsLoopback() {
 		return true
 	}
@@ -101,16 +116,46 @@ func (s *Server) allowed(a net.Addr) bool {
 	return false
 }
 
-// ServeDNS implements mdns.Handler.
+// ServeDNS implements mdns.Handler. A question answered before is served
+// from its packed answer (see wireCache); anything else goes through Answer.
 func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
-	resp := s.Answer(r, s.allowed(w.RemoteAddr()))
+	allowed := s.allowed(w.RemoteAddr())
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	size := mdns.MinMsgSize
+	opt := r.IsEdns0()
+	if opt != nil {
+		size = int(opt.UDPSize())
+	}
+	fast := allowed && !r.Response && r.Opcode == mdns.OpcodeQuery && len(r.Question) == 1
+	var key string
+	if fast {
+		key = wireKey(s.gen.Load(), r.Question[0], opt != nil, opt != nil && opt.Do())
+		if b := s.wire.get(key, r, s.now()); b != nil && (!udp || len(b) <= size) {
+			if s.zone.Load().Authoritative(r.Question[0].Name) {
+				s.counters["authoritative"].Inc()
+			} else {
+				s.counters["cache"].Inc()
+			}
+			_, _ = w.Write(b)
+			return
+		}
+	}
+	resp := s.Answer(r, allowed)
 	if resp == nil {
 		return
 	}
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-		size := mdns.MinMsgSize
-		if o := r.IsEdns0(); o != nil {
-			size = int(o.UDPSize())
+	if fast && (resp.Rcode == mdns.RcodeSuccess || resp.Rcode == mdns.RcodeNameError) {
+		ttl := minTTL(resp)
+		if resp.Authoritative {
+			ttl = authTTL
+		}
+		s.wire.put(key, resp, ttl, s.now())
+	}
+	if udp {
+		b, err := resp.Pack()
+		if err == nil && len(b) <= size {
+			_, _ = w.Write(b)
+			return
 		}
 		resp.Truncate(size)
 	}
@@ -129,7 +174,7 @@ func (s *Server) Answer(r *mdns.Msg, allowed bool) *mdns.Msg {
 		return m
 	}
 	if !allowed {
-		s.m.Queries.WithLabelValues("refused").Inc()
+		s.counters["refused"].Inc()
 		m := new(mdns.Msg)
 		m.SetRcode(r, mdns.RcodeRefused)
 		return m
@@ -137,24 +182,24 @@ func (s *Server) Answer(r *mdns.Msg, allowed bool) *mdns.Msg {
 	q := r.Question[0]
 	z := s.zone.Load()
 	if z.Authoritative(q.Name) {
-		s.m.Queries.WithLabelValues("authoritative").Inc()
+		s.counters["authoritative"].Inc()
 		return s.authoritative(z, r, q)
 	}
 	do := r.IsEdns0() != nil && r.IsEdns0().Do()
 	key := cacheKey(q, do)
 	if m := s.cache.get(key); m != nil {
-		s.m.Queries.WithLabelValues("cache").Inc()
+		s.counters["cache"].Inc()
 		m.Id = r.Id
 		return m
 	}
 	m := s.forward(r)
 	if m == nil {
-		s.m.Queries.WithLabelValues("servfail").Inc()
+		s.counters["servfail"].Inc()
 		f := new(mdns.Msg)
 		f.SetRcode(r, mdns.RcodeServerFailure)
 		return f
 	}
-	s.m.Queries.WithLabelValues("forwarded").Inc()
+	s.counters["forwarded"].Inc()
 	s.cache.put(key, m)
 	m.Id = r.Id
 	return m

@@ -231,3 +231,43 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+// The raw UDP path: a repeated question is served from its packed answer,
+// with the client's ID and spelling, and a zone change is seen at once.
+func TestHandleUDPFastPath(t *testing.T) {
+	sp, z := zone(t)
+	s := New(z, Options{Allow: fabric, CacheSize: 100})
+	src := netip.MustParseAddr("10.101.0.10")
+	ask := func(name string, id uint16) *mdns.Msg {
+		q := query(name, mdns.TypeA)
+		q.Id = id
+		b, _ := q.Pack()
+		out := s.HandleUDP(b, src)
+		m := new(mdns.Msg)
+		if err := m.Unpack(out); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return m
+	}
+	first := ask("knox-vm1.mosler.internal", 1)
+	second := ask("KNOX-vm1.Mosler.Internal", 2)
+	if second.Id != 2 || second.Question[0].Name != "KNOX-vm1.Mosler.Internal." || len(second.Answer) != 1 ||
+		second.Answer[0].(*mdns.A).A.String() != "10.101.128.10" {
+		t.Fatalf("cached answer: %v (first %v)", second, first)
+	}
+	if got := testutil.ToFloat64(s.m.Queries.WithLabelValues("authoritative")); got != 2 {
+		t.Fatalf("authoritative answers counted %v, want 2", got)
+	}
+	sp.Networks[0].VMs[0].IP = "10.101.128.55"
+	s.SetZone(ZoneFromSpec(sp))
+	if m := ask("knox-vm1.mosler.internal", 3); m.Answer[0].(*mdns.A).A.String() != "10.101.128.55" {
+		t.Fatalf("after a zone change the old answer was served: %v", m)
+	}
+	q := query("knox-vm1.mosler.internal", mdns.TypeA)
+	b, _ := q.Pack()
+	if out := s.HandleUDP(b, netip.MustParseAddr("198.51.100.1")); out == nil {
+		t.Fatal("no answer to an outsider")
+	} else if m := new(mdns.Msg); m.Unpack(out) != nil || m.Rcode != mdns.RcodeRefused {
+		t.Fatalf("an outsider must be refused, got %v", m)
+	}
+}

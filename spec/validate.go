@@ -240,7 +240,14 @@ func (s *Spec) Validate() error {
 			}
 		}
 		for i, fw := range s.DNS.Forwarders {
-			v.addr(fmt.Sprintf("dns.forwarders[%d]", i), fw)
+			f := fmt.Sprintf("dns.forwarders[%d]", i)
+			if ap, err := netip.ParseAddrPort(fw); err == nil {
+				if !ap.Addr().Is4() {
+					v.addf(f, "%q is not an IPv4 address", fw)
+				}
+				continue
+			}
+			v.addr(f, fw)
 		}
 	}
 

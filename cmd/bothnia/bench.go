@@ -29,13 +29,9 @@ iptables-restore of the Neutron layout; then the ratios. Each one-port time
 is the median of --repeat runs. Large sizes with iptables take minutes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ns []int
-			for _, s := range strings.Split(sizes, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(s))
-				if err != nil || n < 1 {
-					return fmt.Errorf("bench: --sizes: %q is not a positive number", s)
-				}
-				ns = append(ns, n)
+			ns, err := ints(sizes)
+			if err != nil {
+				return err
 			}
 			return bench.Firewall(cmd.OutOrStdout(), "bnbench", ns, repeat, !noIPT)
 		},
@@ -44,5 +40,48 @@ is the median of --repeat runs. Large sizes with iptables take minutes.`,
 	fw.Flags().IntVar(&repeat, "repeat", 5, "one-port changes per size (median printed)")
 	fw.Flags().BoolVar(&noIPT, "no-iptables", false, "measure nftables only")
 	c.AddCommand(fw)
+	var rates string
+	var secs int
+	dh := &cobra.Command{
+		Use:   "dhcp",
+		Short: "DORA exchanges per second: bothnia's server vs dnsmasq, both under Kea's perfdhcp",
+		Long: `Runs bothnia's DHCP server and then dnsmasq in a namespace, each loaded by
+perfdhcp (Debian package kea-admin) from another namespace at each offered
+rate, and prints acknowledged leases per second and their ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rs, err := ints(rates)
+			if err != nil {
+				return err
+			}
+			return bench.DHCP(cmd.OutOrStdout(), "bnbdhcp", rs, secs)
+		},
+	}
+	dh.Flags().StringVar(&rates, "rates", "1000,2000,4000,8000", "offered DORA rates per second")
+	dh.Flags().IntVar(&secs, "seconds", 10, "seconds per rate")
+	c.AddCommand(dh)
+	var dnsSecs int
+	dn := &cobra.Command{
+		Use:   "dns",
+		Short: "Queries per second, authoritative and cached: bothnia vs dnsmasq, both under dnsperf",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.DNS(cmd.OutOrStdout(), "bnbdns", dnsSecs)
+		},
+	}
+	dn.Flags().IntVar(&dnsSecs, "seconds", 10, "seconds per run")
+	c.AddCommand(dn)
 	return c
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bench: %q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/bothnia/bothnia/dhcp"
 	"github.com/bothnia/bothnia/dns"
@@ -96,6 +97,7 @@ Run it inside the DHCP namespace, e.g.
 
 func dnsCmd() *cobra.Command {
 	var specPath, listen, metrics string
+	var udpSockets int
 	c := &cobra.Command{
 		Use:   "dns --spec FILE",
 		Short: "Run the fabric's DNS server (inside the DNS site's DHCP namespace)",
@@ -127,15 +129,27 @@ resolver. Names follow the spec file live.`,
 			ctx, stop := signalContext()
 			defer stop()
 			go spec.Watch(ctx, specPath, 2*time.Second, log, func(s *spec.Spec) { srv.SetZone(dns.ZoneFromSpec(s)) })
-			udp := &mdns.Server{Addr: listen, Net: "udp", Handler: srv}
+			// Several UDP sockets (SO_REUSEPORT): the kernel spreads
+			// queries over them and each has its own read loop.
 			tcp := &mdns.Server{Addr: listen, Net: "tcp", Handler: srv}
-			errs := make(chan error, 2)
-			go func() { errs <- udp.ListenAndServe() }()
+			errs := make(chan error, 1+runtime.NumCPU())
 			go func() { errs <- tcp.ListenAndServe() }()
-			log.Info("serving", "listen", listen, "forwarders", s.DNS.Forwarders)
+			var conns []*net.UDPConn
+			for i := 0; i < udpSockets; i++ {
+				pc, err := reusePortUDP(ctx, listen)
+				if err != nil {
+					return err
+				}
+				conns = append(conns, pc)
+				go func() { errs <- srv.ServeUDP(pc) }()
+			}
+			log.Info("serving", "listen", listen, "forwarders", s.DNS.Forwarders, "udp_sockets", len(conns))
 			select {
 			case <-ctx.Done():
-				return errors.Join(udp.Shutdown(), tcp.Shutdown())
+				for _, c := range conns {
+					c.Close()
+				}
+				return tcp.Shutdown()
 			case err := <-errs:
 				return err
 			}
@@ -143,7 +157,26 @@ resolver. Names follow the spec file live.`,
 	}
 	c.Flags().StringVar(&specPath, "spec", "", "fabric spec (required)")
 	c.Flags().StringVar(&listen, "listen", "", "address to serve on (default: the spec's dns.address, port 53)")
+	// Half the CPUs: each loop batches, and clients on the same host
+	// (the lab, the benchmark) need CPU too.
+	c.Flags().IntVar(&udpSockets, "udp-sockets", max(1, runtime.NumCPU()/2), "UDP sockets (SO_REUSEPORT), each with its own read loop")
 	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address")
 	_ = c.MarkFlagRequired("spec")
 	return c
+}
+
+func reusePortUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(ctx, "udp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
