@@ -414,6 +414,14 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	for h := range haveSet {
 		lines = append(lines, fmt.Sprintf("%-8s %s", "extra", h))
 	}
+	fabricFile := filepath.Join(l.stateDir(), "fabric.yaml")
+	for _, sv := range l.services(ls, p, fabricFile) {
+		state := "running"
+		if _, ok := running(l.pidFile(sv.name)); !ok {
+			state, all = "STOPPED", false
+		}
+		lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, sv.name, sv.ns, l.ServiceLog(sv.name)))
+	}
 	return lines, all, nil
 }
 

@@ -232,7 +232,7 @@ func TestExampleLab(t *testing.T) {
 	if got, err := l.Spec(); err != nil || got.Fabric.Name != s.Fabric.Name {
 		t.Fatalf("the running lab's spec: %v, %v", got, err)
 	}
-	if lines, all, err := l.Status(s); err != nil || !all || len(lines) != 17 {
+	if lines, all, err := l.Status(s); err != nil || !all || len(lines) != 17+3 {
 		t.Fatalf("status: all=%v err=%v\n%s", all, err, strings.Join(lines, "\n"))
 	}
 
