@@ -108,7 +108,7 @@ func (x *IPT) read(want *IPTables) error {
 		{"filter", "FORWARD", st.filter, &st.filterJump, want.FilterJump},
 		{"raw", "PREROUTING", st.raw, &st.rawJump, want.RawJump},
 	} {
-		out, err := x.run(x.ns, "", "iptables-save", "-t", t.table)
+		out, err := x.run(x.ns, "", "iptables-nft-save", "-t", t.table)
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func (x *IPT) read(want *IPTables) error {
 			}
 		}
 	}
-	out, err := x.run(x.ns, "", "ebtables-save", "-t", "nat")
+	out, err := x.run(x.ns, "", "ebtables-nft-save", "-t", "nat")
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
 	changes = append(changes, restoreEb(&eb, want, x.have)...)
 
 	steps := []struct{ stdin, name string }{
-		{setsIn.String(), "ipset"}, {ipt.String(), "iptables-restore"}, {eb.String(), "ebtables-restore"}, {setsOut.String(), "ipset"},
+		{setsIn.String(), "ipset"}, {ipt.String(), "iptables-nft-restore"}, {eb.String(), "ebtables-nft-restore"}, {setsOut.String(), "ipset"},
 	}
 	for _, st := range steps {
 		if st.stdin == "" {

@@ -2,7 +2,7 @@
 # Installs what bothnia's lab and tests need on a fresh Debian 12 machine,
 # as root. Idempotent: a second run installs nothing.
 set -euo pipefail
-pkgs=(iproute2 nftables iptables ipset ebtables udhcpc iputils-ping kmod ca-certificates)
+pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
