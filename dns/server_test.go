@@ -271,3 +271,32 @@ func TestHandleUDPFastPath(t *testing.T) {
 		t.Fatalf("an outsider must be refused, got %v", m)
 	}
 }
+
+// A question waiting on a silent upstream must not hold up the answers to
+// the questions behind it.
+func TestSlowUpstreamDoesNotBlock(t *testing.T) {
+	_, z := zone(t)
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	s := New(z, Options{Allow: fabric, Upstreams: []string{silent.LocalAddr().String()}, Timeout: 3 * time.Second, CacheSize: 10})
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.ServeUDP(conn) }()
+	defer conn.Close()
+	c := &mdns.Client{Net: "udp", Timeout: 5 * time.Second}
+	go func() { _, _, _ = c.Exchange(query("slow.example.org", mdns.TypeA), conn.LocalAddr().String()) }()
+	time.Sleep(100 * time.Millisecond)
+	t0 := time.Now()
+	m, _, err := c.Exchange(query("knox-vm1.mosler.internal", mdns.TypeA), conn.LocalAddr().String())
+	if err != nil || len(m.Answer) != 1 {
+		t.Fatalf("authoritative answer: %v, %v", m, err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Fatalf("the authoritative answer waited %v behind a forwarded question", d)
+	}
+}

@@ -44,7 +44,21 @@ func (s *Server) ServeUDP(conn *net.UDPConn) error {
 				continue
 			}
 			src, _ := netip.AddrFromSlice(from.IP)
-			if resp := s.handleUDP(in[i].Buffers[0][:in[i].N], src.Unmap(), &scr[i]); resp != nil {
+			b := in[i].Buffers[0][:in[i].N]
+			resp, slow := s.handleUDP(b, src.Unmap(), &scr[i], true)
+			if slow {
+				// A question that must be forwarded waits on an upstream:
+				// answer it on the side, so one slow upstream never holds
+				// up the queries behind it.
+				q := append([]byte(nil), b...)
+				go func() {
+					if resp, _ := s.handleUDP(q, src.Unmap(), &scratch{}, false); resp != nil {
+						_, _ = conn.WriteToUDP(resp, from)
+					}
+				}()
+				continue
+			}
+			if resp != nil {
 				out = append(out, ipv4.Message{Buffers: [][]byte{resp}, Addr: from})
 			}
 		}
@@ -125,10 +139,13 @@ func rawQuestion(b []byte, key []byte) (_ []byte, nameLen int, size int, ok bool
 
 // HandleUDP answers one datagram from src, or returns nil.
 func (s *Server) HandleUDP(b []byte, src netip.Addr) []byte {
-	return s.handleUDP(b, src, &scratch{})
+	out, _ := s.handleUDP(b, src, &scratch{}, false)
+	return out
 }
 
-func (s *Server) handleUDP(b []byte, src netip.Addr, sc *scratch) []byte {
+// handleUDP answers one datagram. With deferSlow, a question that would be
+// forwarded is not answered: it returns slow = true instead.
+func (s *Server) handleUDP(b []byte, src netip.Addr, sc *scratch, deferSlow bool) (out []byte, slow bool) {
 	allowed := s.allowedAddr(src)
 	key, nameLen, size, fast := rawQuestion(b, sc.key)
 	gen := s.gen.Load()
@@ -144,16 +161,19 @@ func (s *Server) handleUDP(b []byte, src netip.Addr, sc *scratch) []byte {
 			} else {
 				s.counters["cache"].Inc()
 			}
-			return out
+			return out, false
 		}
 	}
 	r := new(mdns.Msg)
 	if err := r.Unpack(b); err != nil {
-		return nil
+		return nil, false
+	}
+	if deferSlow && allowed && len(r.Question) == 1 && !s.zone.Load().Authoritative(r.Question[0].Name) {
+		return nil, true
 	}
 	resp := s.Answer(r, allowed)
 	if resp == nil {
-		return nil
+		return nil, false
 	}
 	if fast && allowed && (resp.Rcode == mdns.RcodeSuccess || resp.Rcode == mdns.RcodeNameError) {
 		ttl := minTTL(resp)
@@ -164,13 +184,13 @@ func (s *Server) handleUDP(b []byte, src netip.Addr, sc *scratch) []byte {
 	}
 	out, err := resp.Pack()
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	if len(out) > size {
 		resp.Truncate(size)
 		if out, err = resp.Pack(); err != nil {
-			return nil
+			return nil, false
 		}
 	}
-	return out
+	return out, false
 }
