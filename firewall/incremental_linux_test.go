@@ -13,6 +13,7 @@ import (
 	"github.com/bothnia/bothnia/check"
 	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/spec"
 )
 
 // A port added or removed at run time touches only its own chains and map
@@ -62,6 +63,21 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	}
 	if len(removed) != want {
 		t.Fatalf("remove port: %d changes, want %d:\n%s", len(removed), want, strings.Join(removed, "\n"))
+	}
+
+	// A rule added to a group rewrites that group's chain and nothing else.
+	g := fx.s.SecurityGroup("web")
+	g.Rules = append(g.Rules, &spec.SGRule{Direction: "ingress", Ethertype: "IPv4", Protocol: "tcp", PortRange: "443"})
+	f2, err := firewall.Compile(fx.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := x.Program(f2, "knox-c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 || !strings.HasPrefix(changed[0], "replace chain inet bothnia-fw sg-web-in ") {
+		t.Fatalf("a new rule changed %v, want only chain sg-web-in", changed)
 	}
 
 	// Someone flushes the ingress group rules: a read-back sees it, the

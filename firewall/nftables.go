@@ -59,8 +59,8 @@ func setName(g string, v6 bool) string {
 //	bridge forward:    mark = in-port ID << 16 | out-port ID, from a map and
 //	                   sixteen one-bit sets (nftables cannot OR a map's value)
 //	inet prerouting:   ct zone per bridge (one per network)
-//	inet forward:      egress checks, then "mark & 0xffff0000 @eg-<group> <rule>"
-//	to-port:           ingress checks, then "mark & 0xffff @in-<group> <rule>"
+//	inet forward:      egress checks, then "mark & 0xffff0000 @eg-<group> jump sg-<group>-out"
+//	to-port:           ingress checks, then "mark & 0xffff @in-<group> jump sg-<group>-in"
 //
 // Per packet the work is a fixed number of set lookups plus the rules of
 // the groups in use on the node, whatever the number of ports or members.
@@ -125,7 +125,7 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 		fw.Sets[0].Elems = append(fw.Sets[0].Elems, nft.KeyElem(d.String(), d.AsSlice()))
 	}
 	names := sortedNames(groups)
-	egress, ingress, sets := groupRules(f, names)
+	egress, ingress, groupChains, sets := groupRules(f, names)
 	fw.Sets = append(fw.Sets, sets...)
 	fw.Chains = []*nft.Chain{
 		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300}, Rules: zones},
@@ -134,6 +134,7 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 		{Name: chToPort, Rules: ingressRules()},
 		{Name: chIngress, Rules: ingress},
 	}
+	fw.Chains = append(fw.Chains, groupChains...)
 	for i := range ports {
 		portElems(f, &ports[i]).addTo(rs)
 	}
@@ -193,22 +194,27 @@ func ingressRules() []nft.Rule {
 	return append(rs, nft.R().Jump(chIngress), nft.R().Counter().Drop())
 }
 
-// groupRules renders every rule of the named groups, each gated on the
-// port being in the group, and the sets the rules use.
-func groupRules(f *Fabric, names []string) (egress, ingress []nft.Rule, sets []*nft.Set) {
+// groupRules renders, for each named group, a dispatch rule gated on the
+// port being in the group and a chain of its own with the group's rules
+// (so a rule change rewrites that chain alone), and the sets they use.
+func groupRules(f *Fabric, names []string) (egress, ingress []nft.Rule, chains []*nft.Chain, sets []*nft.Set) {
 	remote := map[string]bool{}
 	for _, g := range names {
 		sets = append(sets, &nft.Set{Name: egSet(g), KeyType: nftables.TypeMark}, &nft.Set{Name: inSet(g), KeyType: nftables.TypeMark})
+		in, out := &nft.Chain{Name: "sg-" + g + "-in"}, &nft.Chain{Name: "sg-" + g + "-out"}
+		egress = append(egress, nft.R().MarkInSet(inMask, egSet(g)).Jump(out.Name))
+		ingress = append(ingress, nft.R().MarkInSet(outMask, inSet(g)).Jump(in.Name))
 		for _, r := range f.Groups[g].Rules {
 			if r.RemoteGroup != "" {
 				remote[setName(r.RemoteGroup, r.V6)] = true
 			}
 			if r.Ingress {
-				ingress = append(ingress, sgRule(nft.R().MarkInSet(outMask, inSet(g)), r).Accept())
+				in.Rules = append(in.Rules, sgRule(nft.R(), r).Accept())
 			} else {
-				egress = append(egress, sgRule(nft.R().MarkInSet(inMask, egSet(g)), r).Goto(chToPort))
+				out.Rules = append(out.Rules, sgRule(nft.R(), r).Goto(chToPort))
 			}
 		}
+		chains = append(chains, out, in)
 	}
 	for _, sn := range sortedNames(remote) {
 		v6 := sn[len(sn)-2:] == "v6"
@@ -224,7 +230,7 @@ func groupRules(f *Fabric, names []string) (egress, ingress []nft.Rule, sets []*
 		}
 		sets = append(sets, st)
 	}
-	return egress, ingress, sets
+	return egress, ingress, chains, sets
 }
 
 // sgRule appends the match of one security group rule.
