@@ -81,8 +81,14 @@ func Firewall(w io.Writer, prefix string, sizes []int, repeat int, withIPTables 
 		if err != nil {
 			return fmt.Errorf("%d ports: %w", n, err)
 		}
-		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "initial programming", r.nftInit.Round(time.Microsecond), r.iptInit.Round(time.Microsecond), "-")
-		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "add one port", r.nftAdd.Round(time.Microsecond), r.iptDiff.Round(time.Microsecond), r.iptFull.Round(time.Microsecond))
+		ipt := func(d time.Duration) string {
+			if !withIPTables {
+				return "-"
+			}
+			return d.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "initial programming", r.nftInit.Round(time.Microsecond), ipt(r.iptInit), "-")
+		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "add one port", r.nftAdd.Round(time.Microsecond), ipt(r.iptDiff), ipt(r.iptFull))
 		if withIPTables {
 			fmt.Fprintf(w, "%-7d %-22s %12s %11.0fx %11.0fx\n", n, "ratio to nftables add", "1x",
 				float64(r.iptDiff)/float64(r.nftAdd), float64(r.iptFull)/float64(r.nftAdd))
