@@ -3,8 +3,9 @@ package firewall
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -118,7 +119,7 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 		zones[nw.Bridge] = nw.Zone
 	}
 	sg.Rules = append(sg.Rules, IPTRule{"-j ACCEPT"})
-	for _, br := range sortedKeys(zones) {
+	for _, br := range slices.Sorted(maps.Keys(zones)) {
 		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zones[br])})
 	}
 	r.Filter = append([]IPTChain{fwd, sg, fallback}, portChains...)
@@ -131,7 +132,7 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 			}
 		}
 	}
-	for _, g := range sortedKeys(sets) {
+	for _, g := range slices.Sorted(maps.Keys(sets)) {
 		s := IPSet{Name: IPSetName(g)}
 		for _, m := range f.Sets[g] {
 			if m.Addr().Is4() {
@@ -141,15 +142,6 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 		r.Sets = append(r.Sets, s)
 	}
 	return r
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func iptIngress(f *Fabric, p *Port) IPTChain {
@@ -254,7 +246,7 @@ func ebPort(p *Port) IPTChain {
 		}
 	}
 	c.Rules = append(c.Rules, IPTRule{"-p ARP -j DROP"})
-	for _, m := range sortedKeys(macs) {
+	for _, m := range slices.Sorted(maps.Keys(macs)) {
 		c.Rules = append(c.Rules, IPTRule{"-s " + m + " -j RETURN"})
 	}
 	c.Rules = append(c.Rules, IPTRule{"-j DROP"})

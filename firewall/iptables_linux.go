@@ -3,8 +3,10 @@ package firewall
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/bothnia/bothnia/namespace"
@@ -262,7 +264,7 @@ func restoreTable(b *strings.Builder, table, builtin string, jump IPTRule, want 
 		}
 		changes = append(changes, fmt.Sprintf("iptables -t %s: write chain %s (%d rules)", table, c.Name, len(c.Rules)))
 	}
-	for _, name := range sortedKeys(have) {
+	for _, name := range slices.Sorted(maps.Keys(have)) {
 		if !wantNames[name] {
 			fmt.Fprintf(&decl, ":%s - [0:0]\n", name)
 			fmt.Fprintf(&del, "-X %s\n", name)
@@ -311,13 +313,13 @@ func restoreEb(b *strings.Builder, want *IPTables, have *iptState) []string {
 			changes = append(changes, "ebtables -t nat: PREROUTING "+j.Args)
 		}
 	}
-	for _, j := range sortedKeys(have.ebJumps) {
+	for _, j := range slices.Sorted(maps.Keys(have.ebJumps)) {
 		if !wantJumps[j] {
 			fmt.Fprintf(&del, "-D PREROUTING %s\n", j)
 			changes = append(changes, "ebtables -t nat: delete PREROUTING "+j)
 		}
 	}
-	for _, name := range sortedKeys(have.eb) {
+	for _, name := range slices.Sorted(maps.Keys(have.eb)) {
 		if !wantNames[name] {
 			fmt.Fprintf(&del, "-F %s\n-X %s\n", name, name)
 			changes = append(changes, "ebtables -t nat: delete chain "+name)

@@ -2,7 +2,9 @@ package firewall
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -124,7 +126,7 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 	for _, d := range sortedAddrs(dhcp) {
 		fw.Sets[0].Elems = append(fw.Sets[0].Elems, nft.KeyElem(d.String(), d.AsSlice()))
 	}
-	names := sortedNames(groups)
+	names := slices.Sorted(maps.Keys(groups))
 	egress, ingress, groupChains, sets := groupRules(f, names)
 	fw.Sets = append(fw.Sets, sets...)
 	fw.Chains = []*nft.Chain{
@@ -216,7 +218,7 @@ func groupRules(f *Fabric, names []string) (egress, ingress []nft.Rule, chains [
 		}
 		chains = append(chains, out, in)
 	}
-	for _, sn := range sortedNames(remote) {
+	for _, sn := range slices.Sorted(maps.Keys(remote)) {
 		v6 := sn[len(sn)-2:] == "v6"
 		g := sn[len("rg-") : len(sn)-len("-v4")]
 		st := &nft.Set{Name: sn, KeyType: nftables.TypeIPAddr, Interval: true}
@@ -284,7 +286,7 @@ func portElems(f *Fabric, p *Port) PortElems {
 		}
 		l2[set] = append(l2[set], spoofElem(p.Name, pr.MAC, pr.Prefix))
 	}
-	for _, m := range sortedNames(macs) {
+	for _, m := range slices.Sorted(maps.Keys(macs)) {
 		l2[setMACs] = append(l2[setMACs], nft.KeyElem(fmt.Sprintf("%q . %s", p.Name, m), nft.Key(tap, nft.MAC(m))))
 		// IPv6 link-local (from the MAC) and the unspecified address (DAD).
 		l2[setSpoof6] = append(l2[setSpoof6],
@@ -315,15 +317,6 @@ func (pe PortElems) addTo(rs *nft.Ruleset) {
 			}
 		}
 	}
-}
-
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {

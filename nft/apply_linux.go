@@ -2,6 +2,8 @@ package nft
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -105,7 +107,7 @@ func (a *Applier) Replace(rs *Ruleset) {
 			seen[c.Name] = true
 			a.setChain(ts, tk, c)
 		}
-		for _, name := range sortedKeys(ts.chains) {
+		for _, name := range slices.Sorted(maps.Keys(ts.chains)) {
 			if !seen[name] {
 				delete(ts.chains, name)
 				a.mark(tk, "c"+name)
@@ -128,7 +130,7 @@ func (a *Applier) Replace(rs *Ruleset) {
 				a.setElem(ts, tk, s.Name, e)
 			}
 		}
-		for _, name := range sortedKeys(ts.sets) {
+		for _, name := range slices.Sorted(maps.Keys(ts.sets)) {
 			if !seenSet[name] {
 				for k := range ts.elems[name] {
 					a.delElem(ts, tk, name, k)
@@ -214,14 +216,14 @@ func (a *Applier) Desired() *Ruleset {
 	for _, tk := range a.order {
 		ts := a.want[tk]
 		t := &Table{Family: ts.family, Name: ts.name}
-		for _, sn := range sortedKeys(ts.sets) {
+		for _, sn := range slices.Sorted(maps.Keys(ts.sets)) {
 			s := *ts.sets[sn]
-			for _, k := range sortedKeys(ts.elems[sn]) {
+			for _, k := range slices.Sorted(maps.Keys(ts.elems[sn])) {
 				s.Elems = append(s.Elems, ts.elems[sn][k])
 			}
 			t.Sets = append(t.Sets, &s)
 		}
-		for _, cn := range sortedKeys(ts.chains) {
+		for _, cn := range slices.Sorted(maps.Keys(ts.chains)) {
 			t.Chains = append(t.Chains, ts.chains[cn])
 		}
 		rs.Tables = append(rs.Tables, t)
@@ -361,7 +363,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 	// Elements: every wanted element of a new set, and the dirty ones.
 	for name := range newSets {
 		ws := want.sets[name]
-		for _, k := range sortedKeys(want.elems[name]) {
+		for _, k := range slices.Sorted(maps.Keys(want.elems[name])) {
 			e := want.elems[name][k]
 			ns := nset(name, ws)
 			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(e, ws)) })

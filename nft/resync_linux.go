@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -74,7 +76,7 @@ func union[A, B any](a map[string]A, b map[string]B) []string {
 	for k := range b {
 		seen[k] = true
 	}
-	return sortedKeys(seen)
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // readTable returns a table as the kernel holds it, or nil if absent.

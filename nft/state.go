@@ -2,7 +2,6 @@ package nft
 
 import (
 	"encoding/hex"
-	"sort"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -90,13 +89,4 @@ func sameSetType(a, b *Set) bool {
 	keys := a.KeyType.Name == b.KeyType.Name || a.KeyType.Name == anyKey.Name || b.KeyType.Name == anyKey.Name
 	return keys && a.Map == b.Map && a.Interval == b.Interval && a.Concat == b.Concat &&
 		(!a.Map || a.DataType.Name == b.DataType.Name)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
