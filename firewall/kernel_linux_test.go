@@ -168,33 +168,31 @@ func (fx *fixture) sendUDP(vm, src string, sport int, dst string, dport int, pay
 	}
 }
 
-func (fx *fixture) addAddr(vm, cidr string) {
+// eth0 runs fn on a VM's eth0 through a netlink handle in its namespace.
+func (fx *fixture) eth0(vm string, fn func(h *netlink.Handle, l netlink.Link) error) {
 	h, nsh, err := namespace.Netlink(fx.vm(vm))
 	if err != nil {
 		fx.t.Fatal(err)
 	}
 	defer nsh.Close()
 	defer h.Close()
-	l, _ := h.LinkByName("eth0")
-	a, _ := netlink.ParseAddr(cidr)
-	// A fresh address goes through duplicate detection only for IPv6.
-	if err := h.AddrAdd(l, a); err != nil {
+	l, err := h.LinkByName("eth0")
+	if err == nil {
+		err = fn(h, l)
+	}
+	if err != nil {
 		fx.t.Fatal(err)
 	}
 }
 
+func (fx *fixture) addAddr(vm, cidr string) {
+	a, _ := netlink.ParseAddr(cidr)
+	fx.eth0(vm, func(h *netlink.Handle, l netlink.Link) error { return h.AddrAdd(l, a) })
+}
+
 func (fx *fixture) setMAC(vm, mac string) {
-	h, nsh, err := namespace.Netlink(fx.vm(vm))
-	if err != nil {
-		fx.t.Fatal(err)
-	}
-	defer nsh.Close()
-	defer h.Close()
-	l, _ := h.LinkByName("eth0")
 	hw, _ := net.ParseMAC(mac)
-	if err := h.LinkSetHardwareAddr(l, hw); err != nil {
-		fx.t.Fatal(err)
-	}
+	fx.eth0(vm, func(h *netlink.Handle, l netlink.Link) error { return h.LinkSetHardwareAddr(l, hw) })
 }
 
 func (fx *fixture) tcp(vm, dst string, port int) (string, error) {

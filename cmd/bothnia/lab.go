@@ -21,21 +21,26 @@ func labFlag(c *cobra.Command, name *string) {
 	c.Flags().StringVar(name, "name", defaultLab, "lab name: the prefix of every namespace the lab makes")
 }
 
-// labSpec loads the spec from the argument, or the one the lab was built from.
-func labSpec(l *lab.Lab, args []string) (*spec.Spec, []byte, error) {
+// openLab names the lab and loads the spec from the argument, or the one
+// the lab was built from.
+func openLab(name string, args []string) (*lab.Lab, *spec.Spec, []byte, error) {
+	l, err := lab.New(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if len(args) == 0 {
 		s, err := l.Spec()
-		return s, nil, err
+		return l, s, nil, err
 	}
 	b, err := os.ReadFile(args[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s, err := spec.Parse(b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", args[0], err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", args[0], err)
 	}
-	return s, b, nil
+	return l, s, b, nil
 }
 
 func labCmd() *cobra.Command {
@@ -60,11 +65,7 @@ func labUpCmd() *cobra.Command {
 		Short: "Build the lab, or bring a running one in line with SPEC (idempotent)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.New(name)
-			if err != nil {
-				return err
-			}
-			s, raw, err := labSpec(l, args)
+			l, s, raw, err := openLab(name, args)
 			if err != nil {
 				return err
 			}
@@ -120,11 +121,7 @@ func labStatusCmd() *cobra.Command {
 		Short: "List the lab's namespaces and whether each is there",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.New(name)
-			if err != nil {
-				return err
-			}
-			s, _, err := labSpec(l, args)
+			l, s, _, err := openLab(name, args)
 			if err != nil {
 				return err
 			}
@@ -207,11 +204,7 @@ addresses backwards, and an outside name through the forwarder.
 Exit status 1 if any observation differs from the expectation.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.New(name)
-			if err != nil {
-				return err
-			}
-			s, _, err := labSpec(l, args)
+			l, s, _, err := openLab(name, args)
 			if err != nil {
 				return err
 			}
