@@ -61,9 +61,13 @@ func labUpCmd() *cobra.Command {
 	var name string
 	var verbose bool
 	c := &cobra.Command{
-		Use:   "up SPEC",
+		Use:   "up [SPEC]",
 		Short: "Build the lab, or bring a running one in line with SPEC (idempotent)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Builds both sites of SPEC in namespaces, or brings a running lab in line
+with it: only what differs is changed, so a second run changes nothing.
+Without SPEC it re-applies the spec the running lab was built from (and
+repairs whatever drifted).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, s, raw, err := openLab(name, args)
 			if err != nil {
