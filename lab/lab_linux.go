@@ -345,6 +345,15 @@ func (l *Lab) Down() ([]string, error) {
 	if err := os.RemoveAll(l.stateDir()); err != nil {
 		errs = append(errs, err)
 	}
+	etc, _ := filepath.Glob(filepath.Join(NetnsEtc, l.All()+"*"))
+	for _, d := range etc {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(etc) > 0 {
+		_ = os.Remove(NetnsEtc) // only if empty: others' files stay
+	}
 	return gone, errors.Join(append(errs, stopErr)...)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -94,6 +95,9 @@ func newLab(t *testing.T, s *spec.Spec, raw []byte) *Lab {
 		}
 		if _, err := os.Stat(filepath.Join(StateDir, l.Prefix)); !os.IsNotExist(err) {
 			t.Errorf("lab down left its state directory: %v", err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(NetnsEtc, l.All()+"*")); len(left) != 0 {
+			t.Errorf("lab down left %v", left)
 		}
 	})
 	rep, err := l.Up(s, raw)
@@ -229,6 +233,11 @@ func TestExampleLab(t *testing.T) {
 	mustCheck(t, l, s)
 	upNoChange(t, l, s)
 
+	// Commands run in a VM the iproute2 way resolve through the fabric's DNS.
+	out, err := exec.Command("ip", "netns", "exec", l.VMNS("epouta-vm1"), "getent", "hosts", "knox-vm2").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "10.101.128.11 ") {
+		t.Errorf("getent hosts knox-vm2 in epouta-vm1: %q, %v", out, err)
+	}
 	if got, err := l.Spec(); err != nil || got.Fabric.Name != s.Fabric.Name {
 		t.Fatalf("the running lab's spec: %v, %v", got, err)
 	}

@@ -177,10 +177,23 @@ bound|renew)
 		echo "domain=$domain"; echo "search=$search"; echo "mtu=$mtu"; echo "serverid=$serverid"
 		echo "hostname=$hostname"; echo "lease=$lease"; echo "staticroutes=$staticroutes"
 	} > "$LEASE_FILE.tmp" && mv "$LEASE_FILE.tmp" "$LEASE_FILE"
+	# ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf over the
+	# host's for commands run in the VM: the VM's own resolver setup.
+	if [ -n "$RESOLV_CONF" ] && [ -n "$dns" ]; then
+		mkdir -p "$(dirname "$RESOLV_CONF")"
+		{ [ -n "$search" ] && echo "search $search"; for d in $dns; do echo "nameserver $d"; done; } > "$RESOLV_CONF"
+	fi
 	;;
 esac
 exit 0
 `
+
+// NetnsEtc is where iproute2 keeps per-namespace files that
+// `ip netns exec` mounts over /etc.
+const NetnsEtc = "/etc/netns"
+
+// ResolvConf is the resolv.conf commands in a lab VM see.
+func (l *Lab) ResolvConf(vm string) string { return filepath.Join(NetnsEtc, l.VMNS(vm), "resolv.conf") }
 
 // LeaseFile is where a lab VM's DHCP client records its lease.
 func (l *Lab) LeaseFile(vm string) string { return filepath.Join(l.stateDir(), "lease-"+vm) }
@@ -223,7 +236,7 @@ func (l *Lab) runDHCPClients(ports []plan.Port, dhcpVMs map[string]bool) ([]stri
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "udhcpc", "-i", VMDev, "-f", "-q", "-n", "-t", "5", "-T", "1",
 				"-s", script, "-O", "mtu", "-O", "staticroutes", "-O", "search", "-O", "domain")
-			cmd.Env = append(os.Environ(), "LEASE_FILE="+l.LeaseFile(p.VM))
+			cmd.Env = append(os.Environ(), "LEASE_FILE="+l.LeaseFile(p.VM), "RESOLV_CONF="+l.ResolvConf(p.VM))
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := namespace.Do(l.VMNS(p.VM), cmd.Start)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/bothnia/bothnia/check"
 	"github.com/bothnia/bothnia/lab"
-	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -167,10 +166,11 @@ func labExecCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			x := exec.Command(args[1], args[2:]...)
+			// As iproute2 runs it: in the VM's namespace, with the VM's
+			// resolv.conf (from its DHCP lease) mounted over the host's.
+			x := exec.Command("ip", append([]string{"netns", "exec", ns}, args[1:]...)...)
 			x.Stdin, x.Stdout, x.Stderr = os.Stdin, os.Stdout, os.Stderr
-			// The child inherits the namespace of the thread that starts it.
-			if err := namespace.Do(ns, x.Start); err != nil {
+			if err := x.Start(); err != nil {
 				return err
 			}
 			if err := x.Wait(); err != nil {
