@@ -286,24 +286,28 @@ func (a *Applier) Apply() ([]string, error) {
 // needs them: objects before what refers to them, references removed
 // before what they referred to.
 type batch struct {
-	c       *nftables.Conn
-	changes []string
-	tables  []func()
-	addSets []func()
-	delElem []func()
-	addCh   []func()
-	flushCh []func()
-	addRule []func()
-	addElem []func()
-	delCh   []func()
-	delSet  []func()
+	c        *nftables.Conn
+	err      error // first error queuing an operation (they are built lazily)
+	changes  []string
+	tables   []func()
+	addSets  []func()
+	delElems []func()
+	addCh    []func()
+	flushCh  []func()
+	addRule  []func()
+	addElems []func()
+	delCh    []func()
+	delSet   []func()
 }
 
 func (b *batch) emit() error {
 	n := 0
-	for _, step := range [][]func(){b.tables, b.addSets, b.delElem, b.addCh, b.flushCh, b.addRule, b.addElem, b.delCh, b.delSet} {
+	for _, step := range [][]func(){b.tables, b.addSets, b.delElems, b.addCh, b.flushCh, b.addRule, b.addElems, b.delCh, b.delSet} {
 		for _, f := range step {
 			f()
+			if b.err != nil {
+				return b.err
+			}
 			if n++; n%chunk == 0 {
 				if err := b.c.Flush(); err != nil {
 					return err
@@ -316,6 +320,21 @@ func (b *batch) emit() error {
 
 func (b *batch) note(format string, args ...any) {
 	b.changes = append(b.changes, fmt.Sprintf(format, args...))
+}
+
+func (b *batch) keep(err error) {
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+// addElem queues adding an element; delElem queues removing one.
+func (b *batch) addElem(ns *nftables.Set, e Elem, s *Set) {
+	b.addElems = append(b.addElems, func() { b.keep(b.c.SetAddElements(ns, toElems(e, s))) })
+}
+
+func (b *batch) delElem(ns *nftables.Set, e Elem, s *Set) {
+	b.delElems = append(b.delElems, func() { b.keep(b.c.SetDeleteElements(ns, toElems(e, s))) })
 }
 
 // plan compares the dirty objects of one table and queues the writes.
@@ -348,7 +367,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		case ws != nil && hs == nil:
 			ns := nset(name, ws)
 			newSets[name] = true
-			b.addSets = append(b.addSets, func() { _ = b.c.AddSet(ns, nil) })
+			b.addSets = append(b.addSets, func() { b.keep(b.c.AddSet(ns, nil)) })
 			b.note("add %s %s %s", setKind(ws), tk, name)
 		case ws == nil && hs != nil:
 			ns := nset(name, hs)
@@ -365,8 +384,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		ws := want.sets[name]
 		for _, k := range slices.Sorted(maps.Keys(want.elems[name])) {
 			e := want.elems[name][k]
-			ns := nset(name, ws)
-			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(e, ws)) })
+			b.addElem(nset(name, ws), e, ws)
 			b.note("add element %s %s { %s }", tk, name, e.Text)
 		}
 	}
@@ -385,14 +403,12 @@ func (a *Applier) plan(b *batch, tk string) error {
 		}
 		if hok && have.sets[name] != nil {
 			hs := have.sets[name]
-			ns := nset(name, hs)
-			b.delElem = append(b.delElem, func() { _ = b.c.SetDeleteElements(ns, toElems(he, hs)) })
+			b.delElem(nset(name, hs), he, hs)
 			b.note("delete element %s %s { %s }", tk, name, he.Text)
 		}
 		if wok && want.sets[name] != nil {
 			ws := want.sets[name]
-			ns := nset(name, ws)
-			b.addElem = append(b.addElem, func() { _ = b.c.SetAddElements(ns, toElems(we, ws)) })
+			b.addElem(nset(name, ws), we, ws)
 			b.note("add element %s %s { %s }", tk, name, we.Text)
 		}
 	}
@@ -413,7 +429,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		case wc != nil:
 			if hc != nil { // a base chain whose hook changed
 				old := nchain(t, hc)
-				b.delElem = append(b.delElem, func() { b.c.FlushChain(old); b.c.DelChain(old) })
+				b.delElems = append(b.delElems, func() { b.c.FlushChain(old); b.c.DelChain(old) })
 			}
 			ch := nchain(t, wc)
 			b.addCh = append(b.addCh, func() { b.c.AddChain(ch) })

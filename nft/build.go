@@ -227,9 +227,8 @@ func (b *B) OifVmap(m string) *B {
 
 // MarkVmap dispatches on the mark under a mask.
 func (b *B) MarkVmap(mask uint32, m string) *B {
-	return b.add(fmt.Sprintf("meta mark & 0x%08x vmap @%s", mask, m), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m})
+	return b.add(fmt.Sprintf("meta mark & 0x%08x vmap @%s", mask, m),
+		append(maskedMark(mask), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m})...)
 }
 
 // Counter counts packets and bytes.
@@ -353,18 +352,20 @@ func (b *B) InSet(set string, invert bool, fields ...Field) *B {
 	return b.add(strings.Join(names, " . ")+" "+op+"@"+set, es...)
 }
 
+// maskedMark loads the mark under a mask into register 1.
+func maskedMark(mask uint32) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)}}
+}
+
 // MarkInSet matches when the mark under a mask is in the named set.
 func (b *B) MarkInSet(mask uint32, set string) *B {
-	return b.add(fmt.Sprintf("meta mark & 0x%08x @%s", mask, set), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
-		&expr.Lookup{SourceRegister: 1, SetName: set})
+	return b.add(fmt.Sprintf("meta mark & 0x%08x @%s", mask, set), append(maskedMark(mask), &expr.Lookup{SourceRegister: 1, SetName: set})...)
 }
 
 // MarkMaskEq matches when the mark under a mask equals v.
 func (b *B) MarkMaskEq(mask, v uint32) *B {
-	return b.add(fmt.Sprintf("meta mark & 0x%08x == 0x%08x", mask, v), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
-		b.cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(v)))
+	return b.add(fmt.Sprintf("meta mark & 0x%08x == 0x%08x", mask, v), append(maskedMark(mask), b.cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(v)))...)
 }
 
 // Key builds a concatenated key: each part padded to whole registers.
