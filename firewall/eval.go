@@ -1,59 +1,265 @@
 package firewall
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
 
-// Packet is a new connection's first packet, as the reference evaluator
-// sees it.
-type Packet struct {
-	Src, Dst netip.Addr
-	Proto    int // 1 icmp, 6 tcp, 17 udp, 58 icmpv6
-	Port     int // destination port, or ICMP type
-	Code     int // ICMP code
+// Ethertypes and TPIDs a frame can carry.
+const (
+	EtherIPv4 = 0x0800
+	EtherARP  = 0x0806
+	EtherIPv6 = 0x86dd
+	TPIDCTag  = 0x8100 // 802.1Q
+	TPIDSTag  = 0x88a8 // 802.1ad
+)
+
+// Frame is one frame a port puts on a node's bridge, as the reference
+// evaluator sees it: the whole pipeline, not only the group rules, so the
+// kernel can be tested against it packet by packet.
+type Frame struct {
+	// From and To are the sending and the receiving secured ports; nil is
+	// anything unfiltered: a port without port security, the router, a
+	// DHCP server, the uplink to other nodes.
+	From, To *Port
+	SrcMAC   string
+	// Tags are the 802.1Q/802.1ad tags in front of EtherType, outermost
+	// first.
+	Tags      []Tag
+	EtherType uint16
+	// ARP sender hardware and protocol address.
+	ARPSha string
+	ARPSpa netip.Addr
+	// IPv4/IPv6.
+	Src, Dst     netip.Addr
+	Proto        int // 1 icmp, 6 tcp, 17 udp, 58 icmpv6, ...
+	SPort, DPort int // transport ports; for ICMP the type and code
+	// Conntrack's view: INVALID (a TCP segment with SYN and FIN), or a
+	// reply in a connection the firewall already let through.
+	Invalid, Established bool
 }
 
-// Egress reports whether the port's groups let it open the connection.
-func (f *Fabric) Egress(p *Port, pkt Packet) bool { return f.allows(p, pkt, false, pkt.Dst) }
+// Tag is one VLAN tag.
+type Tag struct {
+	TPID uint16
+	VID  int
+}
 
-// Ingress reports whether the port's groups let the connection in.
-func (f *Fabric) Ingress(p *Port, pkt Packet) bool { return f.allows(p, pkt, true, pkt.Src) }
+// Stage is one step of the decision: where, what matched, the outcome.
+type Stage struct {
+	Name   string // anti-spoofing, egress, ingress
+	Object string // the port, rule or group that decided
+	Result string // pass, accept, drop
+}
 
-// Allows reports whether a new connection from one VM's port to another's
-// (either may be nil: an unsecured port or an address outside the fabric)
-// passes both firewalls.
-func (f *Fabric) Allows(from, to *Port, pkt Packet) bool {
-	if from != nil && !f.Egress(from, pkt) {
+// Verdict is the evaluator's answer with the stages that led to it.
+type Verdict struct {
+	Allowed bool
+	Stages  []Stage
+}
+
+func (v *Verdict) step(name, object, result string) {
+	v.Stages = append(v.Stages, Stage{name, object, result})
+}
+
+func (v *Verdict) drop(name, object string) Verdict {
+	v.step(name, object, "drop")
+	v.Allowed = false
+	return *v
+}
+
+func (v *Verdict) String() string {
+	s := ""
+	for _, st := range v.Stages {
+		s += fmt.Sprintf("%s: %s: %s\n", st.Name, st.Object, st.Result)
+	}
+	return s
+}
+
+// ICMPv6 types a secured port may always send (neighbour discovery, MLD,
+// router solicitation) and receive (MLD query, NS, NA: Neutron's
+// ICMPV6_ALLOWED_INGRESS_TYPES); router advertisements never leave a VM,
+// and come in only through a group rule. Neutron lets a port send any
+// ICMPv6 but RAs; bothnia holds the rest (echo, errors) to the groups.
+var (
+	ndEgress  = []int{130, 131, 132, 133, 135, 136, 143}
+	ndIngress = []int{130, 135, 136}
+	// A port may send from :: only for DAD and MLD (Neutron's
+	// ICMPV6_ALLOWED_UNSPEC_ADDR_TYPES), to a link-scope multicast group.
+	ndUnspec   = []int{131, 135, 143}
+	linkScope6 = netip.MustParsePrefix("ff02::/16")
+)
+
+const icmpv6RA = 134
+
+// Decide walks a frame through the firewall of its source port (if
+// secured) and of its destination port (if secured), in the renderers'
+// order, and says whether it arrives.
+func (f *Fabric) Decide(fr Frame) Verdict {
+	v := Verdict{Allowed: true}
+	if fr.From != nil {
+		if !f.antiSpoof(&v, fr) {
+			return v
+		}
+		if fr.EtherType == EtherARP {
+			// ARP is bridged only: nothing below sees it.
+			return v
+		}
+		if !f.egress(&v, fr) {
+			return v
+		}
+	}
+	if fr.EtherType == EtherARP {
+		return v
+	}
+	if fr.To != nil {
+		f.ingress(&v, fr)
+	}
+	return v
+}
+
+// antiSpoof is the bridge stage: tags, then addresses by ethertype.
+func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
+	p := fr.From
+	obj := "port " + p.Name + " (" + p.VM + ")"
+	if len(fr.Tags) > 0 {
+		// Only a priority tag (802.1Q, VID 0) around IPv4 or IPv6 is let
+		// through to the checks of what it carries: any other tag would
+		// leave the node as a second tag on a VLAN uplink (VLAN hopping).
+		if fr.Tags[0].TPID != TPIDCTag || fr.Tags[0].VID != 0 || len(fr.Tags) > 1 ||
+			(fr.EtherType != EtherIPv4 && fr.EtherType != EtherIPv6) {
+			v.drop("anti-spoofing", obj+": tagged frame")
+			return false
+		}
+	}
+	macOK := slices.Contains(p.MACs(), fr.SrcMAC)
+	switch fr.EtherType {
+	case EtherARP:
+		// As Neutron's ebtables rules: the sender MAC is the frame's source,
+		// and that MAC with the sender address is one of the port's pairs.
+		if fr.ARPSha != fr.SrcMAC || !p.pairAllows(fr.SrcMAC, fr.ARPSpa) {
+			v.drop("anti-spoofing", obj+": ARP sender not among the port's pairs")
+			return false
+		}
+	case EtherIPv4:
+		if fr.Proto == 17 && fr.SPort == 67 && fr.DPort == 68 {
+			v.drop("anti-spoofing", obj+": DHCP server reply from a VM")
+			return false
+		}
+		dhcpClient := fr.Src == netip.IPv4Unspecified() && fr.Dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) &&
+			fr.Proto == 17 && fr.SPort == 68 && fr.DPort == 67
+		if !(macOK && dhcpClient) && !p.pairAllows(fr.SrcMAC, fr.Src) {
+			v.drop("anti-spoofing", obj+": source "+fr.SrcMAC+" "+fr.Src.String()+" not among the port's pairs")
+			return false
+		}
+	case EtherIPv6:
+		if fr.Proto == 17 && fr.SPort == 547 && fr.DPort == 546 {
+			v.drop("anti-spoofing", obj+": DHCPv6 server reply from a VM")
+			return false
+		}
+		if fr.Src == netip.IPv6Unspecified() {
+			if !macOK || !linkScope6.Contains(fr.Dst) || fr.Proto != 58 || !slices.Contains(ndUnspec, fr.SPort) {
+				v.drop("anti-spoofing", obj+": from :: only DAD and MLD to ff02::/16")
+				return false
+			}
+			break
+		}
+		if !(macOK && fr.Src == LinkLocal(fr.SrcMAC)) && !p.pairAllows(fr.SrcMAC, fr.Src) {
+			v.drop("anti-spoofing", obj+": source "+fr.SrcMAC+" "+fr.Src.String()+" not among the port's pairs")
+			return false
+		}
+	default:
+		v.drop("anti-spoofing", obj+fmt.Sprintf(": ethertype %#04x", fr.EtherType))
 		return false
 	}
-	return to == nil || f.Ingress(to, pkt)
+	v.step("anti-spoofing", obj, "pass")
+	return true
 }
 
-func (f *Fabric) allows(p *Port, pkt Packet, ingress bool, remote netip.Addr) bool {
+// egress is what the source port may send, past anti-spoofing.
+func (f *Fabric) egress(v *Verdict, fr Frame) bool {
+	v6 := fr.EtherType == EtherIPv6
+	obj := "port " + fr.From.Name + " (" + fr.From.VM + ")"
+	switch {
+	case !v6 && fr.Proto == 17 && fr.SPort == 68 && fr.DPort == 67,
+		v6 && fr.Proto == 17 && fr.SPort == 546 && fr.DPort == 547:
+		v.step("egress", obj+": DHCP client", "pass")
+		return true
+	case fr.Established:
+		v.step("egress", obj+": established", "pass")
+		return true
+	case fr.Invalid:
+		v.drop("egress", obj+": invalid")
+		return false
+	case v6 && fr.Proto == 58 && fr.SPort == icmpv6RA:
+		v.drop("egress", obj+": router advertisement from a VM")
+		return false
+	case v6 && fr.Proto == 58 && slices.Contains(ndEgress, fr.SPort):
+		v.step("egress", obj+": neighbour discovery", "pass")
+		return true
+	}
+	if g, i, ok := f.groupMatch(fr.From, fr, false, fr.Dst); ok {
+		v.step("egress", fmt.Sprintf("security group %s rule %d", g, i), "pass")
+		return true
+	}
+	v.drop("egress", obj+": no egress rule of its groups matches")
+	return false
+}
+
+// ingress is what the destination port may receive.
+func (f *Fabric) ingress(v *Verdict, fr Frame) {
+	v6 := fr.EtherType == EtherIPv6
+	p := fr.To
+	obj := "port " + p.Name + " (" + p.VM + ")"
+	switch {
+	case fr.Established:
+		v.step("ingress", obj+": established", "accept")
+		return
+	case !v6 && fr.Proto == 17 && fr.SPort == 67 && fr.DPort == 68 && slices.Contains(f.Networks[p.Network].DHCP, fr.Src):
+		v.step("ingress", obj+": DHCP from the site's server", "accept")
+		return
+	case fr.Invalid:
+		v.drop("ingress", obj+": invalid")
+		return
+	case v6 && fr.Proto == 58 && slices.Contains(ndIngress, fr.SPort):
+		v.step("ingress", obj+": neighbour discovery", "accept")
+		return
+	}
+	if g, i, ok := f.groupMatch(p, fr, true, fr.Src); ok {
+		v.step("ingress", fmt.Sprintf("security group %s rule %d", g, i), "accept")
+		return
+	}
+	v.drop("ingress", obj+": no ingress rule of its groups matches")
+}
+
+func (f *Fabric) groupMatch(p *Port, fr Frame, ingress bool, remote netip.Addr) (string, int, bool) {
 	for _, g := range p.Groups {
 		grp := f.Groups[g]
 		if grp == nil {
 			continue
 		}
-		for _, r := range grp.Rules {
-			if r.Ingress == ingress && f.matches(r, pkt, remote) {
-				return true
+		for i, r := range grp.Rules {
+			if r.Ingress == ingress && f.matches(r, fr, remote) {
+				return g, i, true
 			}
 		}
 	}
-	return false
+	return "", 0, false
 }
 
-func (f *Fabric) matches(r Rule, pkt Packet, remote netip.Addr) bool {
-	if r.V6 != pkt.Src.Is6() {
+func (f *Fabric) matches(r Rule, fr Frame, remote netip.Addr) bool {
+	if r.V6 != (fr.EtherType == EtherIPv6) {
 		return false
 	}
-	if r.Proto >= 0 && r.Proto != pkt.Proto {
+	if r.Proto >= 0 && r.Proto != fr.Proto {
 		return false
 	}
-	if r.PortMin > 0 && (pkt.Port < r.PortMin || pkt.Port > r.PortMax) {
+	if r.PortMin > 0 && (fr.DPort < r.PortMin || fr.DPort > r.PortMax) {
 		return false
 	}
 	if (r.Proto == 1 || r.Proto == 58) && r.ICMPType >= 0 {
-		if pkt.Port != r.ICMPType || (r.ICMPCode >= 0 && pkt.Code != r.ICMPCode) {
+		if fr.SPort != r.ICMPType || (r.ICMPCode >= 0 && fr.DPort != r.ICMPCode) {
 			return false
 		}
 	}
@@ -73,4 +279,66 @@ func (f *Fabric) matches(r Rule, pkt Packet, remote netip.Addr) bool {
 		}
 	}
 	return true
+}
+
+// pairAllows reports whether the port may send from (mac, a).
+func (p *Port) pairAllows(mac string, a netip.Addr) bool {
+	for _, pr := range p.Pairs {
+		if pr.MAC == mac && pr.Prefix.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// MACs returns the port's MAC and its allowed pairs' MACs, once each.
+func (p *Port) MACs() []string {
+	var out []string
+	for _, pr := range p.Pairs {
+		if !slices.Contains(out, pr.MAC) {
+			out = append(out, pr.MAC)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Packet is a new connection's first packet from a port's own addresses,
+// as check probes send it.
+type Packet struct {
+	Src, Dst netip.Addr
+	Proto    int // 1 icmp, 6 tcp, 17 udp, 58 icmpv6
+	Port     int // destination port, or ICMP type
+	Code     int // ICMP code
+}
+
+// Frame returns the packet as a well-formed frame from one port to another.
+func (pkt Packet) Frame(from, to *Port) Frame {
+	fr := Frame{From: from, To: to, EtherType: EtherIPv4, Src: pkt.Src, Dst: pkt.Dst, Proto: pkt.Proto, SPort: 40000, DPort: pkt.Port}
+	if pkt.Src.Is6() {
+		fr.EtherType = EtherIPv6
+	}
+	if from != nil {
+		fr.SrcMAC = from.MAC
+	}
+	if pkt.Proto == 1 || pkt.Proto == 58 {
+		fr.SPort, fr.DPort = pkt.Port, pkt.Code
+	}
+	return fr
+}
+
+// Egress reports whether the port lets the connection out.
+func (f *Fabric) Egress(p *Port, pkt Packet) bool { return f.Decide(pkt.Frame(p, nil)).Allowed }
+
+// Ingress reports whether the port lets the connection in.
+func (f *Fabric) Ingress(p *Port, pkt Packet) bool {
+	fr := pkt.Frame(nil, p)
+	return f.Decide(fr).Allowed
+}
+
+// Allows reports whether a new connection from one VM's port to another's
+// (either may be nil: an unsecured port or an address outside the fabric)
+// passes both firewalls.
+func (f *Fabric) Allows(from, to *Port, pkt Packet) bool {
+	return f.Decide(pkt.Frame(from, to)).Allowed
 }

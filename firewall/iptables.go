@@ -22,6 +22,8 @@ import (
 //	raw PREROUTING -> bothnia-PREROUTING: CT zone per bridge
 //	ipset hash:net per remote group; ebtables nat PREROUTING: ARP and MAC per port
 //
+// IPv6 has the same chains in ip6tables, as Neutron renders them.
+//
 // Dispatch walks every port's rules linearly: that is the cost the
 // benchmark compares with the nftables maps. Unlike the seed (and like
 // current Neutron) INVALID is dropped before the group rules, so an
@@ -38,16 +40,27 @@ type IPTChain struct {
 	Rules []IPTRule
 }
 
-// IPSet is a remote group's member set.
+// IPSet is a remote group's member set of one family.
 type IPSet struct {
 	Name    string
+	V6      bool
 	Members []netip.Prefix
+}
+
+// Family is the set's ipset family.
+func (s IPSet) Family() string {
+	if s.V6 {
+		return "inet6"
+	}
+	return "inet"
 }
 
 // IPTables is a node's whole iptables rendering.
 type IPTables struct {
-	Filter, Raw []IPTChain // bothnia's chains
-	// FilterJump and RawJump hook bothnia's chains into the built-in ones.
+	Filter, Raw   []IPTChain // bothnia's iptables chains
+	Filter6, Raw6 []IPTChain // and ip6tables chains, of the same names
+	// FilterJump and RawJump hook bothnia's chains into the built-in ones
+	// (in both families).
 	FilterJump, RawJump IPTRule
 	Eb                  []IPTChain // ebtables nat chains
 	EbJumps             []IPTRule  // ebtables nat PREROUTING rules
@@ -72,22 +85,30 @@ func portSuffix(p *Port) string { return strings.TrimPrefix(p.Name, "tap")[:10] 
 // IPTChainName returns a port chain's name: kind is i, o or s.
 func IPTChainName(kind string, p *Port) string { return iptPrefix + kind + portSuffix(p) }
 
-// IPSetName is the ipset of a group's IPv4 members.
-func IPSetName(group string) string {
+// IPSetName is the ipset of a group's members of one family.
+func IPSetName(group string, v6 bool) string {
+	fam := "NIPv4"
+	if v6 {
+		fam = "NIPv6"
+	}
 	// ipset names are at most 31 characters.
-	n := "NIPv4" + group
+	n := fam + group
 	if len(n) > 31 {
 		h := fnv.New32a()
 		h.Write([]byte(group))
-		n = fmt.Sprintf("NIPv4%.18s%08x", group, h.Sum32())
+		n = fmt.Sprintf("%s%.18s%08x", fam, group, h.Sum32())
 	}
 	return n
 }
 
 // RenderIPTables renders one node's firewall in Neutron's iptables layout.
-// IPv6 rules are not rendered: in this mode ports may send IPv6 only from
-// their MACs (ebtables), without address or group checks.
 func RenderIPTables(f *Fabric, node string) *IPTables {
+	return RenderIPTablesZones(f, node, f.Zones(node, nil))
+}
+
+// RenderIPTablesZones renders with the node's conntrack zones (bridge ->
+// zone, from Zones).
+func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTables {
 	ports := f.Node(node)
 	fwd := IPTChain{Name: iptPrefix + "FORWARD"}
 	sg := IPTChain{Name: iptPrefix + "sg-chain"}
@@ -97,9 +118,9 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 		FilterJump: IPTRule{"-j " + fwd.Name},
 		RawJump:    IPTRule{"-j " + pre.Name},
 	}
-	var portChains []IPTChain
+	var portChains, portChains6 []IPTChain
 	groups := map[string]bool{}
-	zones := map[string]uint16{}
+	bridges := map[string]bool{}
 	for i := range ports {
 		p := &ports[i]
 		tap := p.Name
@@ -109,33 +130,41 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 		sg.Rules = append(sg.Rules,
 			IPTRule{fmt.Sprintf("-m physdev --physdev-out %s --physdev-is-bridged -j %s", tap, IPTChainName("i", p))},
 			IPTRule{fmt.Sprintf("-m physdev --physdev-in %s --physdev-is-bridged -j %s", tap, IPTChainName("o", p))})
-		portChains = append(portChains, iptIngress(f, p), iptEgress(f, p), iptSource(p))
+		portChains = append(portChains, iptIngress(f, p), iptEgress(f, p), iptSource(p, false))
+		portChains6 = append(portChains6, iptIngress6(f, p), iptEgress6(f, p), iptSource(p, true))
 		r.Eb = append(r.Eb, ebPort(p))
 		r.EbJumps = append(r.EbJumps, IPTRule{fmt.Sprintf("-i %s -j %s", tap, ebChain(p))})
 		for _, g := range p.Groups {
 			groups[g] = true
 		}
-		nw := f.Networks[p.Network]
-		zones[nw.Bridge] = nw.Zone
+		bridges[f.Networks[p.Network].Bridge] = true
 	}
 	sg.Rules = append(sg.Rules, IPTRule{"-j ACCEPT"})
-	for _, br := range slices.Sorted(maps.Keys(zones)) {
-		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zones[br])})
+	for _, br := range slices.Sorted(maps.Keys(bridges)) {
+		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zoneOf[br])})
 	}
 	r.Filter = append([]IPTChain{fwd, sg, fallback}, portChains...)
-	r.Raw = []IPTChain{pre}
-	sets := map[string]bool{}
+	r.Filter6 = append([]IPTChain{fwd, sg, fallback}, portChains6...)
+	r.Raw, r.Raw6 = []IPTChain{pre}, []IPTChain{pre}
+	type setKey struct {
+		group string
+		v6    bool
+	}
+	sets := map[setKey]bool{}
 	for g := range groups {
 		for _, rule := range f.Groups[g].Rules {
-			if rule.RemoteGroup != "" && !rule.V6 {
-				sets[rule.RemoteGroup] = true
+			if rule.RemoteGroup != "" {
+				sets[setKey{rule.RemoteGroup, rule.V6}] = true
 			}
 		}
 	}
-	for _, g := range slices.Sorted(maps.Keys(sets)) {
-		s := IPSet{Name: IPSetName(g)}
-		for _, m := range f.Sets[g] {
-			if m.Addr().Is4() {
+	keys := slices.SortedFunc(maps.Keys(sets), func(a, b setKey) int {
+		return strings.Compare(IPSetName(a.group, a.v6), IPSetName(b.group, b.v6))
+	})
+	for _, k := range keys {
+		s := IPSet{Name: IPSetName(k.group, k.v6), V6: k.v6}
+		for _, m := range f.Sets[k.group] {
+			if m.Addr().Is6() == k.v6 {
 				s.Members = append(s.Members, m)
 			}
 		}
@@ -150,7 +179,7 @@ func iptIngress(f *Fabric, p *Port) IPTChain {
 		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s/32 -p udp -m udp --sport 67 --dport 68 -j RETURN", d)})
 	}
 	c.Rules = append(c.Rules, IPTRule{"-m state --state INVALID -j DROP"})
-	c.Rules = append(c.Rules, iptGroupRules(f, p, true)...)
+	c.Rules = append(c.Rules, iptGroupRules(f, p, true, false)...)
 	return appendFallback(c)
 }
 
@@ -163,7 +192,42 @@ func iptEgress(f *Fabric, p *Port) IPTChain {
 		{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		{"-m state --state INVALID -j DROP"},
 	}}
-	c.Rules = append(c.Rules, iptGroupRules(f, p, false)...)
+	c.Rules = append(c.Rules, iptGroupRules(f, p, false, false)...)
+	return appendFallback(c)
+}
+
+// iptIngress6 admits the ICMPv6 a port needs (MLD query, NS, NA) and
+// what its groups allow; router advertisements only through a group rule.
+func iptIngress6(f *Fabric, p *Port) IPTChain {
+	c := IPTChain{Name: IPTChainName("i", p), Rules: []IPTRule{
+		{"-m state --state RELATED,ESTABLISHED -j RETURN"},
+		{"-m state --state INVALID -j DROP"},
+	}}
+	for _, t := range ndIngress {
+		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})
+	}
+	c.Rules = append(c.Rules, iptGroupRules(f, p, true, true)...)
+	return appendFallback(c)
+}
+
+// iptEgress6 is Neutron's IPv6 egress: DAD and MLD from ::, the source
+// chain, no DHCPv6 server and no router advertisement from a VM.
+func iptEgress6(f *Fabric, p *Port) IPTChain {
+	c := IPTChain{Name: IPTChainName("o", p)}
+	for _, t := range ndUnspec {
+		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s ::/128 -d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})
+	}
+	c.Rules = append(c.Rules,
+		IPTRule{"-j " + IPTChainName("s", p)},
+		IPTRule{"-p udp -m udp --sport 547 --dport 546 -j DROP"},
+		IPTRule{"-p udp -m udp --sport 546 --dport 547 -j RETURN"},
+		IPTRule{"-m state --state RELATED,ESTABLISHED -j RETURN"},
+		IPTRule{"-m state --state INVALID -j DROP"},
+		IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j DROP", icmpv6RA)})
+	for _, t := range ndEgress {
+		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})
+	}
+	c.Rules = append(c.Rules, iptGroupRules(f, p, false, true)...)
 	return appendFallback(c)
 }
 
@@ -172,23 +236,32 @@ func appendFallback(c IPTChain) IPTChain {
 	return c
 }
 
-// iptSource is Neutron's source chain: the port's IPv4 pairs, with MACs.
-func iptSource(p *Port) IPTChain {
+// iptSource is Neutron's source chain: the port's pairs of one family with
+// their MACs, and for IPv6 the link-local address of each MAC.
+func iptSource(p *Port, v6 bool) IPTChain {
 	c := IPTChain{Name: IPTChainName("s", p)}
 	for _, pr := range p.Pairs {
-		if pr.Prefix.Addr().Is4() {
+		if pr.Prefix.Addr().Is6() == v6 {
 			c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s -m mac --mac-source %s -j RETURN", pr.Prefix, strings.ToUpper(pr.MAC))})
+		}
+	}
+	if v6 {
+		for _, m := range p.MACs() {
+			c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s/128 -m mac --mac-source %s -j RETURN", LinkLocal(m), strings.ToUpper(m))})
 		}
 	}
 	c.Rules = append(c.Rules, IPTRule{"-j DROP"})
 	return c
 }
 
-func iptGroupRules(f *Fabric, p *Port, ingress bool) []IPTRule {
+// iptProtoNames are the names iptables takes for -p; others go by number.
+var iptProtoNames = map[int]string{1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite"}
+
+func iptGroupRules(f *Fabric, p *Port, ingress, v6 bool) []IPTRule {
 	var out []IPTRule
 	for _, g := range p.Groups {
 		for _, r := range f.Groups[g].Rules {
-			if r.Ingress != ingress || r.V6 {
+			if r.Ingress != ingress || r.V6 != v6 {
 				continue
 			}
 			var a []string
@@ -200,24 +273,25 @@ func iptGroupRules(f *Fabric, p *Port, ingress bool) []IPTRule {
 				a = append(a, dir+" "+r.RemotePrefix.String())
 			}
 			if r.Proto >= 0 {
-				name := map[int]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}[r.Proto]
+				name := iptProtoNames[r.Proto]
 				if name == "" {
 					name = fmt.Sprint(r.Proto)
 				}
 				a = append(a, "-p "+name)
+				icmp := map[int]string{1: "-m icmp --icmp-type", 58: "-m icmp6 --icmpv6-type"}[r.Proto]
 				switch {
-				case r.PortMin > 0 && r.PortMin == r.PortMax:
+				case r.PortMin > 0 && r.PortMin == r.PortMax && r.Proto != 136:
 					a = append(a, fmt.Sprintf("-m %s --dport %d", name, r.PortMin))
 				case r.PortMin > 0:
 					a = append(a, fmt.Sprintf("-m multiport --dports %d:%d", r.PortMin, r.PortMax))
-				case r.Proto == 1 && r.ICMPType >= 0 && r.ICMPCode >= 0:
-					a = append(a, fmt.Sprintf("-m icmp --icmp-type %d/%d", r.ICMPType, r.ICMPCode))
-				case r.Proto == 1 && r.ICMPType >= 0:
-					a = append(a, fmt.Sprintf("-m icmp --icmp-type %d", r.ICMPType))
+				case icmp != "" && r.ICMPType >= 0 && r.ICMPCode >= 0:
+					a = append(a, fmt.Sprintf("%s %d/%d", icmp, r.ICMPType, r.ICMPCode))
+				case icmp != "" && r.ICMPType >= 0:
+					a = append(a, fmt.Sprintf("%s %d", icmp, r.ICMPType))
 				}
 			}
 			if r.RemoteGroup != "" {
-				a = append(a, fmt.Sprintf("-m set --match-set %s %s", IPSetName(r.RemoteGroup), setDir))
+				a = append(a, fmt.Sprintf("-m set --match-set %s %s", IPSetName(r.RemoteGroup, v6), setDir))
 			}
 			a = append(a, "-j RETURN")
 			out = append(out, IPTRule{strings.Join(a, " ")})
@@ -229,15 +303,15 @@ func iptGroupRules(f *Fabric, p *Port, ingress bool) []IPTRule {
 func ebChain(p *Port) string { return "bothnia-" + portSuffix(p) }
 
 // ebPort is Neutron's ARP and MAC spoofing protection for one port: ARP
-// only for its pairs, other frames only from its MACs.
+// only for its pairs, IPv4 and IPv6 only from its MACs (their addresses
+// are checked by the source chains), a priority tag (VID 0) only around
+// IPv4 or IPv6, nothing else: no other ethertype, no other tag. Rules are
+// written as ebtables-nft-save prints them, so a read-back compares equal.
 func ebPort(p *Port) IPTChain {
 	c := IPTChain{Name: ebChain(p)}
-	macs := map[string]bool{}
 	for _, pr := range p.Pairs {
-		macs[pr.MAC] = true
 		if pr.Prefix.Addr().Is4() {
-			// Written as ebtables-save prints it (a host without /32), so
-			// that a read-back compares equal.
+			// A host prefix is printed without its /32.
 			src := pr.Prefix.String()
 			if pr.Prefix.IsSingleIP() {
 				src = pr.Prefix.Addr().String()
@@ -246,8 +320,12 @@ func ebPort(p *Port) IPTChain {
 		}
 	}
 	c.Rules = append(c.Rules, IPTRule{"-p ARP -j DROP"})
-	for _, m := range slices.Sorted(maps.Keys(macs)) {
-		c.Rules = append(c.Rules, IPTRule{"-s " + m + " -j RETURN"})
+	for _, m := range p.MACs() {
+		c.Rules = append(c.Rules,
+			IPTRule{"-p IPv4 -s " + m + " -j RETURN"},
+			IPTRule{"-p IPv6 -s " + m + " -j RETURN"},
+			IPTRule{"-p 802_1Q -s " + m + " --vlan-id 0 --vlan-encap 0800 -j RETURN"},
+			IPTRule{"-p 802_1Q -s " + m + " --vlan-id 0 --vlan-encap 86DD -j RETURN"})
 	}
 	c.Rules = append(c.Rules, IPTRule{"-j DROP"})
 	return c
@@ -257,13 +335,16 @@ func ebPort(p *Port) IPTChain {
 func (r *IPTables) String() string {
 	var b strings.Builder
 	for _, s := range r.Sets {
-		fmt.Fprintf(&b, "# ipset create %s hash:net\n", s.Name)
+		fmt.Fprintf(&b, "# ipset create %s hash:net family %s\n", s.Name, s.Family())
 		for _, m := range s.Members {
 			fmt.Fprintf(&b, "# ipset add %s %s\n", s.Name, m)
 		}
 	}
 	writeTable(&b, "raw", "PREROUTING", r.RawJump, r.Raw)
 	writeTable(&b, "filter", "FORWARD", r.FilterJump, r.Filter)
+	b.WriteString("# ip6tables\n")
+	writeTable(&b, "raw", "PREROUTING", r.RawJump, r.Raw6)
+	writeTable(&b, "filter", "FORWARD", r.FilterJump, r.Filter6)
 	b.WriteString("# ebtables\n*nat\n")
 	for _, c := range r.Eb {
 		fmt.Fprintf(&b, ":%s RETURN\n", c.Name)

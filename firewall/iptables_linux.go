@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -33,20 +34,58 @@ func ExecIn(ns, stdin, name string, args ...string) (string, error) {
 
 // IPT programs one node's firewall in the iptables layout. Like NFT it
 // keeps what it believes the kernel holds and writes differences only:
-// iptables-restore --noflush rewrites just the chains that changed, ipset
-// restore adds and deletes single members, ebtables-restore likewise.
+// iptables-restore --noflush (and ip6tables-restore) rewrites just the
+// chains that changed, ipset restore adds and deletes single members,
+// ebtables-restore likewise.
 type IPT struct {
-	ns   string
-	run  Runner
-	have *iptState // nil: unknown, read on the next Program
+	ns    string
+	run   Runner
+	have  *iptState         // nil: unknown, read on the next Program
+	zones map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
+}
+
+// iptTable is one of the four tables bothnia writes chains into.
+type iptTable struct {
+	cmd, table, builtin string // ip6tables-nft, raw, PREROUTING
+}
+
+var iptTables = []iptTable{
+	{"iptables-nft", "raw", "PREROUTING"}, {"iptables-nft", "filter", "FORWARD"},
+	{"ip6tables-nft", "raw", "PREROUTING"}, {"ip6tables-nft", "filter", "FORWARD"},
+}
+
+func (t iptTable) key() string { return t.cmd + " " + t.table }
+
+// chains returns the rendering's chains and jump for the table.
+func (r *IPTables) chains(t iptTable) ([]IPTChain, IPTRule) {
+	switch t.key() {
+	case "iptables-nft raw":
+		return r.Raw, r.RawJump
+	case "iptables-nft filter":
+		return r.Filter, r.FilterJump
+	case "ip6tables-nft raw":
+		return r.Raw6, r.RawJump
+	default:
+		return r.Filter6, r.FilterJump
+	}
 }
 
 type iptState struct {
-	filter, raw         map[string][]string // chain -> rule hashes
-	filterJump, rawJump bool
-	eb                  map[string][]string // chain -> rule args
-	ebJumps             map[string]bool
-	sets                map[string]map[string]bool
+	tables  map[string]map[string][]string // table key -> chain -> rule hashes
+	jumps   map[string]bool                // table key -> the built-in chain jumps to bothnia's
+	eb      map[string][]string            // chain -> rule args
+	ebJumps map[string]bool
+	sets    map[string]map[string]bool
+	zones   map[string]uint16 // read back: bridge -> zone (IPv4 raw table)
+}
+
+func newIPTState() *iptState {
+	st := &iptState{tables: map[string]map[string][]string{}, jumps: map[string]bool{}, eb: map[string][]string{},
+		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}, zones: map[string]uint16{}}
+	for _, t := range iptTables {
+		st.tables[t.key()] = map[string][]string{}
+	}
+	return st
 }
 
 // NewIPT returns a programmer for the namespace using run (nil: ExecIn).
@@ -58,13 +97,13 @@ func NewIPT(ns string, run Runner) *IPT {
 }
 
 func (r *IPTables) state() *iptState {
-	st := &iptState{filter: map[string][]string{}, raw: map[string][]string{}, eb: map[string][]string{},
-		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}, filterJump: true, rawJump: true}
-	for _, c := range r.Filter {
-		st.filter[c.Name] = hashes(c)
-	}
-	for _, c := range r.Raw {
-		st.raw[c.Name] = hashes(c)
+	st := newIPTState()
+	for _, t := range iptTables {
+		chains, _ := r.chains(t)
+		for _, c := range chains {
+			st.tables[t.key()][c.Name] = hashes(c)
+		}
+		st.jumps[t.key()] = true
 	}
 	for _, c := range r.Eb {
 		for _, rule := range c.Rules {
@@ -97,36 +136,35 @@ func hashes(c IPTChain) []string {
 
 var hashRE = regexp.MustCompile(`bn:[0-9a-f]{16}`)
 
+// jumpRules are the rules bothnia puts into the built-in chains.
+var jumpRules = map[string]IPTRule{"raw": {"-j " + iptPrefix + "PREROUTING"}, "filter": {"-j " + iptPrefix + "FORWARD"}}
+
 // read learns what the kernel holds from the save commands.
-func (x *IPT) read(want *IPTables) error {
-	st := &iptState{filter: map[string][]string{}, raw: map[string][]string{}, eb: map[string][]string{},
-		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}}
-	for _, t := range []struct {
-		table, builtin string
-		chains         map[string][]string
-		jump           *bool
-		jumpRule       IPTRule
-	}{
-		{"filter", "FORWARD", st.filter, &st.filterJump, want.FilterJump},
-		{"raw", "PREROUTING", st.raw, &st.rawJump, want.RawJump},
-	} {
-		out, err := x.run(x.ns, "", "iptables-nft-save", "-t", t.table)
+func (x *IPT) read() error {
+	st := newIPTState()
+	for _, t := range iptTables {
+		out, err := x.run(x.ns, "", t.cmd+"-save", "-t", t.table)
 		if err != nil {
 			return err
 		}
+		chains := st.tables[t.key()]
+		jump := jumpRules[t.table]
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line)
 			switch {
 			case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
-				t.chains[f[0][1:]] = []string{}
+				chains[f[0][1:]] = []string{}
 			case len(f) > 1 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
 				h := hashRE.FindString(line)
 				if h == "" {
 					h = "foreign"
 				}
-				t.chains[f[1]] = append(t.chains[f[1]], h)
-			case len(f) > 1 && f[0] == "-A" && f[1] == t.builtin && hashRE.FindString(line) == t.jumpRule.Hash(t.builtin):
-				*t.jump = true
+				chains[f[1]] = append(chains[f[1]], h)
+				if t.key() == "iptables-nft raw" {
+					maps.Copy(st.zones, ParseZones([]string{line}))
+				}
+			case len(f) > 1 && f[0] == "-A" && f[1] == t.builtin && hashRE.FindString(line) == jump.Hash(t.builtin):
+				st.jumps[t.key()] = true
 			}
 		}
 	}
@@ -152,12 +190,19 @@ func (x *IPT) read(want *IPTables) error {
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		switch {
-		case len(f) > 1 && f[0] == "create" && strings.HasPrefix(f[1], "NIPv4"):
+		case len(f) > 1 && f[0] == "create" && (strings.HasPrefix(f[1], "NIPv4") || strings.HasPrefix(f[1], "NIPv6")):
 			st.sets[f[1]] = map[string]bool{}
 		case len(f) > 2 && f[0] == "add" && st.sets[f[1]] != nil:
 			m := f[2]
 			if !strings.Contains(m, "/") {
-				m += "/32"
+				if strings.Contains(m, ":") {
+					m += "/128"
+				} else {
+					m += "/32"
+				}
+			}
+			if p, err := netip.ParsePrefix(m); err == nil {
+				m = p.String()
 			}
 			st.sets[f[1]][m] = true
 		}
@@ -166,30 +211,37 @@ func (x *IPT) read(want *IPTables) error {
 	return nil
 }
 
-// Program makes the node's iptables, ebtables and ipsets match the fabric
-// and returns a line per chain, set member or jump it wrote.
+// Program makes the node's iptables, ip6tables, ebtables and ipsets match
+// the fabric and returns a line per chain, set member or jump it wrote.
 func (x *IPT) Program(f *Fabric, node string) ([]string, error) {
-	return x.program(RenderIPTables(f, node), false)
+	return x.program(f, node, false)
 }
 
 // ProgramFull rewrites every chain whatever the kernel holds: a full
 // iptables-restore of the layout, as Neutron's agent does after a restart.
 func (x *IPT) ProgramFull(f *Fabric, node string) ([]string, error) {
-	return x.program(RenderIPTables(f, node), true)
+	return x.program(f, node, true)
 }
 
-func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
+func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 	if err := (&NFT{ns: x.ns}).bridgeHooks(); err != nil {
 		return nil, err
 	}
 	if x.have == nil {
-		if err := x.read(want); err != nil {
+		if err := x.read(); err != nil {
 			x.have = nil
 			return nil, err
 		}
+		if x.zones == nil {
+			x.zones = x.have.zones
+		}
 	}
+	x.zones = f.Zones(node, x.zones)
+	want := RenderIPTablesZones(f, node, x.zones)
 	if full {
-		x.have.filter, x.have.raw = map[string][]string{}, map[string][]string{}
+		for k := range x.have.tables {
+			x.have.tables[k] = map[string][]string{}
+		}
 	}
 	ws := want.state()
 	var changes []string
@@ -197,7 +249,7 @@ func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
 	for _, s := range want.Sets {
 		have := x.have.sets[s.Name]
 		if have == nil {
-			fmt.Fprintf(&setsIn, "create %s hash:net family inet -exist\n", s.Name)
+			fmt.Fprintf(&setsIn, "create %s hash:net family %s -exist\n", s.Name, s.Family())
 			changes = append(changes, "ipset create "+s.Name)
 		}
 		for _, m := range s.Members {
@@ -219,14 +271,18 @@ func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
 			changes = append(changes, "ipset destroy "+name)
 		}
 	}
-	var ipt strings.Builder
-	changes = append(changes, restoreTable(&ipt, "raw", "PREROUTING", want.RawJump, want.Raw, x.have.raw, x.have.rawJump)...)
-	changes = append(changes, restoreTable(&ipt, "filter", "FORWARD", want.FilterJump, want.Filter, x.have.filter, x.have.filterJump)...)
+	restores := map[string]*strings.Builder{"iptables-nft": {}, "ip6tables-nft": {}}
+	for _, t := range iptTables {
+		chains, jump := want.chains(t)
+		changes = append(changes, restoreTable(restores[t.cmd], t, jump, chains, x.have.tables[t.key()], x.have.jumps[t.key()])...)
+	}
 	var eb strings.Builder
 	changes = append(changes, restoreEb(&eb, want, x.have)...)
 
 	steps := []struct{ stdin, name string }{
-		{setsIn.String(), "ipset"}, {ipt.String(), "iptables-nft-restore"}, {eb.String(), "ebtables-nft-restore"}, {setsOut.String(), "ipset"},
+		{setsIn.String(), "ipset"}, {restores["iptables-nft"].String(), "iptables-nft-restore"},
+		{restores["ip6tables-nft"].String(), "ip6tables-nft-restore"},
+		{eb.String(), "ebtables-nft-restore"}, {setsOut.String(), "ipset"},
 	}
 	for _, st := range steps {
 		if st.stdin == "" {
@@ -248,7 +304,8 @@ func (x *IPT) program(want *IPTables, full bool) ([]string, error) {
 // restoreTable writes the iptables-restore input for one table: changed
 // chains declared (which flushes them) and refilled, stale ones flushed and
 // removed, and the jump from the built-in chain inserted if missing.
-func restoreTable(b *strings.Builder, table, builtin string, jump IPTRule, want []IPTChain, have map[string][]string, haveJump bool) []string {
+func restoreTable(b *strings.Builder, t iptTable, jump IPTRule, want []IPTChain, have map[string][]string, haveJump bool) []string {
+	table, builtin, cmd := t.table, t.builtin, strings.TrimSuffix(t.cmd, "-nft")
 	var changes []string
 	var decl, rules, del strings.Builder
 	wantNames := map[string]bool{}
@@ -262,18 +319,18 @@ func restoreTable(b *strings.Builder, table, builtin string, jump IPTRule, want 
 		for _, r := range c.Rules {
 			fmt.Fprintln(&rules, r.Line(c.Name))
 		}
-		changes = append(changes, fmt.Sprintf("iptables -t %s: write chain %s (%d rules)", table, c.Name, len(c.Rules)))
+		changes = append(changes, fmt.Sprintf("%s -t %s: write chain %s (%d rules)", cmd, table, c.Name, len(c.Rules)))
 	}
 	for _, name := range slices.Sorted(maps.Keys(have)) {
 		if !wantNames[name] {
 			fmt.Fprintf(&decl, ":%s - [0:0]\n", name)
 			fmt.Fprintf(&del, "-X %s\n", name)
-			changes = append(changes, fmt.Sprintf("iptables -t %s: delete chain %s", table, name))
+			changes = append(changes, fmt.Sprintf("%s -t %s: delete chain %s", cmd, table, name))
 		}
 	}
 	if !haveJump {
 		fmt.Fprintf(&rules, "-I %s 1 %s -m comment --comment %s\n", builtin, jump.Args, jump.Hash(builtin))
-		changes = append(changes, fmt.Sprintf("iptables -t %s: insert %s -> %s", table, builtin, jump.Args))
+		changes = append(changes, fmt.Sprintf("%s -t %s: insert %s -> %s", cmd, table, builtin, jump.Args))
 	}
 	if decl.Len()+rules.Len()+del.Len() == 0 {
 		return nil

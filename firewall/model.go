@@ -33,10 +33,10 @@ type Fabric struct {
 
 // Network is what the firewall needs of a network.
 type Network struct {
-	Name   string
-	Bridge string
-	Zone   uint16
-	DHCP   []netip.Addr // servers whose offers VMs accept
+	Name    string
+	Bridge  string
+	Segment int          // VLAN ID or VNI: the preferred conntrack zone (see Zones)
+	DHCP    []netip.Addr // servers whose offers VMs accept
 }
 
 // Port is one secured VM port.
@@ -93,7 +93,7 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 	infra := plan.InfraNetwork(s)
 	members := map[string][]netip.Prefix{}
 	for _, n := range s.Networks {
-		nw := Network{Name: n.Name, Bridge: plan.BridgeName(plan.NetworkID(s, n)), Zone: zone(n.Segment)}
+		nw := Network{Name: n.Name, Bridge: plan.BridgeName(plan.NetworkID(s, n)), Segment: n.Segment}
 		if n == infra {
 			for _, sn := range s.SiteNames() {
 				if d := s.Sites[sn].DHCP; d != nil {
@@ -154,16 +154,6 @@ func compileRule(r *spec.SGRule) Rule {
 		out.RemotePrefix = netip.MustParsePrefix(r.RemoteIPPrefix)
 	}
 	return out
-}
-
-// zone maps a network's segment to its conntrack zone. Segments are VLAN
-// IDs or VNIs; VNIs beyond 16 bits are folded, and a clash then only costs
-// the two networks separate state tables, which validate keeps apart.
-func zone(segment int) uint16 {
-	if segment > 0 && segment <= 0xffff {
-		return uint16(segment)
-	}
-	return uint16(segment%0xfffe) + 1
 }
 
 // assignIDs gives each port a dispatch number from a hash of its name, so a

@@ -18,6 +18,7 @@ type NFT struct {
 	ns     string
 	handle netns.NsHandle
 	a      *nft.Applier
+	zones  map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
 }
 
 // NewNFT returns a programmer for the named namespace ("" is the process's
@@ -40,7 +41,10 @@ func (x *NFT) Close() { x.handle.Close() }
 // bridgeHooks makes bridged IPv4/IPv6 traverse the inet hooks, where
 // conntrack and the security groups are. The setting is per namespace.
 func (x *NFT) bridgeHooks() error {
-	for _, k := range []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"} {
+	// filter-vlan-tagged: a priority-tagged (VID 0) frame, which the
+	// anti-spoofing rules let through, must meet conntrack and the groups
+	// too, not skip the inet hooks.
+	for _, k := range []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.bridge.bridge-nf-filter-vlan-tagged"} {
 		v, err := namespace.Sysctl(x.ns, k)
 		if err != nil {
 			return fmt.Errorf("firewall: %s needs br_netfilter: %w", k, err)
@@ -60,7 +64,15 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 	if err := x.bridgeHooks(); err != nil {
 		return nil, err
 	}
-	x.a.Replace(RenderNFT(f, node))
+	if x.zones == nil {
+		rules, err := x.a.ReadChain(nftables.TableFamilyINet, FWTable, "prerouting")
+		if err != nil {
+			return nil, fmt.Errorf("firewall: read conntrack zones: %w", err)
+		}
+		x.zones = ParseZones(rules)
+	}
+	x.zones = f.Zones(node, x.zones)
+	x.a.Replace(RenderNFTZones(f, node, x.zones))
 	return x.a.Apply()
 }
 

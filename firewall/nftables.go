@@ -37,6 +37,7 @@ const (
 	setSpoof4  = "spoof-v4"
 	setSpoof6  = "spoof-v6"
 	setMACs    = "port-macs"
+	setARPMACs = "arp-macs"
 	mapInMarks = "in-marks"
 	setDHCP    = "dhcp-servers"
 	chToPort   = "to-port"
@@ -75,6 +76,12 @@ func setName(g string, v6 bool) string {
 // after the invalid-state drop, so an allow-everything egress rule (the
 // seed's "surprising" -j RETURN) cannot let INVALID packets through.
 func RenderNFT(f *Fabric, node string) *nft.Ruleset {
+	return RenderNFTZones(f, node, f.Zones(node, nil))
+}
+
+// RenderNFTZones renders one node's firewall with the node's conntrack
+// zones (bridge -> zone, from Zones).
+func RenderNFTZones(f *Fabric, node string, zoneOf map[string]uint16) *nft.Ruleset {
 	ports := f.Node(node)
 	l2 := &nft.Table{Family: nftables.TableFamilyBridge, Name: L2Table}
 	fw := &nft.Table{Family: nftables.TableFamilyINet, Name: FWTable}
@@ -83,11 +90,13 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 	spoof4T, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
 	spoof6T, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIP6Addr)
 	macsT, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)
+	arpT, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeEtherAddr)
 	l2.Sets = []*nft.Set{
 		{Name: setPorts, KeyType: nftables.TypeIFName},
 		{Name: setSpoof4, KeyType: spoof4T, Interval: true, Concat: true},
 		{Name: setSpoof6, KeyType: spoof6T, Interval: true, Concat: true},
 		{Name: setMACs, KeyType: macsT, Concat: true},
+		{Name: setARPMACs, KeyType: arpT, Concat: true},
 		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
 	}
 	fwdRules := []nft.Rule{nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done()}
@@ -113,7 +122,7 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 		if !seenNet[p.Network] {
 			seenNet[p.Network] = true
 			nw := f.Networks[p.Network]
-			zones = append(zones, nft.R().Iifname(nw.Bridge).CtZoneSet(nw.Zone).Done())
+			zones = append(zones, nft.R().Iifname(nw.Bridge).CtZoneSet(zoneOf[nw.Bridge]).Done())
 			for _, d := range nw.DHCP {
 				dhcp[d] = true
 			}
@@ -146,43 +155,62 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 // antiSpoof lets a secured port send only what its pairs allow. It runs in
 // the bridge family, before conntrack, so spoofed packets never create state.
 func antiSpoof() []nft.Rule {
-	return []nft.Rule{
+	rs := []nft.Rule{
 		nft.R().InSet(setPorts, true, nft.FIifname).Return(),
-		// A VM must not answer as a DHCP server.
+		// A tagged frame from a VM would leave a VLAN uplink double-tagged,
+		// into another segment at the far end. A priority tag (VID 0)
+		// around IPv4 or IPv6 is let through: the kernel has moved it out
+		// of the way, so the rules below check what it carries (meta
+		// protocol is the inner type). ebtables cannot look into a tagged
+		// ARP packet, so neither renderer lets one through.
+		nft.R().EtherType(TPIDSTag).Counter().Drop(),
+		nft.R().EtherType(TPIDCTag).VlanIDNeq(0).Counter().Drop(),
+		nft.R().EtherType(TPIDCTag).MetaProtocol(nft.EtherARP).Counter().Drop(),
+		// A VM must not answer as a DHCP server, v4 or v6.
 		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Counter().Drop(),
-		// DHCP discover/request come from 0.0.0.0 before the VM has an address.
-		nft.R().MetaProtocol(nft.EtherIPv4).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).
-			InSet(setMACs, false, nft.FIifname, nft.FEtherSrc).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(17).Sport("udp", 547).Dport("udp", 546, 546).Counter().Drop(),
+		// DHCP discover/request come from 0.0.0.0 before the VM has an
+		// address, and only to the broadcast address.
+		nft.R().MetaProtocol(nft.EtherIPv4).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).IPDaddr(netip.MustParsePrefix("255.255.255.255/32")).
+			L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).InSet(setMACs, false, nft.FIifname, nft.FEtherSrc).Return(),
 		nft.R().MetaProtocol(nft.EtherIPv4).InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FIPSrc).Return(),
-		nft.R().MetaProtocol(nft.EtherARP).InSet(setMACs, false, nft.FIifname, nft.FArpSha).
+		// ARP: the sender MAC is the frame's source MAC, and that MAC with
+		// the sender address is one of the port's pairs.
+		nft.R().MetaProtocol(nft.EtherARP).InSet(setARPMACs, false, nft.FIifname, nft.FEtherSrc, nft.FArpSha).
 			InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FArpSpa).Return(),
-		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setSpoof6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
-		nft.R().Counter().Drop(),
+		// From :: only duplicate address detection and MLD, to link scope.
 	}
+	for _, t := range ndUnspec {
+		rs = append(rs, nft.R().MetaProtocol(nft.EtherIPv6).IPSaddr(netip.MustParsePrefix("::/128")).IPDaddr(linkScope6).
+			L4Proto(58).ICMPType(true, t, -1).InSet(setMACs, false, nft.FIifname, nft.FEtherSrc).Return())
+	}
+	return append(rs,
+		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setSpoof6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
+		nft.R().Counter().Drop())
 }
 
-// ICMPv6 types a port needs for neighbour discovery and MLD; router
-// advertisements may only come in, never out of a VM.
-var ndTypes = []int{130, 131, 132, 133, 135, 136, 143}
-
 // egressRules check what a secured port sends; traffic from elsewhere goes
-// straight to the destination's checks.
+// straight to the destination's checks. INVALID is dropped before the
+// group rules (Neutron drops it after them, so an allow-all egress rule
+// there lets INVALID through).
 func egressRules() []nft.Rule {
 	rs := []nft.Rule{
 		nft.R().MarkMaskEq(inMask, 0).Goto(chToPort),
 		nft.R().NFProto(false).L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).Goto(chToPort),
-		nft.R().NFProto(false).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Drop(),
+		nft.R().NFProto(true).L4Proto(17).Sport("udp", 546).Dport("udp", 547, 547).Goto(chToPort),
 		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Goto(chToPort),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
-		nft.R().NFProto(true).L4Proto(58).ICMPType(true, 134, -1).Drop(),
+		nft.R().NFProto(true).L4Proto(58).ICMPType(true, icmpv6RA, -1).Counter().Drop(),
 	}
-	for _, t := range ndTypes {
+	for _, t := range ndEgress {
 		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Goto(chToPort))
 	}
 	return append(rs, nft.R().Jump(chEgress), nft.R().Counter().Drop())
 }
 
-// ingressRules check what reaches a secured port.
+// ingressRules check what reaches a secured port. Router advertisements
+// are not among the fixed ICMPv6 types: no port has an IPv6 fixed address
+// (Neutron admits RAs only into those, from the subnet's router).
 func ingressRules() []nft.Rule {
 	rs := []nft.Rule{
 		nft.R().MarkMaskEq(outMask, 0).Accept(),
@@ -190,7 +218,7 @@ func ingressRules() []nft.Rule {
 		nft.R().NFProto(false).IPAddrSet(true, false, setDHCP).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept(),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
 	}
-	for _, t := range append([]int{134}, ndTypes...) {
+	for _, t := range ndIngress {
 		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Accept())
 	}
 	return append(rs, nft.R().Jump(chIngress), nft.R().Counter().Drop())
@@ -260,7 +288,7 @@ func sgRule(b *nft.B, r Rule) *nft.B {
 	return b
 }
 
-var protoNames = map[int]string{6: "tcp", 17: "udp", 132: "sctp"}
+var protoNames = map[int]string{6: "tcp", 17: "udp", 132: "sctp", 33: "dccp", 136: "udplite"}
 
 // PortElems are the set elements one port adds to a node: nothing else
 // about a port is in the ruleset.
@@ -288,10 +316,9 @@ func portElems(f *Fabric, p *Port) PortElems {
 	}
 	for _, m := range slices.Sorted(maps.Keys(macs)) {
 		l2[setMACs] = append(l2[setMACs], nft.KeyElem(fmt.Sprintf("%q . %s", p.Name, m), nft.Key(tap, nft.MAC(m))))
-		// IPv6 link-local (from the MAC) and the unspecified address (DAD).
-		l2[setSpoof6] = append(l2[setSpoof6],
-			spoofElem(p.Name, m, netip.PrefixFrom(LinkLocal(m), 128)),
-			spoofElem(p.Name, m, netip.MustParsePrefix("::/128")))
+		l2[setARPMACs] = append(l2[setARPMACs], nft.KeyElem(fmt.Sprintf("%q . %s . %s", p.Name, m, m), nft.Key(tap, nft.MAC(m), nft.MAC(m))))
+		// IPv6 link-local (from the MAC); :: has rules of its own.
+		l2[setSpoof6] = append(l2[setSpoof6], spoofElem(p.Name, m, netip.PrefixFrom(LinkLocal(m), 128)))
 	}
 	fw := map[string][]nft.Elem{}
 	for _, g := range p.Groups {

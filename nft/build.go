@@ -68,7 +68,7 @@ func (b *B) NFProto(v6 bool) *B {
 	return b.add("meta nfproto "+name, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, b.cmp(expr.CmpOpEq, []byte{p}))
 }
 
-var protoNames = map[int]string{1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+var protoNames = map[int]string{1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite"}
 
 // L4Proto matches the transport protocol.
 func (b *B) L4Proto(p int) *B {
@@ -81,6 +81,20 @@ func (b *B) L4Proto(p int) *B {
 
 func (b *B) payload(base expr.PayloadBase, off, n uint32) expr.Any {
 	return &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}
+}
+
+// EtherType matches the frame's outermost ethertype (a TPID if tagged:
+// the kernel rebuilds an offloaded tag for link-layer reads).
+func (b *B) EtherType(t uint16) *B {
+	return b.add(fmt.Sprintf("ether type 0x%04x", t), b.payload(expr.PayloadBaseLLHeader, 12, 2),
+		b.cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(t)))
+}
+
+// VlanIDNeq matches an outer VLAN tag whose VID is not id.
+func (b *B) VlanIDNeq(id uint16) *B {
+	return b.add(fmt.Sprintf("vlan id != %d", id), b.payload(expr.PayloadBaseLLHeader, 14, 2),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x0f, 0xff}, Xor: []byte{0, 0}},
+		b.cmp(expr.CmpOpNeq, binaryutil.BigEndian.PutUint16(id)))
 }
 
 // EtherSaddr matches the source MAC.

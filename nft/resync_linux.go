@@ -220,3 +220,22 @@ func parseVerdict(b []byte) (*expr.Verdict, bool) {
 	}
 	return &v, code
 }
+
+// ReadChain returns the texts of one chain's rules as the kernel holds
+// them, or nil if the table or chain is absent. Callers use it to adopt
+// what an earlier run allocated (conntrack zones) before rendering.
+func (a *Applier) ReadChain(f nftables.TableFamily, table, chain string) ([]string, error) {
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := readTable(c, f, table)
+	if err != nil || ts == nil || ts.chains[chain] == nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range ts.chains[chain].Rules {
+		out = append(out, r.Text)
+	}
+	return out, nil
+}

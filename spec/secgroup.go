@@ -8,19 +8,37 @@ import (
 	"strings"
 )
 
-// Protocols by name, as Neutron accepts them.
-var protocols = map[string]int{"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+// Protocols by name, as Neutron accepts them (neutron-lib's
+// IP_PROTOCOL_MAP; "icmpv6" is its legacy alias of ipv6-icmp).
+var protocols = map[string]int{
+	"ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "hopopt": 0, "icmp": 1,
+	"igmp": 2, "ipip": 4, "ipv6-encap": 41, "ipv6-frag": 44, "ipv6-icmp": 58,
+	"icmpv6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "ipv6-route": 43, "ospf": 89,
+	"pgm": 113, "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
+}
 
 // ProtocolNumber returns the IP protocol number of a rule's protocol, or -1
-// for any.
+// for any. As in Neutron, "", "any" and 0 all mean any protocol (0 is
+// HOPOPT's number, but Neutron renders it as no protocol match at all), and
+// "icmp" in an IPv6 rule means ICMPv6.
 func (r *SGRule) ProtocolNumber() int {
-	if r.Protocol == "" || r.Protocol == "any" {
+	p := strings.ToLower(r.Protocol)
+	if p == "" || p == "any" {
 		return -1
 	}
-	if n, ok := protocols[strings.ToLower(r.Protocol)]; ok {
-		return n
+	n, ok := protocols[p]
+	if !ok {
+		var err error
+		if n, err = strconv.Atoi(p); err != nil {
+			return -1
+		}
 	}
-	n, _ := strconv.Atoi(r.Protocol)
+	switch {
+	case n == 0:
+		return -1
+	case n == 1 && r.Ethertype == "IPv6":
+		return 58
+	}
 	return n
 }
 
@@ -38,8 +56,12 @@ func (r *SGRule) Ports() (int, int) {
 	return lo, hi
 }
 
-// HasPorts reports whether a protocol number carries ports.
-func HasPorts(proto int) bool { return proto == 6 || proto == 17 || proto == 132 }
+// HasPorts reports whether a protocol number carries ports (Neutron's
+// SG_PORT_PROTO_NAMES: tcp, udp, sctp, dccp, udplite; all keep the
+// destination port at offset 2 of their header).
+func HasPorts(proto int) bool {
+	return proto == 6 || proto == 17 || proto == 132 || proto == 33 || proto == 136
+}
 
 func (v *validator) securityGroups(s *Spec) {
 	if s.Firewall != "nftables" && s.Firewall != "iptables" {
@@ -62,19 +84,19 @@ func (v *validator) rule(s *Spec, f string, r *SGRule) {
 		v.addf(f+".ethertype", "%q is not an ethertype; use IPv4 or IPv6", r.Ethertype)
 	}
 	proto := r.ProtocolNumber()
-	if _, named := protocols[strings.ToLower(r.Protocol)]; r.Protocol != "" && r.Protocol != "any" && !named {
+	if _, named := protocols[strings.ToLower(r.Protocol)]; r.Protocol != "" && strings.ToLower(r.Protocol) != "any" && !named {
 		if n, err := strconv.Atoi(r.Protocol); err != nil || n < 0 || n > 255 {
-			v.addf(f+".protocol", "%q is not a protocol; use tcp, udp, icmp, icmpv6, sctp or a number 0-255", r.Protocol)
+			v.addf(f+".protocol", "%q is not a protocol; use a name Neutron knows (tcp, udp, icmp, ipv6-icmp, sctp, gre, esp, ah, vrrp, ...) or a number 0-255", r.Protocol)
 		}
 	}
-	if (proto == 1 && r.Ethertype == "IPv6") || (proto == 58 && r.Ethertype == "IPv4") {
-		v.addf(f+".protocol", "%s does not go with ethertype %s", r.Protocol, r.Ethertype)
+	if proto == 58 && r.Ethertype == "IPv4" {
+		v.addf(f+".protocol", "%s does not go with ethertype IPv4; use icmp", r.Protocol)
 	}
 	if r.PortRange != "" {
 		lo, hi := r.Ports()
 		switch {
 		case !HasPorts(proto):
-			v.addf(f+".port_range", "protocol %q has no ports; port_range needs tcp, udp or sctp", r.Protocol)
+			v.addf(f+".port_range", "protocol %q has no ports; port_range needs tcp, udp, sctp, dccp or udplite", r.Protocol)
 		case lo < 1 || hi > 65535 || hi < lo || strings.Trim(r.PortRange, "0123456789-") != "":
 			v.addf(f+".port_range", "%q is not a range N or N-M within 1-65535", r.PortRange)
 		}
