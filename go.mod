@@ -3,6 +3,7 @@ module github.com/bothnia/bothnia
 go 1.26.8
 
 require (
+	github.com/google/gopacket v1.1.19
 	github.com/google/nftables v0.3.0
 	github.com/google/uuid v1.6.0
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae

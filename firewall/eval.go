@@ -37,6 +37,8 @@ type Frame struct {
 	SPort, DPort int // transport ports; for ICMP the type and code
 	// Conntrack's view: INVALID (a TCP segment with SYN and FIN), or a
 	// reply in a connection the firewall already let through.
+	// ICMP messages that cannot open a connection (an echo reply or an
+	// error with nothing to relate to) are INVALID without being told.
 	Invalid, Established bool
 }
 
@@ -98,6 +100,9 @@ const icmpv6RA = 134
 // order, and says whether it arrives.
 func (f *Fabric) Decide(fr Frame) Verdict {
 	v := Verdict{Allowed: true}
+	if !fr.Established && icmpInvalid(fr) {
+		fr.Invalid = true
+	}
 	if fr.From != nil {
 		if !f.antiSpoof(&v, fr) {
 			return v
@@ -109,6 +114,9 @@ func (f *Fabric) Decide(fr Frame) Verdict {
 		if !f.egress(&v, fr) {
 			return v
 		}
+	}
+	if fr.To != nil && badTags(fr) {
+		return v.drop("bridge", "port "+fr.To.Name+" ("+fr.To.VM+"): tagged frame into a secured port")
 	}
 	if fr.EtherType == EtherARP {
 		return v
@@ -123,15 +131,11 @@ func (f *Fabric) Decide(fr Frame) Verdict {
 func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 	p := fr.From
 	obj := "port " + p.Name + " (" + p.VM + ")"
-	if len(fr.Tags) > 0 {
-		// Only a priority tag (802.1Q, VID 0) around IPv4 or IPv6 is let
-		// through to the checks of what it carries: any other tag would
-		// leave the node as a second tag on a VLAN uplink (VLAN hopping).
-		if fr.Tags[0].TPID != TPIDCTag || fr.Tags[0].VID != 0 || len(fr.Tags) > 1 ||
-			(fr.EtherType != EtherIPv4 && fr.EtherType != EtherIPv6) {
-			v.drop("anti-spoofing", obj+": tagged frame")
-			return false
-		}
+	// A tagged frame would leave the node as a second tag on a VLAN
+	// uplink (VLAN hopping).
+	if badTags(fr) {
+		v.drop("anti-spoofing", obj+": tagged frame")
+		return false
 	}
 	macOK := slices.Contains(p.MACs(), fr.SrcMAC)
 	switch fr.EtherType {
@@ -175,6 +179,17 @@ func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 	}
 	v.step("anti-spoofing", obj, "pass")
 	return true
+}
+
+// badTags reports a frame with any tag but a single priority tag (802.1Q,
+// VID 0) around IPv4 or IPv6, which neither renderer lets into or out of
+// a secured port.
+func badTags(fr Frame) bool {
+	if len(fr.Tags) == 0 {
+		return false
+	}
+	return fr.Tags[0].TPID != TPIDCTag || fr.Tags[0].VID != 0 || len(fr.Tags) > 1 ||
+		(fr.EtherType != EtherIPv4 && fr.EtherType != EtherIPv6)
 }
 
 // egress is what the source port may send, past anti-spoofing.
@@ -341,4 +356,24 @@ func (f *Fabric) Ingress(p *Port, pkt Packet) bool {
 // passes both firewalls.
 func (f *Fabric) Allows(from, to *Port, pkt Packet) bool {
 	return f.Decide(pkt.Frame(from, to)).Allowed
+}
+
+// ICMP types conntrack lets open a connection (echo, timestamp, info and
+// address-mask requests; ICMPv6 echo and node information queries), and
+// the ICMPv6 types it leaves untracked (neighbour discovery, MLD): any
+// other ICMP message that belongs to no connection is INVALID.
+var (
+	icmpNew    = []int{8, 13, 15, 17}
+	icmpv6New  = []int{128, 139}
+	icmpv6NoCT = []int{130, 131, 132, 133, 134, 135, 136, 137, 143}
+)
+
+func icmpInvalid(fr Frame) bool {
+	switch {
+	case fr.EtherType == EtherIPv4 && fr.Proto == 1:
+		return !slices.Contains(icmpNew, fr.SPort)
+	case fr.EtherType == EtherIPv6 && fr.Proto == 58:
+		return !slices.Contains(icmpv6New, fr.SPort) && !slices.Contains(icmpv6NoCT, fr.SPort)
+	}
+	return false
 }

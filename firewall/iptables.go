@@ -63,7 +63,7 @@ type IPTables struct {
 	// (in both families).
 	FilterJump, RawJump IPTRule
 	Eb                  []IPTChain // ebtables nat chains
-	EbJumps             []IPTRule  // ebtables nat PREROUTING rules
+	EbJumps             []IPTRule  // ebtables nat rules in built-in chains: "PREROUTING -i tap... -j ..."
 	Sets                []IPSet
 }
 
@@ -133,13 +133,17 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 		portChains = append(portChains, iptIngress(f, p), iptEgress(f, p), iptSource(p, false))
 		portChains6 = append(portChains6, iptIngress6(f, p), iptEgress6(f, p), iptSource(p, true))
 		r.Eb = append(r.Eb, ebPort(p))
-		r.EbJumps = append(r.EbJumps, IPTRule{fmt.Sprintf("-i %s -j %s", tap, ebChain(p))})
+		r.EbJumps = append(r.EbJumps, IPTRule{fmt.Sprintf("PREROUTING -i %s -j %s", tap, ebChain(p))},
+			IPTRule{fmt.Sprintf("POSTROUTING -o %s -j %s", tap, ebTagged)})
 		for _, g := range p.Groups {
 			groups[g] = true
 		}
 		bridges[f.Networks[p.Network].Bridge] = true
 	}
 	sg.Rules = append(sg.Rules, IPTRule{"-j ACCEPT"})
+	if len(ports) > 0 {
+		r.Eb = append(r.Eb, ebTaggedChain())
+	}
 	for _, br := range slices.Sorted(maps.Keys(bridges)) {
 		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zoneOf[br])})
 	}
@@ -302,6 +306,21 @@ func iptGroupRules(f *Fabric, p *Port, ingress, v6 bool) []IPTRule {
 
 func ebChain(p *Port) string { return "bothnia-" + portSuffix(p) }
 
+// ebTagged filters what the bridge sends into a secured port: no VLAN tag
+// but a priority tag around IPv4 or IPv6, so a tagged frame from an
+// unsecured port or the uplink cannot pass the groups unseen (the inet
+// hooks never see what they cannot parse as IP).
+const ebTagged = "bothnia-tagged"
+
+func ebTaggedChain() IPTChain {
+	return IPTChain{Name: ebTagged, Rules: []IPTRule{
+		{"-p 802_1Q --vlan-id 0 --vlan-encap 0800 -j RETURN"},
+		{"-p 802_1Q --vlan-id 0 --vlan-encap 86DD -j RETURN"},
+		{"-p 802_1Q -j DROP"},
+		{"-p S-TAG -j DROP"},
+	}}
+}
+
 // ebPort is Neutron's ARP and MAC spoofing protection for one port: ARP
 // only for its pairs, IPv4 and IPv6 only from its MACs (their addresses
 // are checked by the source chains), a priority tag (VID 0) only around
@@ -350,7 +369,7 @@ func (r *IPTables) String() string {
 		fmt.Fprintf(&b, ":%s RETURN\n", c.Name)
 	}
 	for _, j := range r.EbJumps {
-		fmt.Fprintf(&b, "-A PREROUTING %s\n", j.Args)
+		fmt.Fprintf(&b, "-A %s\n", j.Args)
 	}
 	for _, c := range r.Eb {
 		for _, rule := range c.Rules {

@@ -179,8 +179,8 @@ func (x *IPT) read() error {
 			st.eb[f[0][1:]] = []string{}
 		case len(f) > 2 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
 			st.eb[f[1]] = append(st.eb[f[1]], strings.Join(f[2:], " "))
-		case len(f) > 2 && f[0] == "-A" && f[1] == "PREROUTING" && strings.Contains(line, "-j "+iptPrefix):
-			st.ebJumps[strings.Join(f[2:], " ")] = true
+		case len(f) > 2 && f[0] == "-A" && (f[1] == "PREROUTING" || f[1] == "POSTROUTING") && strings.Contains(line, "-j "+iptPrefix):
+			st.ebJumps[strings.Join(f[1:], " ")] = true
 		}
 	}
 	out, err = x.run(x.ns, "", "ipset", "save")
@@ -366,14 +366,14 @@ func restoreEb(b *strings.Builder, want *IPTables, have *iptState) []string {
 	for _, j := range want.EbJumps {
 		wantJumps[j.Args] = true
 		if !have.ebJumps[j.Args] {
-			fmt.Fprintf(&rules, "-A PREROUTING %s\n", j.Args)
-			changes = append(changes, "ebtables -t nat: PREROUTING "+j.Args)
+			fmt.Fprintf(&rules, "-A %s\n", j.Args)
+			changes = append(changes, "ebtables -t nat: "+j.Args)
 		}
 	}
 	for _, j := range slices.Sorted(maps.Keys(have.ebJumps)) {
 		if !wantJumps[j] {
-			fmt.Fprintf(&del, "-D PREROUTING %s\n", j)
-			changes = append(changes, "ebtables -t nat: delete PREROUTING "+j)
+			fmt.Fprintf(&del, "-D %s\n", j)
+			changes = append(changes, "ebtables -t nat: delete "+j)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(have.eb)) {

@@ -99,7 +99,16 @@ func RenderNFTZones(f *Fabric, node string, zoneOf map[string]uint16) *nft.Rules
 		{Name: setARPMACs, KeyType: arpT, Concat: true},
 		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
 	}
-	fwdRules := []nft.Rule{nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done()}
+	// What the bridge sends into a secured port carries no VLAN tag but a
+	// priority tag around IPv4 or IPv6: a tagged frame from an unsecured
+	// port or the uplink would otherwise pass the groups unseen, since
+	// the inet hooks never see what they cannot parse as IP.
+	fwdRules := []nft.Rule{
+		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDSTag).Counter().Drop(),
+		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDCTag).VlanIDNeq(0).Counter().Drop(),
+		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDCTag).MetaProtocolNot(nft.EtherIPv4, nft.EtherIPv6).Counter().Drop(),
+		nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done(),
+	}
 	for k := 0; k < idBits; k++ {
 		l2.Sets = append(l2.Sets, &nft.Set{Name: outBitSet(k), KeyType: nftables.TypeIFName})
 		fwdRules = append(fwdRules, nft.R().InSet(outBitSet(k), false, nft.FOifname).MarkOr(1<<k).Done())
@@ -165,7 +174,7 @@ func antiSpoof() []nft.Rule {
 		// ARP packet, so neither renderer lets one through.
 		nft.R().EtherType(TPIDSTag).Counter().Drop(),
 		nft.R().EtherType(TPIDCTag).VlanIDNeq(0).Counter().Drop(),
-		nft.R().EtherType(TPIDCTag).MetaProtocol(nft.EtherARP).Counter().Drop(),
+		nft.R().EtherType(TPIDCTag).MetaProtocolNot(nft.EtherIPv4, nft.EtherIPv6).Counter().Drop(),
 		// A VM must not answer as a DHCP server, v4 or v6.
 		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Counter().Drop(),
 		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(17).Sport("udp", 547).Dport("udp", 546, 546).Counter().Drop(),

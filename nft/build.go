@@ -59,6 +59,14 @@ func (b *B) MetaProtocol(et uint16) *B {
 		b.cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(et)))
 }
 
+// MetaProtocolNot matches frames whose (inner) ethertype is neither of two.
+func (b *B) MetaProtocolNot(a, c uint16) *B {
+	return b.add(fmt.Sprintf("meta protocol != { %s, %s }", etherNames[a], etherNames[c]),
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		b.cmp(expr.CmpOpNeq, binaryutil.BigEndian.PutUint16(a)),
+		b.cmp(expr.CmpOpNeq, binaryutil.BigEndian.PutUint16(c)))
+}
+
 // NFProto matches IPv4 or IPv6 (inet family).
 func (b *B) NFProto(v6 bool) *B {
 	p, name := byte(unix.NFPROTO_IPV4), "ipv4"

@@ -1,0 +1,234 @@
+package firewall_test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/bothnia/bothnia/firewall"
+	"github.com/bothnia/bothnia/namespace"
+)
+
+// wireFrame is a frame the differential test sends: the evaluator's view
+// (firewall.Frame) and what goes on the wire, which carry the same facts.
+type wireFrame struct {
+	firewall.Frame
+	DstMAC   string
+	Marker   string // unique bytes in the payload (or the ARP target) that the receiver looks for
+	ARPTpa   netip.Addr
+	TCPFlags string // "S" (SYN) or "SF" (SYN+FIN, INVALID)
+	Fragment bool   // IPv4 sent as two fragments
+	ID       uint16 // ICMP echo identifier, unique per frame so conntrack never joins two
+}
+
+// bytes encodes the frame, or the two fragments of it.
+func (w *wireFrame) bytes() ([][]byte, error) {
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	eth := &layers.Ethernet{SrcMAC: mac(w.SrcMAC), DstMAC: mac(w.DstMAC)}
+	var ls []gopacket.SerializableLayer
+	ls = append(ls, eth)
+	next := &eth.EthernetType
+	for _, t := range w.Tags {
+		*next = layers.EthernetType(t.TPID)
+		tag := &layers.Dot1Q{VLANIdentifier: uint16(t.VID)}
+		ls = append(ls, tag)
+		next = &tag.Type
+	}
+	*next = layers.EthernetType(w.EtherType)
+	payload := gopacket.Payload([]byte(w.Marker))
+	if w.Fragment {
+		payload = append(payload, make([]byte, 32)...)
+	}
+	switch w.EtherType {
+	case firewall.EtherARP:
+		ls = append(ls, &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: layers.ARPRequest, SourceHwAddress: mac(w.ARPSha), SourceProtAddress: w.ARPSpa.AsSlice(),
+			DstHwAddress: make([]byte, 6), DstProtAddress: w.ARPTpa.AsSlice()})
+		return serialize(ls)
+	case firewall.EtherIPv4:
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocol(w.Proto), SrcIP: w.Src.AsSlice(), DstIP: w.Dst.AsSlice()}
+		l4 := transport(w, ip)
+		if w.Fragment {
+			return fragments(ls, ip, l4, payload)
+		}
+		return serialize(append(append(ls, ip), append(l4, payload)...))
+	case firewall.EtherIPv6:
+		ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocol(w.Proto), SrcIP: w.Src.AsSlice(), DstIP: w.Dst.AsSlice()}
+		return serialize(append(append(ls, ip), append(transport(w, ip), payload)...))
+	}
+	return nil, fmt.Errorf("ethertype %#x", w.EtherType)
+}
+
+func transport(w *wireFrame, ip gopacket.NetworkLayer) []gopacket.SerializableLayer {
+	switch w.Proto {
+	case 6:
+		t := &layers.TCP{SrcPort: layers.TCPPort(w.SPort), DstPort: layers.TCPPort(w.DPort), Seq: 1000, SYN: true, FIN: w.TCPFlags == "SF", Window: 64240, DataOffset: 5}
+		_ = t.SetNetworkLayerForChecksum(ip)
+		return []gopacket.SerializableLayer{t}
+	case 17:
+		u := &layers.UDP{SrcPort: layers.UDPPort(w.SPort), DstPort: layers.UDPPort(w.DPort)}
+		_ = u.SetNetworkLayerForChecksum(ip)
+		return []gopacket.SerializableLayer{u}
+	case 1:
+		return []gopacket.SerializableLayer{&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(uint8(w.SPort), uint8(w.DPort)), Id: w.ID, Seq: 1}}
+	case 58:
+		c := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(uint8(w.SPort), uint8(w.DPort))}
+		_ = c.SetNetworkLayerForChecksum(ip)
+		// Echo (and every type here) takes 4 bytes after the checksum:
+		// an id and sequence, or reserved bits.
+		return []gopacket.SerializableLayer{c, gopacket.Payload([]byte{byte(w.ID >> 8), byte(w.ID), 0, 1})}
+	}
+	return nil // another protocol: the marker is the whole payload
+}
+
+func serialize(ls []gopacket.SerializableLayer) ([][]byte, error) {
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		return nil, err
+	}
+	return [][]byte{append([]byte(nil), buf.Bytes()...)}, nil
+}
+
+// fragments sends an IPv4 datagram as two fragments: its transport header
+// and the first 16 bytes in one, the rest in the other. Conntrack
+// reassembles them, so the groups decide on the whole datagram.
+func fragments(link []gopacket.SerializableLayer, ip *layers.IPv4, l4 []gopacket.SerializableLayer, payload gopacket.Payload) ([][]byte, error) {
+	// Serialize the whole datagram once to get the transport bytes with a
+	// correct checksum.
+	whole, err := serialize(append(append([]gopacket.SerializableLayer{ip}, l4...), payload))
+	if err != nil {
+		return nil, err
+	}
+	body := whole[0][20:]
+	cut := 24
+	if len(body) <= cut {
+		return nil, fmt.Errorf("datagram too short to fragment")
+	}
+	var out [][]byte
+	for i, part := range [][]byte{body[:cut], body[cut:]} {
+		f := *ip
+		f.Id = 0x4242
+		if i == 0 {
+			f.Flags = layers.IPv4MoreFragments
+		} else {
+			f.FragOffset = uint16(cut / 8)
+		}
+		b, err := serialize(append(append([]gopacket.SerializableLayer(nil), link...), &f, gopacket.Payload(part)))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// capture records, per VM, every marker that arrives on its eth0.
+type capture struct {
+	mu  sync.Mutex
+	got map[string]map[string]bool // vm -> marker
+	fds []int
+}
+
+func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers func([]byte) []string) *capture {
+	c := &capture{got: map[string]map[string]bool{}}
+	for _, vm := range vms {
+		var fd int
+		err := namespace.Do(nsOf(vm), func() error {
+			var err error
+			fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+			if err != nil {
+				return err
+			}
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil {
+				return err
+			}
+			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.fds = append(c.fds, fd)
+		c.got[vm] = map[string]bool{}
+		go func(vm string, fd int) {
+			buf := make([]byte, 4096)
+			for {
+				n, from, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					return
+				}
+				if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+					continue
+				}
+				ms := markers(buf[:n])
+				c.mu.Lock()
+				for _, m := range ms {
+					c.got[vm][m] = true
+				}
+				c.mu.Unlock()
+			}
+		}(vm, fd)
+	}
+	t.Cleanup(func() {
+		for _, fd := range c.fds {
+			unix.Close(fd)
+		}
+	})
+	return c
+}
+
+func (c *capture) saw(vm, marker string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.got[vm][marker]
+}
+
+// findMarkers returns the markers in a frame: "BN" and 10 hex digits in
+// the payload, or an ARP request's sender and target.
+func findMarkers(b []byte) []string {
+	var out []string
+	for i := 0; i+12 <= len(b); i++ {
+		if b[i] == 'B' && b[i+1] == 'N' && bytes.IndexFunc(b[i+2:i+12], func(r rune) bool { return !isHex(r) }) < 0 {
+			out = append(out, string(b[i:i+12]))
+		}
+	}
+	if len(b) >= 42 && b[12] == 0x08 && b[13] == 0x06 {
+		spa, _ := netip.AddrFromSlice(b[28:32])
+		tpa, _ := netip.AddrFromSlice(b[38:42])
+		out = append(out, "arp "+net.HardwareAddr(b[22:28]).String()+" "+spa.String()+" "+tpa.String())
+	}
+	return out
+}
+
+func isHex(r rune) bool { return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' }
+
+// sendFrames writes raw frames on a VM's eth0.
+func sendFrames(t *testing.T, ns string, frames [][]byte) {
+	err := namespace.Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
