@@ -282,7 +282,9 @@ type everyFlow struct{}
 
 func (everyFlow) MatchConntrackFlow(*netlink.ConntrackFlow) bool { return true }
 
-func indent(s string) string { return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ") }
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ")
+}
 
 func describe(w *wireFrame) string {
 	s := fmt.Sprintf("%s > %s", w.SrcMAC, w.DstMAC)
