@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -131,9 +132,10 @@ func fragments(link []gopacket.SerializableLayer, ip *layers.IPv4, l4 []gopacket
 
 // capture records, per VM, every marker that arrives on its eth0.
 type capture struct {
-	mu  sync.Mutex
-	got map[string]map[string]bool // vm -> marker
-	fds []int
+	mu   sync.Mutex
+	got  map[string]map[string]bool // vm -> marker
+	stop atomic.Bool
+	wg   sync.WaitGroup
 }
 
 func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers func([]byte) []string) *capture {
@@ -155,14 +157,20 @@ func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers fu
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.fds = append(c.fds, fd)
+		// A close does not wake a blocked recvfrom, and the number would be
+		// reused by the next socket: the reader polls a stop flag instead
+		// and closes its own socket.
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000})
 		c.got[vm] = map[string]bool{}
+		c.wg.Add(1)
 		go func(vm string, fd int) {
+			defer c.wg.Done()
+			defer unix.Close(fd)
 			buf := make([]byte, 4096)
-			for {
+			for !c.stop.Load() {
 				n, from, err := unix.Recvfrom(fd, buf, 0)
 				if err != nil {
-					return
+					continue
 				}
 				if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 					continue
@@ -177,9 +185,8 @@ func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers fu
 		}(vm, fd)
 	}
 	t.Cleanup(func() {
-		for _, fd := range c.fds {
-			unix.Close(fd)
-		}
+		c.stop.Store(true)
+		c.wg.Wait()
 	})
 	return c
 }
