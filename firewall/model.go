@@ -136,6 +136,9 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 		f.Sets[g] = Normalize(ms)
 	}
 	sort.Slice(f.Ports, func(i, j int) bool { return f.Ports[i].Name < f.Ports[j].Name })
+	if len(f.Ports) > spec.MaxSecuredPorts {
+		return nil, fmt.Errorf("firewall: %d secured ports, more than the %d a fabric can number", len(f.Ports), spec.MaxSecuredPorts)
+	}
 	assignIDs(f.Ports)
 	return f, nil
 }

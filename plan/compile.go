@@ -58,21 +58,11 @@ func Compile(s *spec.Spec) (*Plan, error) {
 }
 
 // NetworkID is a network's Neutron-style UUID: the spec's, or one derived
-// from the fabric and network names.
-func NetworkID(s *spec.Spec, n *spec.Network) string {
-	if n.ID != "" {
-		return n.ID
-	}
-	return DeriveID("network", s.Fabric.Name+"/"+n.Name)
-}
+// from the fabric's and the network's names.
+func NetworkID(s *spec.Spec, n *spec.Network) string { return s.NetworkID(n) }
 
 // PortID is a VM port's UUID: the spec's, or one derived from its names.
-func PortID(s *spec.Spec, n *spec.Network, vm *spec.VM) string {
-	if vm.PortID != "" {
-		return vm.PortID
-	}
-	return DeriveID("port", s.Fabric.Name+"/"+n.Name+"/"+vm.Name)
-}
+func PortID(s *spec.Spec, n *spec.Network, vm *spec.VM) string { return s.PortID(n, vm) }
 
 // RouterID is the router's UUID, derived from its name.
 func RouterID(s *spec.Spec) string { return DeriveID("router", s.Fabric.Name+"/"+s.Router.Name) }

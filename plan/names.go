@@ -5,23 +5,16 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/google/uuid"
+	"github.com/bothnia/bothnia/spec"
 )
 
-// idSpace scopes the name-based UUIDs bothnia derives for objects the spec
-// names but does not number (networks, ports, routers), so the same spec
-// always yields the same device names on every node and every run.
-var idSpace = uuid.MustParse("6b1d3c52-2f5e-4b7e-9a41-0d6f1c3e8a27")
-
 // DeriveID returns a stable UUID for a kind of object and its name.
-func DeriveID(kind, name string) string {
-	return uuid.NewSHA1(idSpace, []byte(kind+"/"+name)).String()
-}
+func DeriveID(kind, name string) string { return spec.DeriveID(kind, name) }
 
 // Neutron names devices by a prefix and the first 11 characters of the
 // object's UUID, which keeps them within IFNAMSIZ (15); we do the same so
 // operators who know Neutron read bothnia hosts at once.
-func short(id string) string { return id[:11] }
+func short(id string) string { return id[:spec.DeviceIDLen] }
 
 // BridgeName is the per-network bridge, brq<network id>.
 func BridgeName(netID string) string { return "brq" + short(netID) }

@@ -6,13 +6,10 @@
 package spec
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
 	"sort"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Spec is one fabric: a single L2 network (or several isolated ones) spread
@@ -211,11 +208,9 @@ func Load(path string) (*Spec, error) {
 // Parse decodes YAML strictly (unknown fields are errors, so a typo never
 // silently drops a setting), applies defaults and validates.
 func Parse(b []byte) (*Spec, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var s Spec
-	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("spec: %w", err)
+	if err := decode(b, &s); err != nil {
+		return nil, err
 	}
 	s.setDefaults()
 	if err := s.Validate(); err != nil {

@@ -299,9 +299,23 @@ func (s *Spec) Validate() error {
 	}
 	// Networks and VMs.
 	segments := map[int]string{}
+	bridges, taps, portIDs := map[string]string{}, map[string]string{}, map[string]string{}
+	secured := 0
 	for i, n := range s.Networks {
 		f := fmt.Sprintf("networks[%d]", i)
 		v.uniqueName("network", f+".name", n.Name)
+		obj := fmt.Sprintf("%s (%s)", f, n.Name)
+		if n.ID != "" && !validID(n.ID) {
+			v.addf(f+".id", "%q is not a Neutron network UUID such as 1a6abf7e-f927-4598-9a6c-c4311e685e52 (lowercase); leave it out to derive one", n.ID)
+		} else if id := s.NetworkID(n); id != "" {
+			// Two networks on one bridge would be one L2 segment: two
+			// projects merged.
+			dev := "brq" + id[:DeviceIDLen]
+			if prev, ok := bridges[dev]; ok {
+				v.addf(f+".id", "its bridge %s is also %s's: the two networks would share one segment; give one of them another ID", dev, prev)
+			}
+			bridges[dev] = obj
+		}
 		max := 4094
 		if s.Link.Mode == "vxlan" {
 			max = 1<<24 - 1
@@ -319,6 +333,21 @@ func (s *Spec) Validate() error {
 		for j, vm := range n.VMs {
 			vf := fmt.Sprintf("%s.vms[%d]", f, j)
 			v.uniqueName("vm", vf+".name", vm.Name)
+			vobj := fmt.Sprintf("%s (%s)", vf, vm.Name)
+			if vm.PortID != "" && !validID(vm.PortID) {
+				v.addf(vf+".port_id", "%q is not a Neutron port UUID such as b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10 (lowercase); leave it out to derive one", vm.PortID)
+			} else if id := s.PortID(n, vm); id != "" {
+				if prev, ok := portIDs[id]; ok {
+					v.addf(vf+".port_id", "%s is also %s's port ID; each port needs its own", id, prev)
+				} else if dev := "tap" + id[:DeviceIDLen]; taps[dev] != "" {
+					v.addf(vf+".port_id", "its tap %s is also %s's: the two ports would share one device; give one of them another port ID", dev, taps[dev])
+				}
+				portIDs[id] = vobj
+				taps["tap"+id[:DeviceIDLen]] = vobj
+			}
+			if vm.Secured() {
+				secured++
+			}
 			nodeRef(vf+".node", vm.Node)
 			if hw, err := net.ParseMAC(vm.MAC); err != nil || len(hw) != 6 {
 				v.addf(vf+".mac", "%q is not a MAC address such as fa:16:3e:00:00:01", vm.MAC)
@@ -339,6 +368,9 @@ func (s *Spec) Validate() error {
 			if fabricOK && !fabric.Contains(a) {
 				v.addf(vf+".ip", "%s lies outside the fabric %s", a, fabric)
 			}
+			if fabricOK && (a == fabric.Addr() || a == lastAddr(fabric)) {
+				v.addf(vf+".ip", "%s is the fabric %s's network or broadcast address; no host may use it", a, fabric)
+			}
 			site := s.NodeSite(vm.Node)
 			if h, ok := halves[site]; ok && !h.Contains(a) {
 				if other := siteOf(a); other != "" {
@@ -351,6 +383,10 @@ func (s *Spec) Validate() error {
 		}
 	}
 
+	if secured > MaxSecuredPorts {
+		v.addf("networks", "%d ports have port security, more than the %d the firewall can number; split the fabric or turn port security off where it is not needed", secured, MaxSecuredPorts)
+	}
+	v.forwarders(s, fabric, fabricOK)
 	v.securityGroups(s)
 	for i, r := range s.DHCPOptions.Routes {
 		f := fmt.Sprintf("dhcp_options.routes[%d]", i)
@@ -387,4 +423,57 @@ func AllowedPrefix(s string) netip.Prefix {
 		return netip.PrefixFrom(netip.MustParseAddr(s), 32)
 	}
 	return netip.MustParsePrefix(s)
+}
+
+// MaxSecuredPorts is how many secured ports one fabric can hold: the
+// firewall carries a port's number in 16 bits of the packet mark, 0 meaning
+// "not a secured port".
+const MaxSecuredPorts = 0xffff - 1
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// forwarders checks that the DNS server can reach its upstreams: from the
+// DHCP namespace they go through the router, which routes only its
+// allowlist (or stay on-link, inside the fabric).
+func (v *validator) forwarders(s *Spec, fabric netip.Prefix, fabricOK bool) {
+	if s.DNS == nil {
+		return
+	}
+	for i, fw := range s.DNS.Forwarders {
+		a, err := netip.ParseAddr(fw)
+		if err != nil {
+			ap, err := netip.ParseAddrPort(fw)
+			if err != nil {
+				continue // reported above
+			}
+			a = ap.Addr()
+		}
+		if fabricOK && fabric.Contains(a) {
+			continue
+		}
+		reachable := false
+		if s.Router != nil {
+			for _, al := range s.Router.Allow {
+				if p, err := parseAllowed(al.Prefix); err == nil && p.Contains(a) {
+					reachable = true
+				}
+			}
+		}
+		if !reachable {
+			v.addf(fmt.Sprintf("dns.forwarders[%d]", i), "%s is not on the router's allowlist, so forwarded queries would never arrive; add it to router.allow (the seed's UU DNS is 130.238.7.10)", a)
+		}
+	}
+}
+
+func parseAllowed(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		return netip.PrefixFrom(a, a.BitLen()), err
+	}
+	return netip.ParsePrefix(s)
 }

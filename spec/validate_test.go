@@ -73,6 +73,26 @@ func TestValidateRejects(t *testing.T) {
 		{"vlan without device", func(s *Spec) { s.Link.Device = "" }, "link.device: VLAN mode needs the parent device"},
 		{"bad role", func(s *Spec) { knox(s).Nodes[0].Role = "boss" }, "sites.knox.nodes[0].role: \"boss\" is not a role"},
 		{"duplicate underlay", func(s *Spec) { knox(s).Nodes[1].Underlay = "172.30.0.11" }, "sites.knox.nodes[1].underlay: 172.30.0.11 is already used by sites.knox.nodes[0].underlay"},
+		// Issue 7: inputs that once panicked, hung or merged projects.
+		{"short network id", func(s *Spec) { s.Networks[0].ID = "abc" }, "networks[0].id: \"abc\" is not a Neutron network UUID"},
+		{"network id not a uuid", func(s *Spec) { s.Networks[0].ID = "zzzzzzzz-bbbb-cccc-dddd-eeeeeeeeeeee" }, "is not a Neutron network UUID"},
+		{"two networks on one bridge", func(s *Spec) {
+			s.Networks[0].ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+			s.Networks[1].ID = "aaaaaaaa-bbff-cccc-dddd-eeeeeeeeeeee"
+		}, "networks[1].id: its bridge brqaaaaaaaa-bb is also networks[0] (mgmt)'s"},
+		{"short port id", func(s *Spec) { mgmt(s).VMs[0].PortID = "b839" }, "networks[0].vms[0].port_id: \"b839\" is not a Neutron port UUID"},
+		{"duplicate port id", func(s *Spec) {
+			mgmt(s).VMs[0].PortID = "b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10"
+			s.Networks[1].VMs[0].PortID = "b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10"
+		}, "networks[1].vms[0].port_id: b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10 is also networks[0].vms[0] (knox-vm1)'s port ID"},
+		{"two ports on one tap", func(s *Spec) {
+			mgmt(s).VMs[0].PortID = "b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10"
+			mgmt(s).VMs[1].PortID = "b83935a5-30ff-4c1e-9a5e-6f0d2c3b4a10"
+		}, "networks[0].vms[1].port_id: its tap tapb83935a5-30 is also networks[0].vms[0] (knox-vm1)'s"},
+		{"vm on the network address", func(s *Spec) { s.Networks[1].VMs[0].IP = "10.101.0.0" }, "networks[1].vms[0].ip: 10.101.0.0 is the fabric 10.101.0.0/16's network or broadcast address"},
+		{"vm on the broadcast address", func(s *Spec) { mgmt(s).VMs[0].IP = "10.101.255.255" }, "10.101.255.255 is the fabric 10.101.0.0/16's network or broadcast address"},
+		{"forwarder not on the allowlist", func(s *Spec) { s.DNS.Forwarders = []string{"9.9.9.9"} }, "dns.forwarders[0]: 9.9.9.9 is not on the router's allowlist"},
+		{"protocol name unknown", func(s *Spec) { s.SecurityGroups[0].Rules[0].Protocol = "tcpp" }, "is not a protocol; use a name Neutron knows"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -123,5 +143,35 @@ func TestRange(t *testing.T) {
 	}
 	if _, err := ParseRange("10.101.0.4-x"); err == nil {
 		t.Fatal("want error")
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	b, err := os.ReadFile("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := string(b)
+	cases := []struct{ name, yaml, want string }{
+		{"empty file", "", "the file is empty"},
+		{"only a comment", "# nothing\n", "the file is empty"},
+		{"trailing document", ex + "\n---\nfabric: {name: other}\n", "a second YAML document follows the first"},
+		{"typo with suggestion and object", strings.Replace(ex, "security_groups: [mosler]", "securty_groups: [mosler]", 1),
+			"unknown field securty_groups in networks[0].vms[0] (knox-vm1); did you mean security_groups?"},
+		{"typo at the top", strings.Replace(ex, "networks:", "netwroks:", 1), "unknown field netwroks in the top level; did you mean networks?"},
+		{"wrong kind names the field, not a Go type", strings.Replace(ex, "segment: 1203", "segment: twelve", 1), "networks[0].segment: twelve is not a number"},
+		{"a list where a mapping goes", "sites: [a, b]\n", "sites: a list is not a mapping"},
+		{"not a mapping", "- a\n- b\n", "a spec is a mapping"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.yaml))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing %q, got %v", c.want, err)
+			}
+			if strings.Contains(err.Error(), "spec.") && !strings.Contains(err.Error(), "spec: ") || strings.Contains(err.Error(), "type spec") {
+				t.Errorf("the message names a Go type: %v", err)
+			}
+		})
 	}
 }

@@ -47,6 +47,9 @@ Without SPEC it uses the running lab's spec.`,
 			if err != nil {
 				return err
 			}
+			if renderer != "" && renderer != "nftables" && renderer != "iptables" {
+				return fmt.Errorf("show firewall: --renderer %q is not a renderer; use nftables or iptables (or leave it out for both)", renderer)
+			}
 			if s.NodeSite(node) == "" {
 				return fmt.Errorf("show firewall: no node %q; pass --node with one of the spec's nodes", node)
 			}
