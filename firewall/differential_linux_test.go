@@ -89,9 +89,7 @@ func diffSpec(r *rand.Rand, renderer string) (*spec.Spec, error) {
 					vm.SecurityGroups = append(vm.SecurityGroups, fmt.Sprintf("g%d", g))
 				}
 			}
-			for _, pair := range randomPairs(r, i) {
-				vm.AllowedAddressPairs = append(vm.AllowedAddressPairs, pair)
-			}
+			vm.AllowedAddressPairs = append(vm.AllowedAddressPairs, randomPairs(r, i)...)
 		}
 		nets[v.net].VMs = append(nets[v.net].VMs, vm)
 	}
