@@ -165,6 +165,34 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 // Answer builds the answer to one query; allowed says whether the source
 // may use the server. It returns nil for messages not to be answered.
 func (s *Server) Answer(r *mdns.Msg, allowed bool) *mdns.Msg {
+	return withEDNS(r, s.answer(r, allowed))
+}
+
+// ednsSize is the UDP payload size bothnia offers: the DNS flag day's
+// 1232, which fits any path's MTU without fragments.
+const ednsSize = 1232
+
+// withEDNS gives an answer the OPT record its query calls for (RFC 6891:
+// a responder answers an OPT with an OPT, echoing the DO bit) and never an
+// upstream's, whose size is not what this server accepts.
+func withEDNS(r, m *mdns.Msg) *mdns.Msg {
+	if m == nil {
+		return nil
+	}
+	extra := m.Extra[:0:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != mdns.TypeOPT {
+			extra = append(extra, rr)
+		}
+	}
+	m.Extra = extra
+	if opt := r.IsEdns0(); opt != nil {
+		m.SetEdns0(ednsSize, opt.Do())
+	}
+	return m
+}
+
+func (s *Server) answer(r *mdns.Msg, allowed bool) *mdns.Msg {
 	if r.Response || len(r.Question) != 1 || r.Opcode != mdns.OpcodeQuery {
 		if r.Response {
 			return nil
