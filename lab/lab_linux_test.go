@@ -182,7 +182,11 @@ func TestTwoNodeFabric(t *testing.T) {
 		}
 	}
 	for _, k := range []string{"tcp e1 blocked", "icmp k1 blocked", "tcp o1 api", "icmp o1 k1", "tcp e1 o2"} {
-		if r := seen[k]; r.Got {
+		r, probed := seen[k]
+		switch {
+		case !probed:
+			t.Errorf("%s: never probed, so nothing shows it blocked", k)
+		case r.Got:
 			t.Errorf("%s: reached, must be blocked", k)
 		}
 	}
