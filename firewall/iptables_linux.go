@@ -42,6 +42,9 @@ type IPT struct {
 	run   Runner
 	have  *iptState         // nil: unknown, read on the next Program
 	zones map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
+	// last is the fabric of the last Program, which Resync restores.
+	last     *Fabric
+	lastNode string
 }
 
 // iptTable is one of the four tables bothnia writes chains into.
@@ -223,7 +226,21 @@ func (x *IPT) ProgramFull(f *Fabric, node string) ([]string, error) {
 	return x.program(f, node, true)
 }
 
+// Resync reads the kernel back and rewrites what differs from the last
+// Program's fabric; it returns what it rewrote.
+func (x *IPT) Resync() ([]string, error) {
+	if x.last == nil {
+		return nil, nil
+	}
+	x.have = nil
+	return x.program(x.last, x.lastNode, false)
+}
+
+// Close is a no-op: the iptables programmer holds no handles.
+func (x *IPT) Close() {}
+
 func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
+	x.last, x.lastNode = f, node
 	if err := (&NFT{ns: x.ns}).bridgeHooks(); err != nil {
 		return nil, err
 	}

@@ -142,6 +142,14 @@ func (x *NFT) RemoveMember(group string, p netip.Prefix) ([]string, error) {
 // Resync reads the kernel back and repairs any drift on the next Apply;
 // it returns what differed.
 func (x *NFT) Resync() ([]string, error) {
+	if x.zones == nil {
+		return nil, nil // nothing programmed yet
+	}
+	// Bridged traffic that skips the inet hooks skips the groups: a
+	// sysctl turned off by hand would open every port.
+	if err := x.bridgeHooks(); err != nil {
+		return nil, err
+	}
 	drift, err := x.a.Resync()
 	if err != nil {
 		return nil, err
@@ -155,18 +163,34 @@ func (x *NFT) Resync() ([]string, error) {
 // Remove deletes bothnia's firewall tables from the namespace.
 func (x *NFT) Remove() error { return x.a.DeleteTables() }
 
+// Programmer keeps one node's firewall programmed. Program makes the
+// kernel match the fabric and may be called again with the same or a new
+// fabric: each call writes only what differs from what the last left.
+// Resync reads the kernel back and repairs what others changed, returning
+// what it found different (nothing before the first Program). Close
+// releases what the programmer holds; the rules stay.
+type Programmer interface {
+	Program(f *Fabric, node string) ([]string, error)
+	Resync() ([]string, error)
+	Close()
+}
+
+// NewProgrammer returns a programmer for the named renderer ("nftables",
+// the default, or "iptables") in the named namespace ("": this process's).
+func NewProgrammer(renderer, ns string) (Programmer, error) {
+	if renderer == "iptables" {
+		return NewIPT(ns, nil), nil
+	}
+	return NewNFT(ns)
+}
+
 // Program applies a node's firewall once with the named renderer
 // ("nftables" or "iptables") in the named namespace.
 func Program(renderer, ns string, f *Fabric, node string) ([]string, error) {
-	switch renderer {
-	case "iptables":
-		return NewIPT(ns, nil).Program(f, node)
-	default:
-		x, err := NewNFT(ns)
-		if err != nil {
-			return nil, err
-		}
-		defer x.Close()
-		return x.Program(f, node)
+	x, err := NewProgrammer(renderer, ns)
+	if err != nil {
+		return nil, err
 	}
+	defer x.Close()
+	return x.Program(f, node)
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/bothnia/bothnia/dataplane"
-	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/node"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -48,35 +48,31 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := plan.Compile(ls)
+	fab, err := node.Desired(ls)
 	if err != nil {
 		return nil, err
 	}
+	p := fab.Plan()
 	e := newEnsurer()
 	defer e.close()
 	rep := &Report{}
 	if err := l.cabling(e, ls, p); err != nil {
 		return nil, err
 	}
+	// The same seam a real host's apply and agent use, per node namespace.
 	var errs []error
-	for i := range p.Nodes {
-		n := &p.Nodes[i]
-		res, err := dataplane.Apply(n, dataplane.Target{HostNS: l.NodeNS(n.Name), Prefix: l.SubPrefix(n.Name)})
-		if res != nil {
-			rep.Changes = append(rep.Changes, res.Changes...)
-			rep.Pending = append(rep.Pending, res.Pending...)
-		}
+	for _, st := range fab.Nodes {
+		c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}}
+		res, err := c.Converge(st)
+		c.Close()
+		rep.Changes = append(rep.Changes, res.Changes...)
+		rep.Pending = append(rep.Pending, res.Pending...)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+			errs = append(errs, err)
 		}
 	}
 	rep.Changes = append(e.changes, rep.Changes...)
 	if err := errors.Join(errs...); err != nil {
-		return rep, err
-	}
-	fwChanges, err := l.firewall(ls, p)
-	rep.Changes = append(rep.Changes, fwChanges...)
-	if err != nil {
 		return rep, err
 	}
 	if len(rep.Changes) > 0 {
@@ -93,7 +89,7 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	started, err := l.startServices(l.services(ls, p, fabricFile))
+	started, err := l.startServices(l.services(fab, fabricFile))
 	rep.Changes = append(rep.Changes, started...)
 	if err != nil {
 		return rep, err
@@ -154,27 +150,6 @@ func (l *Lab) linksNotReady() ([]string, error) {
 		}
 	}
 	return pending, nil
-}
-
-// firewall programs every node's security groups with the spec's renderer.
-func (l *Lab) firewall(s *spec.Spec, p *plan.Plan) ([]string, error) {
-	f, err := firewall.Compile(s)
-	if err != nil {
-		return nil, err
-	}
-	var changes []string
-	var errs []error
-	for _, n := range p.Nodes {
-		ns := l.NodeNS(n.Name)
-		ch, err := firewall.Program(s.Firewall, ns, f, n.Name)
-		for _, c := range ch {
-			changes = append(changes, ns+": "+c)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: firewall: %w", n.Name, err))
-		}
-	}
-	return changes, errors.Join(errs...)
 }
 
 // cabling builds what a real site has before bothnia runs: the underlay
@@ -382,10 +357,11 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	p, err := plan.Compile(ls)
+	fab, err := node.Desired(ls)
 	if err != nil {
 		return nil, false, err
 	}
+	p := fab.Plan()
 	var want []string
 	for _, sn := range ls.SiteNames() {
 		want = append(want, l.SwitchNS(sn))
@@ -424,7 +400,7 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 		lines = append(lines, fmt.Sprintf("%-8s %s", "extra", h))
 	}
 	fabricFile := filepath.Join(l.stateDir(), "fabric.yaml")
-	for _, sv := range l.services(ls, p, fabricFile) {
+	for _, sv := range l.services(fab, fabricFile) {
 		state := "running"
 		if _, ok := running(l.pidFile(sv.name)); !ok {
 			state, all = "STOPPED", false

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/node"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -32,25 +33,18 @@ type service struct {
 	args []string
 }
 
-// services lists the DHCP server of every site and the DNS server, each in
-// the DHCP namespace the plan puts it in.
-func (l *Lab) services(s *spec.Spec, p *plan.Plan, fabricFile string) []service {
+// services are the DHCP and DNS servers the nodes' states place, each to
+// run in its DHCP namespace of the lab.
+func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 	var out []service
-	for _, sn := range s.SiteNames() {
-		d := s.Sites[sn].DHCP
-		if d == nil {
-			continue
-		}
-		node := p.Node(d.Node)
-		for _, ns := range node.Namespaces {
-			if ns.Role != plan.RoleDHCP {
-				continue
+	for _, st := range fab.Nodes {
+		for _, sv := range st.Services {
+			ns := l.SubPrefix(st.Name) + sv.Namespace
+			args := []string{"dns", "--spec", fabricFile}
+			if sv.Kind == "dhcp" {
+				args = []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--iface", sv.Iface, "--debug"}
 			}
-			nsName := l.SubPrefix(d.Node) + ns.Name
-			out = append(out, service{"dhcp-" + sn, nsName, []string{"dhcp", "--spec", fabricFile, "--site", sn, "--iface", ns.Links[0].Name, "--debug"}})
-			if s.DNS != nil && s.DNS.Address == d.Address {
-				out = append(out, service{"dns", nsName, []string{"dns", "--spec", fabricFile}})
-			}
+			out = append(out, service{sv.Name(), ns, args})
 		}
 	}
 	return out

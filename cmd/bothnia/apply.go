@@ -6,8 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bothnia/bothnia/dataplane"
-	"github.com/bothnia/bothnia/firewall"
-	"github.com/bothnia/bothnia/plan"
+	bnode "github.com/bothnia/bothnia/node"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -33,35 +32,28 @@ test on one machine use "bothnia lab up" instead.`,
 			if err != nil {
 				return err
 			}
-			p, err := plan.Compile(s)
+			fab, err := bnode.Desired(s)
 			if err != nil {
 				return err
 			}
-			n := p.Node(node)
-			if n == nil {
-				return fmt.Errorf("apply: no node %q in %s; pass --node with one of the spec's nodes", node, args[0])
+			st, err := fab.Node(node)
+			if err != nil {
+				return fmt.Errorf("apply: %w; pass --node with one of them", err)
 			}
 			if dry {
-				fmt.Fprint(cmd.OutOrStdout(), n.String())
+				fmt.Fprint(cmd.OutOrStdout(), st.Plan.String())
 				return nil
 			}
-			res, err := dataplane.Apply(n, dataplane.Target{Prefix: prefix})
-			changes := res.Changes
-			if err == nil && !noFirewall {
-				var f *firewall.Fabric
-				if f, err = firewall.Compile(s); err == nil {
-					var fc []string
-					fc, err = firewall.Program(s.Firewall, "", f, node)
-					changes = append(changes, fc...)
-				}
-			}
-			for _, ch := range changes {
+			c := &bnode.Converger{Target: dataplane.Target{Prefix: prefix}, NoFirewall: noFirewall}
+			defer c.Close()
+			res, err := c.Converge(st)
+			for _, ch := range res.Changes {
 				fmt.Fprintln(cmd.OutOrStdout(), ch)
 			}
 			for _, p := range res.Pending {
 				fmt.Fprintln(cmd.OutOrStdout(), "pending port:", p)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d changes\n", len(changes))
+			fmt.Fprintf(cmd.OutOrStdout(), "%d changes\n", len(res.Changes))
 			return err
 		},
 	}
