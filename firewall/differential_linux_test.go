@@ -248,8 +248,9 @@ func (d *diffRun) round(seed uint64, frames int) {
 	for i := 0; i < frames; i++ {
 		ws, from, to := d.randomFrames(r, f, seed)
 		for k, w := range ws {
-			if k == 1 { // a reply: established if the first got through
-				w.Established = all[len(all)-1].want.Allowed
+			if k == 1 { // a reply: established where each node let the first through
+				atFrom, atTo := confirmed(all[len(all)-1].want, vmNode(to) == vmNode(from))
+				w.Established, w.DestEstablished = atTo, atFrom
 			}
 			v := f.Decide(w.Frame)
 			bs, err := w.bytes()
@@ -266,13 +267,39 @@ func (d *diffRun) round(seed uint64, frames int) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, x := range all {
-		got := c.saw(x.to, x.w.Marker)
+		got := c.saw(x.to, x.w.key())
 		if got != x.want.Allowed {
 			bs, _ := x.w.bytes()
 			t.Errorf("%s seed %d: %s -> %s: kernel delivered=%v, evaluator=%v\n  frame: %s\n  bytes: %x\n  evaluator:\n%s",
 				d.renderer, seed, x.from, x.to, got, x.want.Allowed, describe(x.w), bs, indent(x.want.String()))
 		}
 	}
+}
+
+// confirmed says on which nodes conntrack committed a frame's flow, from
+// where the evaluator let it go: the sender's node commits it once it has
+// passed the sender's egress and left the node (at once, if the receiver
+// is elsewhere), the receiver's node once it is delivered.
+func confirmed(v firewall.Verdict, sameNode bool) (atSender, atReceiver bool) {
+	egressPassed := true
+	for _, st := range v.Stages {
+		if (st.Name == "anti-spoofing" || st.Name == "egress") && st.Result == "drop" {
+			egressPassed = false
+		}
+	}
+	if sameNode {
+		return v.Allowed, v.Allowed
+	}
+	return egressPassed, v.Allowed
+}
+
+func vmNode(name string) string {
+	for _, v := range diffVMs {
+		if v.name == name {
+			return v.node
+		}
+	}
+	return ""
 }
 
 // everyFlow matches every conntrack entry.
@@ -445,11 +472,12 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 	}
 	rw.Src, rw.Dst = w.Dst, w.Src
 	rw.SPort, rw.DPort = w.DPort, w.SPort
+	// An echo reply keeps the request's code: conntrack's ICMP tuple has it.
 	switch {
 	case w.Proto == 1:
-		rw.SPort, rw.DPort = 0, 0
+		rw.SPort, rw.DPort = 0, w.DPort
 	case w.Proto == 58:
-		rw.SPort, rw.DPort = 129, 0
+		rw.SPort, rw.DPort = 129, w.DPort
 	}
 	d.seq++
 	rw.Marker = fmt.Sprintf("BN%04x%06x", seed&0xffff, d.seq)

@@ -35,11 +35,17 @@ type Frame struct {
 	Src, Dst     netip.Addr
 	Proto        int // 1 icmp, 6 tcp, 17 udp, 58 icmpv6, ...
 	SPort, DPort int // transport ports; for ICMP the type and code
-	// Conntrack's view: INVALID (a TCP segment with SYN and FIN), or a
-	// reply in a connection the firewall already let through.
-	// ICMP messages that cannot open a connection (an echo reply or an
-	// error with nothing to relate to) are INVALID without being told.
-	Invalid, Established bool
+	// Conntrack's view. Invalid: INVALID everywhere (a TCP segment with
+	// SYN and FIN). Established: the sender's node has seen the other
+	// direction of the flow; DestEstablished: the receiver's node has
+	// (the same node when both ports are on one). Each node tracks what
+	// its own firewall let through: a reply to a flow that left the
+	// sender's node but was refused at the far one is established at the
+	// first and new at the second, as in any distributed Neutron. ICMP
+	// messages that cannot open a connection (an echo reply or an error
+	// with nothing to relate to) are INVALID where they are not
+	// established, without being told.
+	Invalid, Established, DestEstablished bool
 }
 
 // Tag is one VLAN tag.
@@ -100,9 +106,6 @@ const icmpv6RA = 134
 // order, and says whether it arrives.
 func (f *Fabric) Decide(fr Frame) Verdict {
 	v := Verdict{Allowed: true}
-	if !fr.Established && icmpInvalid(fr) {
-		fr.Invalid = true
-	}
 	if fr.From != nil {
 		if !f.antiSpoof(&v, fr) {
 			return v
@@ -204,7 +207,7 @@ func (f *Fabric) egress(v *Verdict, fr Frame) bool {
 	case fr.Established:
 		v.step("egress", obj+": established", "pass")
 		return true
-	case fr.Invalid:
+	case fr.Invalid || icmpInvalid(fr):
 		v.drop("egress", obj+": invalid")
 		return false
 	case v6 && fr.Proto == 58 && fr.SPort == icmpv6RA:
@@ -228,13 +231,13 @@ func (f *Fabric) ingress(v *Verdict, fr Frame) {
 	p := fr.To
 	obj := "port " + p.Name + " (" + p.VM + ")"
 	switch {
-	case fr.Established:
+	case fr.DestEstablished:
 		v.step("ingress", obj+": established", "accept")
 		return
 	case !v6 && fr.Proto == 17 && fr.SPort == 67 && fr.DPort == 68 && slices.Contains(f.Networks[p.Network].DHCP, fr.Src):
 		v.step("ingress", obj+": DHCP from the site's server", "accept")
 		return
-	case fr.Invalid:
+	case fr.Invalid || icmpInvalid(fr):
 		v.drop("ingress", obj+": invalid")
 		return
 	case v6 && fr.Proto == 58 && slices.Contains(ndIngress, fr.SPort):

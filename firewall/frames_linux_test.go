@@ -29,6 +29,19 @@ type wireFrame struct {
 	ID       uint16 // ICMP echo identifier, unique per frame so conntrack never joins two
 }
 
+// key is what the receiver must see: the marker in a frame of the same
+// protocol (and ICMP type), so that a kernel's echo reply or ICMP error
+// quoting the marker never counts as the frame itself.
+func (w *wireFrame) key() string {
+	if w.EtherType == firewall.EtherARP {
+		return w.Marker
+	}
+	if w.Proto == 1 || w.Proto == 58 {
+		return fmt.Sprintf("%s/%d.%d", w.Marker, w.Proto, w.SPort)
+	}
+	return fmt.Sprintf("%s/%d", w.Marker, w.Proto)
+}
+
 // bytes encodes the frame, or the two fragments of it.
 func (w *wireFrame) bytes() ([][]byte, error) {
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
@@ -197,13 +210,15 @@ func (c *capture) saw(vm, marker string) bool {
 	return c.got[vm][marker]
 }
 
-// findMarkers returns the markers in a frame: "BN" and 10 hex digits in
-// the payload, or an ARP request's sender and target.
+// findMarkers returns the keys of a frame (see wireFrame.key): "BN" and 10
+// hex digits in the payload with the frame's protocol, or an ARP request's
+// sender and target.
 func findMarkers(b []byte) []string {
 	var out []string
+	proto := frameProto(b)
 	for i := 0; i+12 <= len(b); i++ {
 		if b[i] == 'B' && b[i+1] == 'N' && bytes.IndexFunc(b[i+2:i+12], func(r rune) bool { return !isHex(r) }) < 0 {
-			out = append(out, string(b[i:i+12]))
+			out = append(out, string(b[i:i+12])+"/"+proto)
 		}
 	}
 	if len(b) >= 42 && b[12] == 0x08 && b[13] == 0x06 {
@@ -212,6 +227,33 @@ func findMarkers(b []byte) []string {
 		out = append(out, "arp "+net.HardwareAddr(b[22:28]).String()+" "+spa.String()+" "+tpa.String())
 	}
 	return out
+}
+
+// frameProto is "<protocol>" or, for ICMP, "<protocol>.<type>" of the IP
+// packet in a frame (after any VLAN tags).
+func frameProto(b []byte) string {
+	i := 12
+	for i+2 <= len(b) && (b[i] == 0x81 && b[i+1] == 0x00 || b[i] == 0x88 && b[i+1] == 0xa8) {
+		i += 4
+	}
+	if i+2 > len(b) {
+		return ""
+	}
+	et := int(b[i])<<8 | int(b[i+1])
+	ip := b[i+2:]
+	var proto, l4 int
+	switch {
+	case et == firewall.EtherIPv4 && len(ip) >= 20:
+		proto, l4 = int(ip[9]), int(ip[0]&0x0f)*4
+	case et == firewall.EtherIPv6 && len(ip) >= 40:
+		proto, l4 = int(ip[6]), 40
+	default:
+		return ""
+	}
+	if (proto == 1 || proto == 58) && len(ip) > l4 {
+		return fmt.Sprintf("%d.%d", proto, ip[l4])
+	}
+	return fmt.Sprint(proto)
 }
 
 func isHex(r rune) bool { return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' }

@@ -452,7 +452,7 @@ func (fx *fixture) arrives(from, to string, w *wireFrame) bool {
 	sendFrames(fx.t, fx.vm(from), bs)
 	for i := 0; i < 6; i++ {
 		time.Sleep(50 * time.Millisecond)
-		if c.saw(to, w.Marker) {
+		if c.saw(to, w.key()) {
 			return true
 		}
 	}

@@ -314,20 +314,25 @@ func portElems(f *Fabric, p *Port) PortElems {
 			l2[outBitSet(k)] = append(l2[outBitSet(k)], nft.KeyElem(fmt.Sprintf("%q", p.Name), tap))
 		}
 	}
-	macs := map[string]bool{}
+	// The spoofing sets are interval sets, which refuse overlapping
+	// elements (the kernel answers EEXIST, and the whole transaction
+	// fails): a pair inside another pair of the same MAC is left out.
+	byMAC := map[string][]netip.Prefix{}
 	for _, pr := range p.Pairs {
-		macs[pr.MAC] = true
-		set := setSpoof4
-		if pr.Prefix.Addr().Is6() {
-			set = setSpoof6
-		}
-		l2[set] = append(l2[set], spoofElem(p.Name, pr.MAC, pr.Prefix))
+		byMAC[pr.MAC] = append(byMAC[pr.MAC], pr.Prefix)
 	}
-	for _, m := range slices.Sorted(maps.Keys(macs)) {
+	for _, m := range slices.Sorted(maps.Keys(byMAC)) {
 		l2[setMACs] = append(l2[setMACs], nft.KeyElem(fmt.Sprintf("%q . %s", p.Name, m), nft.Key(tap, nft.MAC(m))))
 		l2[setARPMACs] = append(l2[setARPMACs], nft.KeyElem(fmt.Sprintf("%q . %s . %s", p.Name, m, m), nft.Key(tap, nft.MAC(m), nft.MAC(m))))
 		// IPv6 link-local (from the MAC); :: has rules of its own.
-		l2[setSpoof6] = append(l2[setSpoof6], spoofElem(p.Name, m, netip.PrefixFrom(LinkLocal(m), 128)))
+		prefixes := append(slices.Clone(byMAC[m]), netip.PrefixFrom(LinkLocal(m), 128))
+		for _, pfx := range Normalize(prefixes) {
+			set := setSpoof4
+			if pfx.Addr().Is6() {
+				set = setSpoof6
+			}
+			l2[set] = append(l2[set], spoofElem(p.Name, m, pfx))
+		}
 	}
 	fw := map[string][]nft.Elem{}
 	for _, g := range p.Groups {

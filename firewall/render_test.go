@@ -122,3 +122,31 @@ func TestEvaluator(t *testing.T) {
 		}
 	}
 }
+
+// Overlapping allowed address pairs of one MAC would be overlapping
+// elements of an interval set, which the kernel refuses for the whole
+// transaction: the covered one is left out, the covering one kept.
+func TestOverlappingPairsRenderOnce(t *testing.T) {
+	s, _ := example(t)
+	vm := s.Networks[0].VMs[0]
+	vm.AllowedAddressPairs = []spec.AddressPair{{IP: "192.168.7.0/28"}, {IP: "192.168.7.12"}, {IP: "2001:db8::/64"}, {IP: "2001:db8::5"}}
+	f, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := RenderNFT(f, vm.Node).String()
+	for _, want := range []string{"192.168.7.0/28", "2001:db8::/64"} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	for _, covered := range []string{"192.168.7.12/32", "2001:db8::5/128"} {
+		if strings.Contains(rs, covered) {
+			t.Errorf("%s is inside another pair and must not be an element of its own", covered)
+		}
+	}
+	p := f.Port(vm.Name)
+	if !p.pairAllows(p.MAC, netip.MustParseAddr("192.168.7.12")) {
+		t.Error("the evaluator must still allow the covered address")
+	}
+}
