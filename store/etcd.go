@@ -1,0 +1,166 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// ClientConfig says how to reach the store: the endpoints of an etcd
+// cluster (https:// with client certificates between the sites, or the
+// lab's unix:// socket), and the certificate files where TLS is used.
+type ClientConfig struct {
+	Endpoints          []string
+	CertFile, KeyFile  string // client certificate and key
+	TrustedCAFile      string
+	DialTimeout        time.Duration
+}
+
+// Connect returns an etcd client. It does not wait for the cluster: a
+// client that cannot reach it retries on every call.
+func Connect(c ClientConfig) (*clientv3.Client, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, errors.New("store: no etcd endpoints; pass --etcd-endpoints (the lab's are in its state directory)")
+	}
+	var tlsCfg *tls.Config
+	if c.CertFile != "" || c.TrustedCAFile != "" {
+		info := transport.TLSInfo{CertFile: c.CertFile, KeyFile: c.KeyFile, TrustedCAFile: c.TrustedCAFile}
+		var err error
+		if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("store: client certificates: %w", err)
+		}
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, TLS: tlsCfg, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("store: connect %v: %w", c.Endpoints, err)
+	}
+	return cli, nil
+}
+
+// Load reads every object and the revision they were read at.
+func Load(ctx context.Context, cli *clientv3.Client) (Objects, int64, error) {
+	resp, err := cli.Get(ctx, Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: read %s: %w", Prefix, err)
+	}
+	objs := Objects{}
+	for _, kv := range resp.Kvs {
+		objs[string(kv.Key)] = kv.Value
+	}
+	return objs, resp.Header.Revision, nil
+}
+
+// ErrConflict says the store changed between the read a push was
+// computed from and the write.
+var ErrConflict = errors.New("store: the store changed since it was read; run the push again")
+
+// Write applies the changes that turn have (read at rev) into want, in
+// one transaction that fails with ErrConflict if any object changed after
+// rev: a push never overwrites what it did not see.
+func Write(ctx context.Context, cli *clientv3.Client, want Objects, changes []Change, rev int64) (int64, error) {
+	var ops []clientv3.Op
+	for _, c := range changes {
+		if c.Op == '-' {
+			ops = append(ops, clientv3.OpDelete(c.Key))
+		} else {
+			ops = append(ops, clientv3.OpPut(c.Key, string(want[c.Key])))
+		}
+	}
+	// Status keys change all the time and are no push's business.
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(Prefix+KindFabric), "<", rev+1),
+		clientv3.Compare(clientv3.ModRevision(Prefix+KindNetwork+"/"), "<", rev+1).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(Prefix+KindPort+"/"), "<", rev+1).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(Prefix+KindGroup+"/"), "<", rev+1).WithPrefix(),
+	}
+	resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("store: write %d changes: %w", len(ops), err)
+	}
+	if !resp.Succeeded {
+		return 0, ErrConflict
+	}
+	return resp.Header.Revision, nil
+}
+
+// Server is an embedded etcd member: the default store for the lab and
+// for a single machine. Beyond one machine, run an etcd cluster and point
+// the agents at it.
+type Server struct {
+	e *embed.Etcd
+	// ClientURL is where clients connect.
+	ClientURL string
+}
+
+// StartServer starts a one-member etcd in dir, serving clients on
+// clientURL (unix:///path/etcd.sock keeps it off every network: agents in
+// network namespaces reach it through the file system). Its peer port
+// is a unix socket beside the data directory, for the same reason.
+func StartServer(dir, clientURL string) (*Server, error) {
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("store: client URL %q: %w", clientURL, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(dir, "data")
+	cfg.Name = "bothnia"
+	// A single member still listens for peers: on a free loopback port
+	// (etcd cannot name a unix peer socket by an absolute path).
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	// etcd's own log would be the operator's noise: bothnia reports
+	// what matters (ready, failed).
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if cu.Scheme == "unix" {
+		_ = os.Remove(cu.Host + cu.Path) // a socket left by a killed server
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: start etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("store: etcd in %s not ready after 30s", dir)
+	}
+	return &Server{e: e, ClientURL: clientURL}, nil
+}
+
+// Close stops the member; its data stays in its directory.
+func (s *Server) Close() { s.e.Close() }
+
+// Err is closed with the member's fatal error, if it fails.
+func (s *Server) Err() <-chan error { return s.e.Err() }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("store: find a free loopback port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,143 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bothnia/bothnia/spec"
+)
+
+func example(t *testing.T) *spec.Spec {
+	t.Helper()
+	s, err := spec.Load("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// StartTest runs an embedded member for one test.
+func startTest(t *testing.T) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := StartServer(dir, "unix://"+filepath.Join(dir, "etcd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestSplitAssembleRoundTrip(t *testing.T) {
+	s := example(t)
+	objs, err := Split(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, problems, err := Assemble(objs)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("assemble: %v %v", err, problems)
+	}
+	again, err := Split(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(objs, again); len(d) != 0 {
+		t.Fatalf("a round trip changed %v", d)
+	}
+}
+
+// One bad port is refused and reported; the rest of the fabric stands.
+func TestAssembleRefusesOnePortAlone(t *testing.T) {
+	s := example(t)
+	objs, _ := Split(s)
+	bad := PortKey("mgmt", "knox-vm2")
+	objs[bad] = []byte(strings.Replace(string(objs[bad]), "10.101.128.11", "10.101.1.11", 1)) // in ePouta's half, on a Knox node
+	objs[PortKey("mgmt", "garbage")] = []byte("name: garbage\nnode: [\n")
+	got, problems, err := Assemble(objs)
+	if err != nil {
+		t.Fatalf("the fabric must still build: %v", err)
+	}
+	if len(problems) != 2 || problems[0].Key != bad && problems[1].Key != bad {
+		t.Fatalf("problems %v, want the bad port and the garbage", problems)
+	}
+	for _, n := range got.Networks {
+		for _, vm := range n.VMs {
+			if vm.Name == "knox-vm2" || vm.Name == "garbage" {
+				t.Fatalf("%s was kept", vm.Name)
+			}
+		}
+	}
+	if got.Network("mgmt") == nil || len(got.Network("mgmt").VMs) != len(s.Network("mgmt").VMs)-1 {
+		t.Fatalf("the other ports of mgmt must stay")
+	}
+	delete(objs, FabricKey)
+	if _, _, err := Assemble(objs); err == nil || !strings.Contains(err.Error(), "push a spec first") {
+		t.Fatalf("no header: %v", err)
+	}
+}
+
+func TestPushThroughEtcd(t *testing.T) {
+	srv := startTest(t)
+	cli, err := Connect(ClientConfig{Endpoints: []string{srv.ClientURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := example(t)
+	want, _ := Split(s)
+	have, rev, err := Load(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := Diff(have, want)
+	if len(changes) != len(want) || changes[0].Op != '+' {
+		t.Fatalf("first push: %v", changes)
+	}
+	if _, err := Write(ctx, cli, want, changes, rev); err != nil {
+		t.Fatal(err)
+	}
+	// A push computed from an old read must not overwrite what it missed.
+	if _, err := Write(ctx, cli, want, changes, rev); err != ErrConflict {
+		t.Fatalf("stale push: %v, want ErrConflict", err)
+	}
+	have, rev, err = Load(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(have, want); len(d) != 0 {
+		t.Fatalf("second push would change %v", d)
+	}
+	s.Networks[0].VMs = s.Networks[0].VMs[1:]
+	s.Networks[0].VMs[0].IP = "10.101.128.99"
+	want2, _ := Split(s)
+	changes = Diff(have, want2)
+	var lines []string
+	for _, c := range changes {
+		lines = append(lines, c.String())
+	}
+	if got := strings.Join(lines, "; "); got != "~ port mgmt/knox-vm2; - port mgmt/knox-vm1" {
+		t.Fatalf("changes: %s", got)
+	}
+	if Summary(changes) != "0 to add, 1 to change, 1 to remove" {
+		t.Fatalf("summary %q", Summary(changes))
+	}
+	if _, err := Write(ctx, cli, want2, changes, rev); err != nil {
+		t.Fatal(err)
+	}
+	have, _, _ = Load(ctx, cli)
+	got, problems, err := Assemble(have)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("assembled %v %v", err, problems)
+	}
+	for _, vm := range got.Network("mgmt").VMs {
+		if vm.Name == "knox-vm1" || vm.Name == "knox-vm2" && vm.IP != "10.101.128.99" {
+			t.Fatalf("after the push: %s %s", vm.Name, vm.IP)
+		}
+	}
+}
