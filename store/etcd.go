@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -21,10 +21,10 @@ import (
 // cluster (https:// with client certificates between the sites, or the
 // lab's unix:// socket), and the certificate files where TLS is used.
 type ClientConfig struct {
-	Endpoints          []string
-	CertFile, KeyFile  string // client certificate and key
-	TrustedCAFile      string
-	DialTimeout        time.Duration
+	Endpoints         []string
+	CertFile, KeyFile string // client certificate and key
+	TrustedCAFile     string
+	DialTimeout       time.Duration
 }
 
 // Connect returns an etcd client. It does not wait for the cluster: a

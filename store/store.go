@@ -47,10 +47,10 @@ const (
 // FabricKey and the functions below name the keys of the layout.
 const FabricKey = Prefix + KindFabric
 
-func NetworkKey(name string) string    { return Prefix + KindNetwork + "/" + name }
+func NetworkKey(name string) string     { return Prefix + KindNetwork + "/" + name }
 func PortKey(network, vm string) string { return Prefix + KindPort + "/" + network + "/" + vm }
-func GroupKey(name string) string      { return Prefix + KindGroup + "/" + name }
-func StatusKey(node string) string     { return Prefix + KindStatus + "/" + node }
+func GroupKey(name string) string       { return Prefix + KindGroup + "/" + name }
+func StatusKey(node string) string      { return Prefix + KindStatus + "/" + node }
 
 // Objects are the store's values by key.
 type Objects map[string][]byte
