@@ -309,6 +309,41 @@ func (p *Port) pairAllows(mac string, a netip.Addr) bool {
 	return false
 }
 
+// PortAt returns the secured port of a network that may send from a,
+// or nil. The port's own address wins over another port's allowed pair.
+func (f *Fabric) PortAt(network string, a netip.Addr) *Port {
+	var pair *Port
+	for i := range f.Ports {
+		p := &f.Ports[i]
+		if p.Network != network {
+			continue
+		}
+		if p.IP == a {
+			return p
+		}
+		if pair == nil && p.PairMAC(a) != "" {
+			pair = p
+		}
+	}
+	return pair
+}
+
+// PairMAC returns the MAC the port sends a from, or "" if none of its
+// pairs covers a (the link-local address of its MACs included).
+func (p *Port) PairMAC(a netip.Addr) string {
+	for _, pr := range p.Pairs {
+		if pr.Prefix.Contains(a) {
+			return pr.MAC
+		}
+	}
+	for _, m := range p.MACs() {
+		if LinkLocal(m) == a {
+			return m
+		}
+	}
+	return ""
+}
+
 // MACs returns the port's MAC and its allowed pairs' MACs, once each.
 func (p *Port) MACs() []string {
 	var out []string

@@ -236,6 +236,9 @@ func (x *IPT) Resync() ([]string, error) {
 	return x.program(x.last, x.lastNode, false)
 }
 
+// Zones is the conntrack zone of each bridge, as last programmed.
+func (x *IPT) Zones() map[string]uint16 { return x.zones }
+
 // Close is a no-op: the iptables programmer holds no handles.
 func (x *IPT) Close() {}
 

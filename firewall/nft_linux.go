@@ -172,8 +172,13 @@ func (x *NFT) Remove() error { return x.a.DeleteTables() }
 type Programmer interface {
 	Program(f *Fabric, node string) ([]string, error)
 	Resync() ([]string, error)
+	// Zones is the conntrack zone of each bridge, as last programmed.
+	Zones() map[string]uint16
 	Close()
 }
+
+// Zones is the conntrack zone of each bridge, as last programmed.
+func (x *NFT) Zones() map[string]uint16 { return x.zones }
 
 // NewProgrammer returns a programmer for the named renderer ("nftables",
 // the default, or "iptables") in the named namespace ("": this process's).

@@ -59,21 +59,30 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	if err := l.cabling(e, ls, p); err != nil {
 		return nil, err
 	}
-	// The same seam a real host's apply and agent use, per node namespace.
-	var errs []error
-	for _, st := range fab.Nodes {
-		c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}}
-		res, err := c.Converge(st)
-		c.Close()
-		rep.Changes = append(rep.Changes, res.Changes...)
-		rep.Pending = append(rep.Pending, res.Pending...)
+	rep.Changes = append(rep.Changes, e.changes...)
+	if l.Agents {
+		// The control plane: etcd, the spec pushed, an agent per node.
+		cp, err := l.controlPlane(fab)
+		rep.Changes = append(rep.Changes, cp...)
 		if err != nil {
-			errs = append(errs, err)
+			return rep, err
 		}
-	}
-	rep.Changes = append(e.changes, rep.Changes...)
-	if err := errors.Join(errs...); err != nil {
-		return rep, err
+	} else {
+		// The same seam a real host's apply and agent use, per node namespace.
+		var errs []error
+		for _, st := range fab.Nodes {
+			c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}}
+			res, err := c.Converge(st)
+			c.Close()
+			rep.Changes = append(rep.Changes, res.Changes...)
+			rep.Pending = append(rep.Pending, res.Pending...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return rep, err
+		}
 	}
 	if len(rep.Changes) > 0 {
 		if err := l.waitReady(3 * time.Second); err != nil {

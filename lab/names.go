@@ -27,6 +27,10 @@ import (
 // Lab names a lab on this machine.
 type Lab struct {
 	Prefix string // every namespace of the lab starts with Prefix + "-"
+	// Agents makes Up run the control plane (an embedded etcd and one
+	// agent per node namespace) and converge the nodes through it, as
+	// real hosts are; without it Up converges each node directly.
+	Agents bool
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)

@@ -31,6 +31,9 @@ type service struct {
 	name string // dhcp-knox, dns
 	ns   string
 	args []string
+	// netOnly runs the process in the namespace's network only, sharing
+	// the host's mounts (see startServices).
+	netOnly bool
 }
 
 // services are the DHCP and DNS servers the nodes' states place, each to
@@ -44,7 +47,7 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 			if sv.Kind == "dhcp" {
 				args = []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--iface", sv.Iface, "--debug"}
 			}
-			out = append(out, service{sv.Name(), ns, args})
+			out = append(out, service{name: sv.Name(), ns: ns, args: args})
 		}
 	}
 	return out
@@ -89,6 +92,16 @@ func (l *Lab) startServices(svcs []service) ([]string, error) {
 			return changes, err
 		}
 		cmd := exec.Command("ip", append([]string{"netns", "exec", sv.ns, exe}, sv.args...)...)
+		switch {
+		case sv.ns == "": // the store: a unix socket, no network of its own
+			cmd = exec.Command(exe, sv.args...)
+		case sv.netOnly:
+			// An agent creates the node's router and DHCP namespaces, whose
+			// mounts under /run/netns must be seen by everyone: it enters
+			// the node's network namespace only, not the private mount
+			// namespace "ip netns exec" gives a process.
+			cmd = exec.Command("nsenter", append([]string{"--net=" + filepath.Join(namespace.Dir, sv.ns), "--", exe}, sv.args...)...)
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		err = cmd.Start()
@@ -100,7 +113,11 @@ func (l *Lab) startServices(svcs []service) ([]string, error) {
 			return changes, err
 		}
 		go func() { _ = cmd.Wait() }() // reap it if it dies while we run
-		changes = append(changes, fmt.Sprintf("%s: start %s", sv.ns, strings.Join(sv.args[:1], "")))
+		where := sv.ns
+		if where == "" {
+			where = "host"
+		}
+		changes = append(changes, fmt.Sprintf("%s: start %s", where, sv.name))
 	}
 	return changes, nil
 }

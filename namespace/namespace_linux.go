@@ -13,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Dir is where iproute2 keeps named namespaces.
@@ -64,7 +66,14 @@ func Delete(name string) error {
 	if !Exists(name) {
 		return nil
 	}
-	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+	err := netns.DeleteNamed(name)
+	if errors.Is(err, unix.EINVAL) {
+		// Not a mount point: the file of a namespace whose mount never
+		// reached this mount namespace (made under "ip netns exec"), or
+		// already gone. The file alone is left; remove it.
+		err = os.Remove(filepath.Join(Dir, name))
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("netns %s: delete: %w", name, err)
 	}
 	return nil

@@ -58,20 +58,28 @@ node plans are applied by the same code that runs on real hosts.`,
 
 func labUpCmd() *cobra.Command {
 	var name string
-	var verbose bool
+	var verbose, direct bool
 	c := &cobra.Command{
 		Use:   "up [SPEC]",
 		Short: "Build the lab, or bring a running one in line with SPEC (idempotent)",
 		Long: `Builds both sites of SPEC in namespaces, or brings a running lab in line
 with it: only what differs is changed, so a second run changes nothing.
 Without SPEC it re-applies the spec the running lab was built from (and
-repairs whatever drifted).`,
+repairs whatever drifted).
+
+It runs the control plane as real hosts do: an embedded etcd (serving only
+a unix socket in the lab's state directory), the spec pushed into it, and
+one "bothnia agent" per node namespace, which converges its node and keeps
+it converged. "lab up SPEC2" on a running lab pushes the difference and
+waits until every agent has converged to it. --direct converges each node
+once from this process instead, with no etcd and no agents.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, s, raw, err := openLab(name, args)
 			if err != nil {
 				return err
 			}
+			l.Agents = !direct
 			rep, err := l.Up(s, raw)
 			out := cmd.OutOrStdout()
 			if rep != nil {
@@ -94,6 +102,7 @@ repairs whatever drifted).`,
 	}
 	labFlag(c, &name)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "list every change made")
+	c.Flags().BoolVar(&direct, "direct", false, "converge the nodes from this process, without etcd and agents")
 	return c
 }
 

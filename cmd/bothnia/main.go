@@ -30,7 +30,8 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd())
+	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
+		etcdCmd(), pushCmd(), getCmd(), agentCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bothnia:", err)
 		os.Exit(1)

@@ -1,0 +1,337 @@
+// Package agent keeps one node converged with the store by itself: it
+// lists the fabric, converges the node, then watches the store from the
+// revision it read and converges again on every change; a timer re-reads
+// the kernel and repairs drift. Level-triggered, like client-go's
+// controllers: an event only says "look again", so a missed or coalesced
+// event costs nothing, and the state converged to is always the whole
+// current fabric, never a replay of events.
+//
+// When the store is unreachable the node keeps what it has (nothing is
+// flushed), the agent retries with backoff and reports not ready.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/bothnia/bothnia/dataplane"
+	"github.com/bothnia/bothnia/node"
+	"github.com/bothnia/bothnia/store"
+)
+
+// Config configures an agent.
+type Config struct {
+	Node   string
+	Store  store.ClientConfig
+	Target dataplane.Target // the node's namespaces ("" HostNS: this process's)
+	// Resync is how often the kernel is read back and drift repaired.
+	Resync time.Duration
+	// Listen serves /healthz, /readyz and /metrics ("" serves nothing).
+	Listen string
+	Log    *slog.Logger
+	// Registry takes the metrics (nil: a registry of the agent's own).
+	Registry *prometheus.Registry
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg  Config
+	conv *node.Converger
+	m    *metrics
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what the agent reports, in the store and on /readyz.
+type Status struct {
+	Node     string    `json:"node"`
+	Ready    bool      `json:"ready"`
+	Revision int64     `json:"revision"` // the store revision the node converged to
+	Ports    int       `json:"ports"`
+	Error    string    `json:"error,omitempty"`
+	Problems []string  `json:"problems,omitempty"` // objects of the store left out
+	Time     time.Time `json:"time"`
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) *Agent {
+	if cfg.Resync == 0 {
+		cfg.Resync = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target}, log: cfg.Log.With("node", cfg.Node)}
+	a.m = newMetrics(cfg.Registry)
+	a.status.Node = cfg.Node
+	return a
+}
+
+// Status returns the agent's last status.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+func (a *Agent) setStatus(f func(*Status)) {
+	a.mu.Lock()
+	f(&a.status)
+	a.status.Time = time.Now()
+	a.mu.Unlock()
+}
+
+// Run converges the node until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.conv.Close()
+	if a.cfg.Listen != "" {
+		srv, err := a.serve()
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	cli, err := store.Connect(a.cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	go a.report(ctx, cli)
+	resync := time.NewTicker(a.cfg.Resync)
+	defer resync.Stop()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := a.session(ctx, cli, resync.C)
+		if ctx.Err() != nil {
+			break
+		}
+		a.setStatus(func(s *Status) { s.Ready, s.Error = false, err.Error() })
+		a.log.Warn("store session ended; keeping the node as it is", "err", err, "retry", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+// session lists the fabric, converges, and follows the watch until it
+// fails. Every event re-reads nothing: the watch carries the objects, the
+// agent keeps them, and the next converge takes the whole current set.
+func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan time.Time) error {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	objs, rev, err := store.Load(lctx, cli)
+	cancel()
+	if err != nil {
+		return err
+	}
+	a.converge(objs, rev)
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	w := cli.Watch(wctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-resync:
+			a.resync()
+		case resp, ok := <-w:
+			if !ok {
+				return errors.New("store: watch closed")
+			}
+			if err := resp.Err(); err != nil {
+				return fmt.Errorf("store: watch: %w", err) // compacted, or no leader: list again
+			}
+			changed := applyEvents(objs, resp.Events)
+			// Coalesce what is already queued: one converge for a burst.
+			for more := true; more; {
+				select {
+				case r2, ok := <-w:
+					if !ok || r2.Err() != nil {
+						more = false
+						break
+					}
+					changed = applyEvents(objs, r2.Events) || changed
+					resp = r2
+				default:
+					more = false
+				}
+			}
+			a.m.revision.Set(float64(resp.Header.Revision))
+			if changed {
+				a.converge(objs, resp.Header.Revision)
+			}
+		}
+	}
+}
+
+// applyEvents updates objs; it reports whether anything but agent status
+// changed.
+func applyEvents(objs store.Objects, evs []*clientv3.Event) bool {
+	changed := false
+	for _, ev := range evs {
+		k := string(ev.Kv.Key)
+		if strings.HasPrefix(k, store.Prefix+store.KindStatus+"/") {
+			continue
+		}
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(objs, k)
+		} else {
+			objs[k] = ev.Kv.Value
+		}
+		changed = true
+	}
+	return changed
+}
+
+// converge brings the node to the fabric the objects describe. A fabric
+// that cannot be built leaves the node as it is.
+func (a *Agent) converge(objs store.Objects, rev int64) {
+	start := time.Now()
+	s, problems, err := store.Assemble(objs)
+	var probs []string
+	for _, p := range problems {
+		probs = append(probs, p.String())
+		a.log.Warn("store object refused", "key", p.Key, "err", p.Err)
+	}
+	a.m.refused.Set(float64(len(problems)))
+	if err != nil {
+		a.fail(rev, probs, fmt.Errorf("fabric at revision %d: %w", rev, err))
+		return
+	}
+	ports := 0
+	fab, err := node.Desired(s)
+	if err == nil {
+		var st *node.State
+		if st, err = fab.Node(a.cfg.Node); err == nil {
+			var res *node.Result
+			res, err = a.conv.Converge(st)
+			if res != nil && len(res.Changes) > 0 {
+				a.m.changes.Add(float64(len(res.Changes)))
+				a.log.Info("converged", "revision", rev, "changes", len(res.Changes), "pending", len(res.Pending))
+				for _, ch := range res.Changes {
+					a.log.Debug("change", "what", ch)
+				}
+				if err == nil {
+					// Anything changed may have narrowed what is allowed.
+					n, rerr := a.conv.Revoke()
+					a.m.revoked.Add(float64(n))
+					if n > 0 {
+						a.log.Info("revoked connections no longer allowed", "count", n)
+					}
+					err = rerr
+				}
+			}
+			ports = len(st.Plan.Ports)
+			a.m.ports.Set(float64(ports))
+		}
+	}
+	a.m.converge.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.fail(rev, probs, err)
+		return
+	}
+	a.setStatus(func(s *Status) {
+		s.Ready, s.Revision, s.Error, s.Problems, s.Ports = true, rev, "", probs, ports
+	})
+	a.m.ready.Set(1)
+}
+
+func (a *Agent) fail(rev int64, probs []string, err error) {
+	a.m.failures.Inc()
+	a.m.ready.Set(0)
+	a.log.Error("converge failed; keeping the node as it is", "revision", rev, "err", err)
+	a.setStatus(func(s *Status) { s.Ready, s.Error, s.Problems = false, err.Error(), probs })
+}
+
+func (a *Agent) resync() {
+	drift, err := a.conv.Resync()
+	if len(drift) > 0 {
+		a.m.repairs.Add(float64(len(drift)))
+		a.log.Warn("repaired drift", "count", len(drift), "first", drift[0])
+	}
+	if err != nil {
+		a.m.ready.Set(0)
+		a.log.Error("resync failed", "err", err)
+		a.setStatus(func(s *Status) { s.Ready, s.Error = false, err.Error() })
+	}
+}
+
+// report writes the agent's status into the store under a lease, so the
+// status of a dead agent disappears with it.
+func (a *Agent) report(ctx context.Context, cli *clientv3.Client) {
+	var lease clientv3.LeaseID
+	var last Status
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := a.Status()
+		if lease != 0 && st.Ready == last.Ready && st.Revision == last.Revision && st.Error == last.Error {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if lease == 0 {
+			l, err := cli.Grant(rctx, 10)
+			if err != nil {
+				cancel()
+				continue
+			}
+			lease = l.ID
+			if ch, err := cli.KeepAlive(ctx, lease); err == nil {
+				go func() {
+					for range ch {
+					}
+				}()
+			}
+		}
+		b, _ := json.Marshal(st)
+		if _, err := cli.Put(rctx, store.StatusKey(a.cfg.Node), string(b), clientv3.WithLease(lease)); err != nil {
+			lease = 0 // the lease may have expired while the store was away
+		} else {
+			last = st
+		}
+		cancel()
+	}
+}
+
+func (a *Agent) serve() (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := a.Status()
+		if !st.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(a.cfg.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: a.cfg.Listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := listen(a.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen %s: %w", a.cfg.Listen, err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, nil
+}

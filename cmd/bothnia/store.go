@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/bothnia/bothnia/agent"
+	"github.com/bothnia/bothnia/dataplane"
+	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/store"
+)
+
+// storeFlags are the flags of every command that talks to the store.
+type storeFlags struct{ c store.ClientConfig }
+
+func (f *storeFlags) add(c *cobra.Command) {
+	c.Flags().StringSliceVar(&f.c.Endpoints, "etcd-endpoints", []string{"unix:///run/bothnia/etcd.sock"},
+		"etcd endpoints: https://host:2379,... for a cluster, unix:///path for a local member")
+	c.Flags().StringVar(&f.c.CertFile, "etcd-cert", "", "client certificate (TLS to an etcd cluster)")
+	c.Flags().StringVar(&f.c.KeyFile, "etcd-key", "", "client certificate key")
+	c.Flags().StringVar(&f.c.TrustedCAFile, "etcd-ca", "", "CA that signed the cluster's certificates")
+}
+
+func etcdCmd() *cobra.Command {
+	var dir, listen string
+	c := &cobra.Command{
+		Use:   "etcd",
+		Short: "Run an embedded one-member etcd: the store for the lab or a single machine",
+		Long: `Run an etcd member inside bothnia, serving clients on a unix socket by
+default, so it opens no network port that agents or operators would need to
+reach. It is the store of the lab and of a one-machine deployment. Between
+the two sites run a real etcd cluster (three members: two at Knox, one at
+ePouta; see deploy/) and point agents at it with --etcd-endpoints.`,
+		Example: "  bothnia etcd --data-dir /var/lib/bothnia/etcd --listen-client unix:///run/bothnia/etcd.sock",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			srv, err := store.StartServer(dir, listen)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "etcd ready at %s (data in %s)\n", srv.ClientURL, dir)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case err := <-srv.Err():
+				return err
+			}
+		},
+	}
+	c.Flags().StringVar(&dir, "data-dir", "/var/lib/bothnia/etcd", "the member's data directory")
+	c.Flags().StringVar(&listen, "listen-client", "unix:///run/bothnia/etcd.sock", "where clients connect")
+	return c
+}
+
+func pushCmd() *cobra.Command {
+	var sf storeFlags
+	var yes bool
+	c := &cobra.Command{
+		Use:   "push SPEC",
+		Short: "Write a spec into the store, object by object, after showing what changes",
+		Long: `Push validates a spec, compares it with what the store holds and prints
+what would change, object by object (+ add, ~ change, - remove), like a
+plan. With --yes it writes the changes in one transaction, which fails if
+the store changed after it was read (run push again). Agents converge their
+nodes as soon as the write lands. Pushing the same spec twice changes
+nothing.`,
+		Example: "  bothnia push examples/knox-epouta.yaml\n  bothnia push examples/knox-epouta.yaml --yes",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			changes, rev, err := push(cmd.Context(), sf.c, args[0], yes)
+			out := cmd.OutOrStdout()
+			for _, ch := range changes {
+				fmt.Fprintln(out, ch)
+			}
+			if err != nil {
+				return err
+			}
+			switch {
+			case len(changes) == 0:
+				fmt.Fprintln(out, "no changes: the store already holds this spec")
+			case yes:
+				fmt.Fprintf(out, "%s: written at revision %d\n", store.Summary(changes), rev)
+			default:
+				fmt.Fprintf(out, "%s; run again with --yes to write them\n", store.Summary(changes))
+			}
+			return nil
+		},
+	}
+	sf.add(c)
+	c.Flags().BoolVar(&yes, "yes", false, "write the changes")
+	return c
+}
+
+// push computes (and with write, writes) what turns the store into the spec.
+func push(ctx context.Context, cfg store.ClientConfig, path string, write bool) ([]store.Change, int64, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	s, err := spec.Load(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	want, err := store.Split(s)
+	if err != nil {
+		return nil, 0, err
+	}
+	cli, err := store.Connect(cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	have, rev, err := store.Load(ctx, cli)
+	if err != nil {
+		return nil, 0, err
+	}
+	changes := store.Diff(have, want)
+	if !write || len(changes) == 0 {
+		return changes, rev, nil
+	}
+	rev, err = store.Write(ctx, cli, want, changes, rev)
+	return changes, rev, err
+}
+
+func getCmd() *cobra.Command {
+	var sf storeFlags
+	var output string
+	c := &cobra.Command{
+		Use:   "get [KIND]",
+		Short: "List what the store holds: the fabric, networks, ports, security groups, agents' status",
+		Long: `Get lists the store's objects (KIND narrows it: fabric, networks, ports,
+security_groups, status). -o table prints one line per object, -o yaml and
+-o json print the objects themselves, keyed by their store key.`,
+		Example: "  bothnia get ports\n  bothnia get status -o json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cli, err := store.Connect(sf.c)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			objs, rev, err := store.Load(ctx, cli)
+			if err != nil {
+				return err
+			}
+			prefix := store.Prefix
+			if len(args) == 1 {
+				prefix += args[0]
+			}
+			docs := map[string]any{}
+			var keys []string
+			for k, v := range objs {
+				if !strings.HasPrefix(k, prefix) {
+					continue
+				}
+				var doc any
+				if err := yaml.Unmarshal(v, &doc); err != nil {
+					doc = string(v)
+				}
+				docs[k] = doc
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"revision": rev, "objects": docs})
+			case "yaml":
+				return yaml.NewEncoder(out).Encode(map[string]any{"revision": rev, "objects": docs})
+			case "table", "":
+				for _, k := range keys {
+					fmt.Fprintln(out, strings.TrimPrefix(k, store.Prefix))
+				}
+				fmt.Fprintf(out, "%d objects at revision %d\n", len(keys), rev)
+				return nil
+			default:
+				return fmt.Errorf("get: -o %q is not a format; use table, yaml or json", output)
+			}
+		},
+	}
+	sf.add(c)
+	c.Flags().StringVarP(&output, "output", "o", "table", "table, yaml or json")
+	return c
+}
+
+func agentCmd() *cobra.Command {
+	var sf storeFlags
+	var cfg agent.Config
+	var prefix string
+	var debug bool
+	c := &cobra.Command{
+		Use:   "agent --node NODE",
+		Short: "Keep this host converged with the store (one agent per node)",
+		Long: `The agent watches the store and keeps this host's part of the fabric
+converged by itself: links, routes, NAT and the firewall, written as
+differences only. A port added or removed changes that port's links and
+firewall elements; a member change touches only set elements. When a change
+narrows what is allowed, it deletes the connections the firewall no longer
+allows. Every --resync it reads the kernel back and repairs drift (a deleted
+table, a hand-edited rule, an element removed by hand).
+
+On start it adopts what the kernel already holds, without flushing, so a
+restart never drops an established connection. If the store is unreachable
+the node keeps its last state, the agent retries and /readyz says not
+ready. It serves /healthz, /readyz and Prometheus /metrics on --listen.`,
+		Example: "  bothnia agent --node knox-c1 --etcd-endpoints https://10.1.0.1:2379 --etcd-cert c.pem --etcd-key c.key --etcd-ca ca.pem",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Store = sf.c
+			cfg.Target = dataplane.Target{Prefix: prefix}
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return agent.New(cfg).Run(ctx)
+		},
+	}
+	sf.add(c)
+	c.Flags().StringVar(&cfg.Node, "node", "", "the spec's name for this host (required)")
+	c.Flags().StringVar(&prefix, "ns-prefix", "bn-", "prefix of the router/DHCP namespaces bothnia owns")
+	c.Flags().DurationVar(&cfg.Resync, "resync", 10*time.Second, "how often the kernel is read back and drift repaired")
+	c.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:9464", "health and metrics (host:port or unix:/path; empty: none)")
+	c.Flags().BoolVar(&debug, "debug", false, "log every change")
+	_ = c.MarkFlagRequired("node")
+	return c
+}
