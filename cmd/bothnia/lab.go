@@ -52,7 +52,7 @@ a namespace named <name>-…. The inter-site link is a veth pair shaped to the
 spec's rate, carrying each network as VXLAN (this kernel lacks 802.1Q). The
 node plans are applied by the same code that runs on real hosts.`,
 	}
-	c.AddCommand(labUpCmd(), labDownCmd(), labStatusCmd(), labExecCmd())
+	c.AddCommand(labUpCmd(), labDownCmd(), labStatusCmd(), labExecCmd(), labVMCmd())
 	return c
 }
 
@@ -242,5 +242,70 @@ Exit status 1 if any observation differs from the expectation.`,
 		},
 	}
 	labFlag(c, &name)
+	return c
+}
+
+func labVMCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "vm",
+		Short: "Add or remove a VM of the running lab, live",
+		Long: `Boot or delete a VM as a cloud would while the lab runs: the port goes into
+(or out of) the store, every agent converges (remote-group members change
+on both sites, connections the change no longer allows are cut), and the lab
+plugs or unplugs the VM's tap and namespace. The lab's recorded spec
+follows, so "lab up" keeps the change.`,
+	}
+	var name string
+	var v lab.NewVM
+	add := &cobra.Command{
+		Use:     "add NAME --network N --node NODE",
+		Short:   "Boot a VM: namespace, tap, store entry; address and MAC chosen if not given",
+		Example: "  bothnia lab vm add epouta-vm9 --network mgmt --node epouta-c1 --security-group mosler",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			v.Name = args[0]
+			s, err := l.AddVM(v)
+			if err == nil {
+				for _, n := range s.Networks {
+					for _, vm := range n.VMs {
+						if vm.Name == v.Name {
+							fmt.Fprintf(cmd.OutOrStdout(), "vm %s: %s %s on %s in %s\n", vm.Name, vm.IP, vm.MAC, vm.Node, n.Name)
+						}
+					}
+				}
+			}
+			return err
+		},
+	}
+	add.Flags().StringVar(&v.Network, "network", "", "the network (required)")
+	add.Flags().StringVar(&v.Node, "node", "", "the node that hosts it (required)")
+	add.Flags().StringVar(&v.IP, "ip", "", "its address (default: the first free one of its site's pools)")
+	add.Flags().StringVar(&v.MAC, "mac", "", "its MAC (default: fa:16:3e:… derived from the name)")
+	add.Flags().StringSliceVar(&v.SecurityGroups, "security-group", nil, "its security groups (default: default)")
+	_ = add.MarkFlagRequired("network")
+	_ = add.MarkFlagRequired("node")
+	labFlag(add, &name)
+	del := &cobra.Command{
+		Use:   "del NAME",
+		Short: "Delete a VM: store entry first, then its tap and namespace",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.New(name)
+			if err != nil {
+				return err
+			}
+			if _, err := l.DelVM(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "vm %s: deleted\n", args[0])
+			return nil
+		},
+	}
+	labFlag(del, &name)
+	c.AddCommand(add, del)
 	return c
 }
