@@ -146,10 +146,21 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
 	w := cli.Watch(wctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	// A watch whose member went away just waits for it to come back,
+	// silently; a probe tells the agent (and /readyz) it is cut off.
+	probe := time.NewTicker(time.Second)
+	defer probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-probe.C:
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err := cli.Get(pctx, store.FabricKey, clientv3.WithCountOnly())
+			cancel()
+			if err != nil {
+				return fmt.Errorf("store unreachable: %w", err)
+			}
 		case <-resync:
 			a.resync()
 		case resp, ok := <-w:

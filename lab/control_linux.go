@@ -83,13 +83,13 @@ func pushSpec(ctx context.Context, cli *clientv3.Client, s *spec.Spec) ([]store.
 		return nil, 0, err
 	}
 	for {
-		have, rev, err := store.Load(ctx, cli)
+		have, rev, fabricRev, err := store.LoadFabric(ctx, cli)
 		if err != nil {
 			return nil, 0, err
 		}
 		changes := store.Diff(have, want)
 		if len(changes) == 0 {
-			return nil, rev, nil
+			return nil, fabricRev, nil
 		}
 		rev, err = store.Write(ctx, cli, want, changes, rev)
 		if errors.Is(err, store.ErrConflict) {

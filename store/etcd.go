@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -53,15 +54,26 @@ func Connect(c ClientConfig) (*clientv3.Client, error) {
 
 // Load reads every object and the revision they were read at.
 func Load(ctx context.Context, cli *clientv3.Client) (Objects, int64, error) {
+	objs, rev, _, err := LoadFabric(ctx, cli)
+	return objs, rev, err
+}
+
+// LoadFabric is Load, and also the revision of the newest fabric object
+// (agents' status keys change the store's revision without changing the
+// fabric: a node converged to fabricRev is converged to rev).
+func LoadFabric(ctx context.Context, cli *clientv3.Client) (objs Objects, rev, fabricRev int64, err error) {
 	resp, err := cli.Get(ctx, Prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: read %s: %w", Prefix, err)
+		return nil, 0, 0, fmt.Errorf("store: read %s: %w", Prefix, err)
 	}
-	objs := Objects{}
+	objs = Objects{}
 	for _, kv := range resp.Kvs {
 		objs[string(kv.Key)] = kv.Value
+		if !strings.HasPrefix(string(kv.Key), Prefix+KindStatus+"/") {
+			fabricRev = max(fabricRev, kv.ModRevision)
+		}
 	}
-	return objs, resp.Header.Revision, nil
+	return objs, resp.Header.Revision, fabricRev, nil
 }
 
 // ErrConflict says the store changed between the read a push was
