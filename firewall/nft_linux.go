@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"fmt"
+	"strings"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -19,6 +21,7 @@ type NFT struct {
 	handle netns.NsHandle
 	a      *nft.Applier
 	zones  map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
+	ids    map[string]uint16 // tap -> dispatch ID last programmed
 }
 
 // NewNFT returns a programmer for the named namespace ("" is the process's
@@ -70,9 +73,15 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 			return nil, fmt.Errorf("firewall: read conntrack zones: %w", err)
 		}
 		x.zones = ParseZones(rules)
+		marks, err := x.a.ReadElems(nftables.TableFamilyBridge, L2Table, mapInMarks)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: read port IDs: %w", err)
+		}
+		x.ids = parseIDs(marks)
 	}
 	x.zones = f.Zones(node, x.zones)
-	x.a.Replace(RenderNFTZones(f, node, x.zones))
+	x.ids = f.PortIDs(node, x.ids)
+	x.a.Replace(RenderNFTNode(f, node, x.zones, x.ids))
 	return x.a.Apply()
 }
 
@@ -80,6 +89,9 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 // its groups' port sets, its addresses in its groups' member sets), in one
 // transaction. The port's groups must already be in use on the node.
 func (x *NFT) AddPort(f *Fabric, p *Port) ([]string, error) {
+	q := *p
+	q.ID = x.allocID(p)
+	p = &q
 	x.setPort(portElems(f, p), true)
 	for _, g := range p.Groups {
 		for _, pr := range p.Pairs {
@@ -91,6 +103,12 @@ func (x *NFT) AddPort(f *Fabric, p *Port) ([]string, error) {
 
 // RemovePort removes one port's elements.
 func (x *NFT) RemovePort(f *Fabric, p *Port) ([]string, error) {
+	q := *p
+	if id, ok := x.ids[p.Name]; ok {
+		q.ID = id
+		delete(x.ids, p.Name)
+	}
+	p = &q
 	x.setPort(portElems(f, p), false)
 	for _, g := range p.Groups {
 		for _, pr := range p.Pairs {
@@ -98,6 +116,27 @@ func (x *NFT) RemovePort(f *Fabric, p *Port) ([]string, error) {
 		}
 	}
 	return x.a.Apply()
+}
+
+// allocID returns the port's ID on this node: the one it has, or its
+// fabric-wide number if no other port here uses it, else the next free.
+func (x *NFT) allocID(p *Port) uint16 {
+	if x.ids == nil {
+		x.ids = map[string]uint16{}
+	}
+	if id, ok := x.ids[p.Name]; ok {
+		return id
+	}
+	used := map[uint16]bool{0: true}
+	for _, id := range x.ids {
+		used[id] = true
+	}
+	id := p.ID
+	for used[id] {
+		id = id%0xfffe + 1
+	}
+	x.ids[p.Name] = id
+	return id
 }
 
 func (x *NFT) setPort(pe PortElems, add bool) {
@@ -198,4 +237,17 @@ func Program(renderer, ns string, f *Fabric, node string) ([]string, error) {
 	}
 	defer x.Close()
 	return x.Program(f, node)
+}
+
+// parseIDs reads tap -> port ID back from the in-marks map's elements.
+func parseIDs(es []nft.Elem) map[string]uint16 {
+	out := map[string]uint16{}
+	for _, e := range es {
+		if len(e.Val) != 4 {
+			continue
+		}
+		tap := strings.TrimRight(string(e.Key), "\x00")
+		out[tap] = uint16(binary.NativeEndian.Uint32(e.Val) >> idBits)
+	}
+	return out
 }

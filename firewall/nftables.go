@@ -76,13 +76,16 @@ func setName(g string, v6 bool) string {
 // after the invalid-state drop, so an allow-everything egress rule (the
 // seed's "surprising" -j RETURN) cannot let INVALID packets through.
 func RenderNFT(f *Fabric, node string) *nft.Ruleset {
-	return RenderNFTZones(f, node, f.Zones(node, nil))
+	return RenderNFTNode(f, node, f.Zones(node, nil), f.PortIDs(node, nil))
 }
 
-// RenderNFTZones renders one node's firewall with the node's conntrack
-// zones (bridge -> zone, from Zones).
-func RenderNFTZones(f *Fabric, node string, zoneOf map[string]uint16) *nft.Ruleset {
+// RenderNFTNode renders one node's firewall with the node's conntrack
+// zones (bridge -> zone, from Zones) and port IDs (tap -> ID, from PortIDs).
+func RenderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16) *nft.Ruleset {
 	ports := f.Node(node)
+	for i := range ports {
+		ports[i].ID = ids[ports[i].Name]
+	}
 	l2 := &nft.Table{Family: nftables.TableFamilyBridge, Name: L2Table}
 	fw := &nft.Table{Family: nftables.TableFamilyINet, Name: FWTable}
 	rs := &nft.Ruleset{Tables: []*nft.Table{l2, fw}}

@@ -150,3 +150,40 @@ func TestOverlappingPairsRenderOnce(t *testing.T) {
 		t.Error("the evaluator must still allow the covered address")
 	}
 }
+
+// A port's dispatch ID on a node never moves when others come: the one it
+// was programmed with is kept, and a new port whose fabric-wide number is
+// taken on the node gets a free one.
+func TestPortIDsStayPerNode(t *testing.T) {
+	s, f := example(t)
+	have := f.PortIDs("knox-c1", nil)
+	var taken uint16
+	for _, id := range have {
+		taken = id
+	}
+	s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: "new", Node: "knox-c1", IP: "10.101.128.99", MAC: "fa:16:3e:80:00:99", SecurityGroups: []string{"mosler"}})
+	f2, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Force the clash the fabric-wide hash can produce.
+	for i := range f2.Ports {
+		if f2.Ports[i].VM == "new" {
+			f2.Ports[i].ID = taken
+		}
+	}
+	got := f2.PortIDs("knox-c1", have)
+	seen := map[uint16]string{}
+	for tap, id := range got {
+		if old, ok := have[tap]; ok && old != id {
+			t.Errorf("%s moved from %d to %d when a port was added", tap, old, id)
+		}
+		if other, dup := seen[id]; dup {
+			t.Errorf("%s and %s share ID %d", tap, other, id)
+		}
+		seen[id] = tap
+	}
+	if len(got) != len(have)+1 {
+		t.Fatalf("ids %v", got)
+	}
+}

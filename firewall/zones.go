@@ -65,3 +65,32 @@ func ParseZones(rules []string) map[string]uint16 {
 	}
 	return out
 }
+
+// PortIDs numbers the node's secured ports for the dispatch marks. IDs are
+// per node (marks never leave it) and kept: a port in have keeps its ID as
+// long as it is on the node and no other port took it first, so adding a
+// port never renumbers another (which would leave two ports on one mark
+// until the next full programming). A new port takes the fabric-wide
+// number Compile gave it when that is free on the node, else the lowest
+// free one.
+func (f *Fabric) PortIDs(node string, have map[string]uint16) map[string]uint16 {
+	ports := f.Node(node)
+	out := map[string]uint16{}
+	used := map[uint16]bool{0: true}
+	for _, p := range ports {
+		if id, ok := have[p.Name]; ok && !used[id] {
+			out[p.Name], used[id] = id, true
+		}
+	}
+	for _, p := range ports {
+		if _, ok := out[p.Name]; ok {
+			continue
+		}
+		id := p.ID
+		for used[id] {
+			id = id%0xfffe + 1
+		}
+		out[p.Name], used[id] = id, true
+	}
+	return out
+}

@@ -239,3 +239,21 @@ func (a *Applier) ReadChain(f nftables.TableFamily, table, chain string) ([]stri
 	}
 	return out, nil
 }
+
+// ReadElems returns the elements of one set or map as the kernel holds
+// them, or nil if the table or set is absent.
+func (a *Applier) ReadElems(f nftables.TableFamily, table, set string) ([]Elem, error) {
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := readTable(c, f, table)
+	if err != nil || ts == nil {
+		return nil, err
+	}
+	var out []Elem
+	for _, e := range ts.elems[set] {
+		out = append(out, e)
+	}
+	return out, nil
+}
