@@ -3,8 +3,8 @@ package firewall
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
