@@ -118,31 +118,72 @@ type Server struct {
 	ClientURL string
 }
 
+// Member configures one etcd member. The zero values make the lab's
+// single member: peers on a free loopback port, no TLS.
+type Member struct {
+	Name      string // default "bothnia"
+	Dir       string // data directory
+	ClientURL string // where clients connect (unix:///path or https://addr:2379)
+	// PeerURL is where the other members reach this one (https://addr:2380
+	// between sites); InitialCluster names every member
+	// ("knox-1=https://...,knox-2=https://...,epouta-1=https://..."), and
+	// State is "new" when the cluster is first formed, "existing" when a
+	// member joins a running one.
+	PeerURL        string
+	InitialCluster string
+	State          string
+	// TLS: client-facing and peer certificates; with a CA set, clients
+	// and peers must present a certificate it signed.
+	ClientCert, ClientKey, ClientCA string
+	PeerCert, PeerKey, PeerCA       string
+}
+
 // StartServer starts a one-member etcd in dir, serving clients on
 // clientURL (unix:///path/etcd.sock keeps it off every network: agents in
-// network namespaces reach it through the file system). Its peer port
-// is a unix socket beside the data directory, for the same reason.
+// network namespaces reach it through the file system).
 func StartServer(dir, clientURL string) (*Server, error) {
-	cu, err := url.Parse(clientURL)
+	return StartMember(Member{Dir: dir, ClientURL: clientURL})
+}
+
+// StartMember starts an etcd member and waits until it serves.
+func StartMember(m Member) (*Server, error) {
+	cu, err := url.Parse(m.ClientURL)
 	if err != nil {
-		return nil, fmt.Errorf("store: client URL %q: %w", clientURL, err)
+		return nil, fmt.Errorf("store: client URL %q: %w", m.ClientURL, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	cfg := embed.NewConfig()
-	cfg.Dir = filepath.Join(dir, "data")
-	cfg.Name = "bothnia"
-	// A single member still listens for peers: on a free loopback port
-	// (etcd cannot name a unix peer socket by an absolute path).
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	cfg.Dir = filepath.Join(m.Dir, "data")
+	cfg.Name = m.Name
+	if cfg.Name == "" {
+		cfg.Name = "bothnia"
 	}
-	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	if m.PeerURL == "" {
+		// A single member still listens for peers: on a free loopback
+		// port (etcd cannot name a unix peer socket by an absolute path).
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		m.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	}
+	peer, err := url.Parse(m.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("store: peer URL %q: %w", m.PeerURL, err)
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	cfg.InitialCluster = m.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	}
+	if m.State != "" {
+		cfg.ClusterState = m.State
+	}
+	cfg.ClientTLSInfo = transport.TLSInfo{CertFile: m.ClientCert, KeyFile: m.ClientKey, TrustedCAFile: m.ClientCA, ClientCertAuth: m.ClientCA != ""}
+	cfg.PeerTLSInfo = transport.TLSInfo{CertFile: m.PeerCert, KeyFile: m.PeerKey, TrustedCAFile: m.PeerCA, ClientCertAuth: m.PeerCA != ""}
 	// etcd's own log would be the operator's noise: bothnia reports
 	// what matters (ready, failed).
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
@@ -151,15 +192,15 @@ func StartServer(dir, clientURL string) (*Server, error) {
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("store: start etcd in %s: %w", dir, err)
+		return nil, fmt.Errorf("store: start etcd member %s in %s: %w", cfg.Name, m.Dir, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		e.Close()
-		return nil, fmt.Errorf("store: etcd in %s not ready after 30s", dir)
+		return nil, fmt.Errorf("store: etcd member %s not ready after 60s (are the other members of %s up?)", cfg.Name, cfg.InitialCluster)
 	}
-	return &Server{e: e, ClientURL: clientURL}, nil
+	return &Server{e: e, ClientURL: m.ClientURL}, nil
 }
 
 // Close stops the member; its data stays in its directory.

@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/bothnia/bothnia/spec"
 )
@@ -139,5 +142,87 @@ func TestPushThroughEtcd(t *testing.T) {
 		if vm.Name == "knox-vm1" || vm.Name == "knox-vm2" && vm.IP != "10.101.128.99" {
 			t.Fatalf("after the push: %s %s", vm.Name, vm.IP)
 		}
+	}
+}
+
+// Three members, as between the sites (two at Knox, one at ePouta): one
+// lost, the store still takes writes and serves the watch of an agent.
+func TestThreeMemberClusterLosesOne(t *testing.T) {
+	var ports []int
+	for i := 0; i < 6; i++ {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, p)
+	}
+	names := []string{"knox-1", "knox-2", "epouta-1"}
+	var cluster []string
+	for i, n := range names {
+		cluster = append(cluster, fmt.Sprintf("%s=http://127.0.0.1:%d", n, ports[2*i+1]))
+	}
+	members := make([]*Server, 3)
+	errs := make(chan error, 3)
+	for i, n := range names {
+		go func(i int, n string) {
+			srv, err := StartMember(Member{Name: n, Dir: filepath.Join(t.TempDir(), n),
+				ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+				InitialCluster: strings.Join(cluster, ","), State: "new"})
+			members[i] = srv
+			errs <- err
+		}(i, n)
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+	})
+	var eps []string
+	for _, m := range members {
+		eps = append(eps, m.ClientURL)
+	}
+	cli, err := Connect(ClientConfig{Endpoints: eps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := cli.Watch(ctx, Prefix, clientv3.WithPrefix())
+	objs, _ := Split(example(t))
+	have, rev, err := Load(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(ctx, cli, objs, Diff(have, objs), rev); err != nil {
+		t.Fatal(err)
+	}
+	<-w
+	members[2].Close() // ePouta's member: the link is cut
+	members[2] = nil
+	s := example(t)
+	s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: "live", Node: "knox-c1", IP: "10.101.128.77", MAC: "fa:16:3e:80:00:77", SecurityGroups: []string{"mosler"}})
+	want, _ := Split(s)
+	have, rev, err = Load(ctx, cli)
+	if err != nil {
+		t.Fatalf("two of three members must still serve reads: %v", err)
+	}
+	if _, err := Write(ctx, cli, want, Diff(have, want), rev); err != nil {
+		t.Fatalf("two of three members must still take writes: %v", err)
+	}
+	select {
+	case resp := <-w:
+		if len(resp.Events) != 1 || string(resp.Events[0].Kv.Key) != PortKey("mgmt", "live") {
+			t.Fatalf("watch after losing a member: %v", resp.Events)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch saw nothing after a member was lost")
 	}
 }

@@ -33,24 +33,33 @@ func (f *storeFlags) add(c *cobra.Command) {
 }
 
 func etcdCmd() *cobra.Command {
-	var dir, listen string
+	var m store.Member
 	c := &cobra.Command{
 		Use:   "etcd",
-		Short: "Run an embedded one-member etcd: the store for the lab or a single machine",
-		Long: `Run an etcd member inside bothnia, serving clients on a unix socket by
-default, so it opens no network port that agents or operators would need to
-reach. It is the store of the lab and of a one-machine deployment. Between
-the two sites run a real etcd cluster (three members: two at Knox, one at
-ePouta; see deploy/) and point agents at it with --etcd-endpoints.`,
-		Example: "  bothnia etcd --data-dir /var/lib/bothnia/etcd --listen-client unix:///run/bothnia/etcd.sock",
-		Args:    cobra.NoArgs,
+		Short: "Run an etcd member inside bothnia: the lab's store, or one member of the sites' cluster",
+		Long: `Run an etcd member embedded in bothnia. Alone (the default), it serves
+clients on a unix socket and opens no port others would need: the store of
+the lab and of a one-machine deployment.
+
+Between the two sites run three members (two at Knox, one at ePouta, see
+deploy/README.md) with --name, --listen-peer, --initial-cluster and TLS:
+the cluster keeps a majority when any one member, or the ePouta side of the
+link, is lost, and the agents of the side that lost the majority keep their
+nodes as they are until it comes back.`,
+		Example: `  bothnia etcd --data-dir /var/lib/bothnia/etcd --listen-client unix:///run/bothnia/etcd.sock
+  bothnia etcd --name knox-1 --data-dir /var/lib/bothnia/etcd \
+    --listen-client https://10.1.0.11:2379 --listen-peer https://10.1.0.11:2380 \
+    --initial-cluster knox-1=https://10.1.0.11:2380,knox-2=https://10.1.0.12:2380,epouta-1=https://10.2.0.11:2380 \
+    --client-cert server.pem --client-key server.key --client-ca ca.pem \
+    --peer-cert peer.pem --peer-key peer.key --peer-ca ca.pem`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			srv, err := store.StartServer(dir, listen)
+			srv, err := store.StartMember(m)
 			if err != nil {
 				return err
 			}
 			defer srv.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "etcd ready at %s (data in %s)\n", srv.ClientURL, dir)
+			fmt.Fprintf(cmd.OutOrStdout(), "etcd member %s ready at %s (data in %s)\n", m.Name, srv.ClientURL, m.Dir)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			select {
@@ -61,8 +70,19 @@ ePouta; see deploy/) and point agents at it with --etcd-endpoints.`,
 			}
 		},
 	}
-	c.Flags().StringVar(&dir, "data-dir", "/var/lib/bothnia/etcd", "the member's data directory")
-	c.Flags().StringVar(&listen, "listen-client", "unix:///run/bothnia/etcd.sock", "where clients connect")
+	f := c.Flags()
+	f.StringVar(&m.Dir, "data-dir", "/var/lib/bothnia/etcd", "the member's data directory")
+	f.StringVar(&m.ClientURL, "listen-client", "unix:///run/bothnia/etcd.sock", "where clients connect")
+	f.StringVar(&m.Name, "name", "bothnia", "the member's name in the cluster")
+	f.StringVar(&m.PeerURL, "listen-peer", "", "where the other members reach this one (default: a free loopback port, one member)")
+	f.StringVar(&m.InitialCluster, "initial-cluster", "", "every member as name=peer-url, comma-separated (default: this one alone)")
+	f.StringVar(&m.State, "initial-cluster-state", "new", "new when forming the cluster, existing when joining one")
+	f.StringVar(&m.ClientCert, "client-cert", "", "server certificate for clients")
+	f.StringVar(&m.ClientKey, "client-key", "", "its key")
+	f.StringVar(&m.ClientCA, "client-ca", "", "CA whose client certificates are accepted (and required)")
+	f.StringVar(&m.PeerCert, "peer-cert", "", "certificate for the other members")
+	f.StringVar(&m.PeerKey, "peer-key", "", "its key")
+	f.StringVar(&m.PeerCA, "peer-ca", "", "CA of the other members' certificates (required of them)")
 	return c
 }
 
