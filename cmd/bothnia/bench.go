@@ -40,6 +40,24 @@ is the median of --repeat runs. Large sizes with iptables take minutes.`,
 	fw.Flags().IntVar(&repeat, "repeat", 5, "one-port changes per size (median printed)")
 	fw.Flags().BoolVar(&noIPT, "no-iptables", false, "measure nftables only")
 	c.AddCommand(fw)
+	var count, bulk int
+	pr := &cobra.Command{
+		Use:   "propagation",
+		Short: "Store write to set element on the other site's node, over live port creations and deletions",
+		Long: `Builds a lab with etcd and an agent per node, then creates and deletes
+--count ports at Knox, one at a time, timing each from the store write to
+the kernel's own event for the address entering (or leaving) the remote
+group's set on the ePouta node. Prints p50/p99/max. Then writes --bulk
+ports at once and reports how long the Knox agent takes to converge them,
+its CPU time for it and its resident memory.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.Propagation(cmd.OutOrStdout(), "bnprop", count, bulk)
+		},
+	}
+	pr.Flags().IntVar(&count, "count", 1000, "ports created and deleted, one at a time")
+	pr.Flags().IntVar(&bulk, "bulk", 10000, "ports written at once afterwards (0: skip)")
+	c.AddCommand(pr)
 	var rates string
 	var secs int
 	dh := &cobra.Command{
