@@ -165,7 +165,9 @@ func knoxAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 101, byte(130 + i/250), byte(i%250 + 1)})
 }
 
-func mac(i int) string { return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", 0x90+i>>16&0xf, i>>8&0xff, i&0xff) }
+func mac(i int) string {
+	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", 0x90+i>>16&0xf, i>>8&0xff, i&0xff)
+}
 
 // elementEvents reports the addresses added to (true) and removed from
 // (false) any set of the node's nftables, as the kernel announces them.
