@@ -63,6 +63,12 @@ func (a *applier) link(h *netlink.Handle, ns string, want *plan.Link) error {
 	if err := a.addrs(h, ns, l, want.Addrs, true); err != nil {
 		return err
 	}
+	if err := a.neighs(h, ns, l, want); err != nil {
+		return err
+	}
+	if err := a.suppress(h, ns, l, want); err != nil {
+		return err
+	}
 	if want.Kind == plan.VXLAN {
 		return a.fdb(h, ns, l, want.FDB)
 	}

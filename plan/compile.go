@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 
@@ -79,8 +80,9 @@ func InfraNetwork(s *spec.Spec) *spec.Network {
 	return nil
 }
 
-// member is one MAC on a network and the node that hosts it.
-type member struct{ mac, node string }
+// member is one MAC on a network, the node that hosts it, and its
+// address ("" for none).
+type member struct{ mac, node, ip string }
 
 func (b *builder) network(n *spec.Network) error {
 	s := b.s
@@ -91,12 +93,12 @@ func (b *builder) network(n *spec.Network) error {
 
 	var members []member
 	seenMAC := map[string]string{}
-	addMember := func(mac, node, what string) error {
+	addMember := func(mac, node, ip, what string) error {
 		if prev, ok := seenMAC[mac]; ok {
 			return fmt.Errorf("plan: network %s: MAC %s of %s is also %s's; set the VM's mac to another value", n.Name, mac, what, prev)
 		}
 		seenMAC[mac] = what
-		members = append(members, member{mac, node})
+		members = append(members, member{mac, node, ip})
 		return nil
 	}
 
@@ -111,7 +113,7 @@ func (b *builder) network(n *spec.Network) error {
 			Name: TapName(pid), Bridge: br, Network: n.Name, VM: vm.Name,
 			MAC: vm.MAC, IP: fmt.Sprintf("%s/%d", vm.IP, bits), Gateway: gateway, MTU: b.mtu,
 		})
-		if err := addMember(vm.MAC, vm.Node, "vm "+vm.Name); err != nil {
+		if err := addMember(vm.MAC, vm.Node, vm.IP, "vm "+vm.Name); err != nil {
 			return err
 		}
 	}
@@ -121,7 +123,7 @@ func (b *builder) network(n *spec.Network) error {
 		rid := RouterID(s)
 		pid := DeriveID("router-port", rid+"/"+netID)
 		mac := InfraMAC(pid)
-		if err := addMember(mac, r.Node, "router "+r.Name); err != nil {
+		if err := addMember(mac, r.Node, r.Address, "router "+r.Name); err != nil {
 			return err
 		}
 		b.router(r, rid, pid, mac, br, bits)
@@ -134,7 +136,7 @@ func (b *builder) network(n *spec.Network) error {
 			}
 			pid := DeriveID("dhcp-port", netID+"/"+sn)
 			mac := InfraMAC(pid)
-			if err := addMember(mac, d.Node, "dhcp "+sn); err != nil {
+			if err := addMember(mac, d.Node, d.Address, "dhcp "+sn); err != nil {
 				return err
 			}
 			b.dhcp(d, netID, pid, mac, br, bits, gateway)
@@ -151,23 +153,61 @@ func (b *builder) network(n *spec.Network) error {
 		host := b.nodes[name].Namespace(HostNS)
 		host.Links = append(host.Links, Link{
 			Name: br, Kind: Bridge, MAC: BridgeMAC(netID, name), MTU: b.mtu, AgeingCentis: DefaultAgeingCentis,
+			Neigh: remoteNeighbours(name, members),
 		})
-		host.Links = append(host.Links, b.uplink(n, name, br, nodes, members))
+		up := b.uplink(n, name, br, nodes, members)
+		for _, m := range members {
+			if m.node != name {
+				up.Static = append(up.Static, m.mac)
+			}
+		}
+		sort.Strings(up.Static)
+		host.Links = append(host.Links, up)
 	}
 	return nil
+}
+
+// remoteNeighbours are the addresses of a network's members on other
+// nodes (and the link-local address of each MAC), which the node's bridge
+// answers ARP and neighbour solicitations for itself: with neighbour
+// suppression on the uplink, a request for a known address never crosses
+// the link. Unknown addresses still flood, to the network's nodes only.
+func remoteNeighbours(node string, members []member) []Neigh {
+	var out []Neigh
+	for _, m := range members {
+		if m.node == node || m.ip == "" {
+			continue
+		}
+		out = append(out, Neigh{IP: m.ip, MAC: m.mac}, Neigh{IP: linkLocal(m.mac), MAC: m.mac})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+// linkLocal is the EUI-64 link-local address a kernel derives from a MAC.
+func linkLocal(mac string) string {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return ""
+	}
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	b[8], b[9], b[10], b[11], b[12] = hw[0]^0x02, hw[1], hw[2], 0xff, 0xfe
+	b[13], b[14], b[15] = hw[3], hw[4], hw[5]
+	return netip.AddrFrom16(b).String()
 }
 
 func (b *builder) uplink(n *spec.Network, node, br string, nodes map[string]bool, members []member) Link {
 	s := b.s
 	if s.Link.Mode == "vlan" {
 		return Link{
-			Name: VLANName(s.Link.Device, n.Segment), Kind: VLAN, MTU: b.mtu, Master: br,
+			Name: VLANName(s.Link.Device, n.Segment), Kind: VLAN, MTU: b.mtu, Master: br, NeighSuppress: true,
 			VLAN: &VLANOpt{Parent: s.Link.Device, ID: n.Segment},
 		}
 	}
 	self := b.nodes[node]
 	l := Link{
-		Name: VXLANName(n.Segment), Kind: VXLAN, MTU: b.mtu, Master: br,
+		Name: VXLANName(n.Segment), Kind: VXLAN, MTU: b.mtu, Master: br, NeighSuppress: true,
 		VXLAN: &VXLANOpt{VNI: n.Segment, Local: self.Underlay, Port: s.Link.VXLANPort, Dev: s.Link.Device},
 	}
 	var peers []string

@@ -69,6 +69,21 @@ type Link struct {
 	VXLAN        *VXLANOpt // vxlan
 	VLAN         *VLANOpt  // vlan
 	FDB          []FDB     // static entries on a vxlan device
+	// NeighSuppress makes a bridge port (the uplink) one that ARP and
+	// neighbour solicitations the bridge can answer are not sent to.
+	NeighSuppress bool
+	// Static are MACs a bridge port (the uplink) has static forwarding
+	// entries for: the other nodes' members, known from the spec, so the
+	// bridge can answer for them before it has seen them.
+	Static []string
+	// Neigh are permanent neighbour entries on a bridge: the addresses it
+	// answers for.
+	Neigh []Neigh
+}
+
+// Neigh is a neighbour entry: an address and its MAC.
+type Neigh struct {
+	IP, MAC string
 }
 
 // Peer is the other end of a veth, itself a Link in its own namespace.
@@ -180,6 +195,12 @@ func (n *Node) String() string {
 			for _, f := range l.FDB {
 				fmt.Fprintf(&b, "      fdb %s dst %s\n", f.MAC, f.Dst)
 			}
+			for _, m := range l.Static {
+				fmt.Fprintf(&b, "      fdb %s master static\n", m)
+			}
+			for _, nb := range l.Neigh {
+				fmt.Fprintf(&b, "      neigh %s lladdr %s\n", nb.IP, nb.MAC)
+			}
 		}
 		for _, r := range ns.Routes {
 			fmt.Fprintf(&b, "    route %s\n", r.String())
@@ -218,6 +239,9 @@ func (l *Link) String() string {
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
 	if l.Master != "" {
 		fmt.Fprintf(&b, " master %s", l.Master)
+	}
+	if l.NeighSuppress {
+		b.WriteString(" neigh_suppress")
 	}
 	for _, a := range l.Addrs {
 		fmt.Fprintf(&b, " addr %s", a)
