@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -116,5 +117,55 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	}
 	if _, err := fx.tcp("c", "10.101.128.10", 9000); err == nil {
 		t.Error("c -> a:9000 got through after repair")
+	}
+}
+
+// A rule edited by hand behind its unchanged comment is still drift: the
+// read-back compares what rules do, not only the text bothnia wrote.
+func TestResyncFindsARuleEditedBehindItsComment(t *testing.T) {
+	fx := setup(t, "nftables")
+	f, err := firewall.Compile(fx.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fx.l.NodeNS("knox-c1")
+	x, err := firewall.NewNFT(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if _, err := x.Program(f, "knox-c1"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", firewall.FWTable, "to-port").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var handle, comment string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "ct state invalid") && strings.Contains(line, "# handle ") {
+			handle = strings.TrimSpace(line[strings.LastIndex(line, "# handle ")+len("# handle "):])
+			comment = line[strings.Index(line, `comment "`)+len(`comment "`):]
+			comment = comment[:strings.Index(comment, `"`)]
+		}
+	}
+	if handle == "" {
+		t.Fatalf("no invalid-drop rule in\n%s", out)
+	}
+	// Same comment, opposite verdict.
+	if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "replace", "rule", "inet", firewall.FWTable, "to-port", "handle", handle,
+		"ct", "state", "invalid", "counter", "accept", "comment", `"`+comment+`"`).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	drift, err := x.Resync()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(drift, "chain inet "+firewall.FWTable+" to-port differs") {
+		t.Fatalf("the edited rule was not found: drift %v", drift)
+	}
+	out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", firewall.FWTable, "to-port").CombinedOutput()
+	if strings.Contains(string(out), "invalid counter packets 0 bytes 0 accept") || !strings.Contains(string(out), "ct state invalid counter packets 0 bytes 0 drop") {
+		t.Fatalf("not repaired:\n%s", out)
 	}
 }

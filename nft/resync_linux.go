@@ -112,7 +112,7 @@ func readTable(c *nftables.Conn, f nftables.TableFamily, name string) (*tableSta
 			if !ok {
 				text = "(rule not written by bothnia)"
 			}
-			out.Rules = append(out.Rules, Rule{Text: text})
+			out.Rules = append(out.Rules, Rule{Text: text, Exprs: r.Exprs})
 		}
 		ts.chains[ch.Name] = out
 	}

@@ -70,6 +70,9 @@ func sameHook(a, b *Hook) bool {
 	return a.Type == b.Type && a.Hooknum == b.Hooknum && a.Priority == b.Priority
 }
 
+// sameRules compares rules by their text and, where both sides have them,
+// by what they do: a rule edited by hand behind its unchanged comment is
+// different.
 func sameRules(a, b []Rule) bool {
 	if len(a) != len(b) {
 		return false
@@ -78,8 +81,54 @@ func sameRules(a, b []Rule) bool {
 		if a[i].Text != b[i].Text {
 			return false
 		}
+		if a[i].Exprs != nil && b[i].Exprs != nil && fingerprint(a[i].Exprs) != fingerprint(b[i].Exprs) {
+			return false
+		}
 	}
 	return true
+}
+
+// fingerprint is a rule's expressions in their netlink encoding, without
+// what the kernel changes on its own or reports differently: counters'
+// values and the numeric IDs of the sets lookups name.
+func fingerprint(es []expr.Any) string {
+	var b []byte
+	for _, e := range es {
+		switch x := e.(type) {
+		case *expr.Counter:
+			continue
+		case *expr.Lookup:
+			c := *x
+			c.SetID, c.SourceRegister, c.DestRegister = 0, dumpReg(c.SourceRegister), dumpReg(c.DestRegister)
+			e = &c
+		case *expr.Meta:
+			c := *x
+			c.Register = dumpReg(c.Register)
+			e = &c
+		case *expr.Payload:
+			c := *x
+			c.DestRegister, c.SourceRegister = dumpReg(c.DestRegister), dumpReg(c.SourceRegister)
+			e = &c
+		case *expr.Cmp:
+			c := *x
+			c.Register = dumpReg(c.Register)
+			e = &c
+		case *expr.Ct:
+			// google/nftables v0.3.0 reads a ct set's source register back
+			// as none; the immediate before it carries the value.
+			c := *x
+			if c.SourceRegister {
+				c.Register, c.SourceRegister = 0, false
+			}
+			e = &c
+		}
+		enc, err := expr.Marshal(0, e)
+		if err != nil {
+			return "unencodable"
+		}
+		b = append(b, enc...)
+	}
+	return string(b)
 }
 
 // anyKey stands for a key type a read-back could not tell.
@@ -89,4 +138,13 @@ func sameSetType(a, b *Set) bool {
 	keys := a.KeyType.Name == b.KeyType.Name || a.KeyType.Name == anyKey.Name || b.KeyType.Name == anyKey.Name
 	return keys && a.Map == b.Map && a.Interval == b.Interval && a.Concat == b.Concat &&
 		(!a.Map || a.DataType.Name == b.DataType.Name)
+}
+
+// dumpReg is a register number as the kernel reports it: a 32-bit
+// register (8-23) that starts a 128-bit one (1-4) is reported as that one.
+func dumpReg(r uint32) uint32 {
+	if r >= 8 && r <= 23 && (r-8)%4 == 0 {
+		return 1 + (r-8)/4
+	}
+	return r
 }
