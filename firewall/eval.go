@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Ethertypes and TPIDs a frame can carry.
@@ -218,7 +219,7 @@ func (f *Fabric) egress(v *Verdict, fr Frame) bool {
 		return true
 	}
 	if g, i, ok := f.groupMatch(fr.From, fr, false, fr.Dst); ok {
-		v.step("egress", fmt.Sprintf("security group %s rule %d", g, i), "pass")
+		v.step("egress", fmt.Sprintf("security group %s rule %d (%s)", g, i, f.Groups[g].Rules[i]), "pass")
 		return true
 	}
 	v.drop("egress", obj+": no egress rule of its groups matches")
@@ -245,7 +246,7 @@ func (f *Fabric) ingress(v *Verdict, fr Frame) {
 		return
 	}
 	if g, i, ok := f.groupMatch(p, fr, true, fr.Src); ok {
-		v.step("ingress", fmt.Sprintf("security group %s rule %d", g, i), "accept")
+		v.step("ingress", fmt.Sprintf("security group %s rule %d (%s)", g, i, f.Groups[g].Rules[i]), "accept")
 		return
 	}
 	v.drop("ingress", obj+": no ingress rule of its groups matches")
@@ -414,4 +415,49 @@ func icmpInvalid(fr Frame) bool {
 		return !slices.Contains(icmpv6New, fr.SPort) && !slices.Contains(icmpv6NoCT, fr.SPort)
 	}
 	return false
+}
+
+// String describes a rule as an operator writes it.
+func (r Rule) String() string {
+	dir, peer := "egress", "to"
+	if r.Ingress {
+		dir, peer = "ingress", "from"
+	}
+	eth := "IPv4"
+	if r.V6 {
+		eth = "IPv6"
+	}
+	parts := []string{dir, eth}
+	switch {
+	case r.Proto < 0:
+		parts = append(parts, "any protocol")
+	default:
+		name := map[int]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite"}[r.Proto]
+		if name == "" {
+			name = fmt.Sprintf("protocol %d", r.Proto)
+		}
+		parts = append(parts, name)
+	}
+	if r.PortMin > 0 {
+		if r.PortMin == r.PortMax {
+			parts = append(parts, fmt.Sprintf("port %d", r.PortMin))
+		} else {
+			parts = append(parts, fmt.Sprintf("ports %d-%d", r.PortMin, r.PortMax))
+		}
+	}
+	if r.ICMPType >= 0 {
+		parts = append(parts, fmt.Sprintf("type %d", r.ICMPType))
+		if r.ICMPCode >= 0 {
+			parts = append(parts, fmt.Sprintf("code %d", r.ICMPCode))
+		}
+	}
+	switch {
+	case r.RemoteGroup != "":
+		parts = append(parts, peer+" members of "+r.RemoteGroup)
+	case r.RemotePrefix.IsValid():
+		parts = append(parts, peer+" "+r.RemotePrefix.String())
+	default:
+		parts = append(parts, peer+" anywhere")
+	}
+	return strings.Join(parts, " ")
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -31,9 +32,37 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
-		etcdCmd(), pushCmd(), getCmd(), agentCmd())
+		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd())
+	root.Version = version()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bothnia:", err)
 		os.Exit(1)
 	}
+}
+
+// commit is set at link time (-ldflags "-X main.commit=$(git rev-parse HEAD)")
+// where the build does not record version control information.
+var commit string
+
+// version is the commit the binary was built from, as go build records it.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "unknown (built with -buildvcs=false; go build -buildvcs=true records the commit)", ""
+	if commit != "" {
+		rev = commit
+	}
+	for _, st := range bi.Settings {
+		switch st.Key {
+		case "vcs.revision":
+			rev = st.Value
+		case "vcs.modified":
+			if st.Value == "true" {
+				dirty = " (modified)"
+			}
+		}
+	}
+	return rev + dirty + " " + bi.GoVersion
 }
