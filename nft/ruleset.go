@@ -160,3 +160,64 @@ func (r *Ruleset) RuleCount() int {
 	}
 	return n
 }
+
+// View is a ruleset as plain data for JSON and YAML output: rule and
+// element texts, without the expressions behind them.
+type View struct {
+	Tables []TableView `json:"tables" yaml:"tables"`
+}
+
+// TableView is one table of a View.
+type TableView struct {
+	Family string      `json:"family" yaml:"family"`
+	Name   string      `json:"name" yaml:"name"`
+	Sets   []SetView   `json:"sets" yaml:"sets"`
+	Chains []ChainView `json:"chains" yaml:"chains"`
+}
+
+// SetView is one set or map of a View.
+type SetView struct {
+	Name     string   `json:"name" yaml:"name"`
+	Type     string   `json:"type" yaml:"type"`
+	Map      bool     `json:"map,omitempty" yaml:"map,omitempty"`
+	Elements []string `json:"elements" yaml:"elements"`
+}
+
+// ChainView is one chain of a View.
+type ChainView struct {
+	Name     string   `json:"name" yaml:"name"`
+	Hook     string   `json:"hook,omitempty" yaml:"hook,omitempty"`
+	Priority int32    `json:"priority,omitempty" yaml:"priority,omitempty"`
+	Rules    []string `json:"rules" yaml:"rules"`
+}
+
+// View returns the ruleset as plain data.
+func (r *Ruleset) View() View {
+	var v View
+	for _, t := range r.Tables {
+		tv := TableView{Family: families[t.Family], Name: t.Name, Sets: []SetView{}, Chains: []ChainView{}}
+		for _, s := range t.Sets {
+			sv := SetView{Name: s.Name, Type: s.KeyType.Name, Map: s.Map, Elements: []string{}}
+			if s.Map {
+				sv.Type += " : " + s.DataType.Name
+			}
+			for _, e := range s.Elems {
+				sv.Elements = append(sv.Elements, e.Text)
+			}
+			sort.Strings(sv.Elements)
+			tv.Sets = append(tv.Sets, sv)
+		}
+		for _, c := range t.Chains {
+			cv := ChainView{Name: c.Name, Rules: []string{}}
+			if c.Hook != nil {
+				cv.Hook, cv.Priority = hooks[c.Hook.Hooknum], c.Hook.Priority
+			}
+			for _, rl := range c.Rules {
+				cv.Rules = append(cv.Rules, rl.Text)
+			}
+			tv.Chains = append(tv.Chains, cv)
+		}
+		v.Tables = append(v.Tables, tv)
+	}
+	return v
+}

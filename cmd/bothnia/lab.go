@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -127,7 +128,7 @@ func labDownCmd() *cobra.Command {
 }
 
 func labStatusCmd() *cobra.Command {
-	var name string
+	var name, output string
 	c := &cobra.Command{
 		Use:   "status [SPEC]",
 		Short: "List the lab's namespaces and whether each is there",
@@ -141,8 +142,23 @@ func labStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			type item struct {
+				State string `json:"state" yaml:"state"`
+				What  string `json:"what" yaml:"what"`
+			}
+			var items []item
 			for _, ln := range lines {
-				fmt.Fprintln(cmd.OutOrStdout(), ln)
+				st, what, _ := strings.Cut(ln, " ")
+				items = append(items, item{st, strings.TrimSpace(what)})
+			}
+			out := cmd.OutOrStdout()
+			if err := emit(out, output, map[string]any{"complete": all, "items": items}, func() error {
+				for _, ln := range lines {
+					fmt.Fprintln(out, ln)
+				}
+				return nil
+			}); err != nil {
+				return err
 			}
 			if !all {
 				return fmt.Errorf("lab %s is incomplete; run bothnia lab up SPEC", name)
@@ -151,6 +167,7 @@ func labStatusCmd() *cobra.Command {
 		},
 	}
 	labFlag(c, &name)
+	outputFlag(c, &output)
 	return c
 }
 
@@ -196,7 +213,7 @@ func labExecCmd() *cobra.Command {
 }
 
 func checkCmd() *cobra.Command {
-	var name string
+	var name, output string
 	c := &cobra.Command{
 		Use:   "check [SPEC]",
 		Short: "Probe the running lab and print expected vs observed reachability",
@@ -227,21 +244,30 @@ Exit status 1 if any observation differs from the expectation.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(cmd.OutOrStdout(), check.Matrix(rs))
 			svc, err := l.CheckServices(s)
 			if err != nil {
 				return err
 			}
-			if len(svc) > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "\nDHCP and DNS, as each VM sees them:\n%s", check.ServiceTable(svc))
+			n, m := check.Failed(rs), check.FailedServices(svc)
+			out := cmd.OutOrStdout()
+			view := map[string]any{"probes": rs, "services": svc, "failed_probes": n, "failed_services": m}
+			if err := emit(out, output, view, func() error {
+				fmt.Fprint(out, check.Matrix(rs))
+				if len(svc) > 0 {
+					fmt.Fprintf(out, "\nDHCP and DNS, as each VM sees them:\n%s", check.ServiceTable(svc))
+				}
+				return nil
+			}); err != nil {
+				return err
 			}
-			if n, m := check.Failed(rs), check.FailedServices(svc); n+m > 0 {
+			if n+m > 0 {
 				return fmt.Errorf("check: %d of %d probes and %d of %d service checks differ from the spec", n, len(rs), m, len(svc))
 			}
 			return nil
 		},
 	}
 	labFlag(c, &name)
+	outputFlag(c, &output)
 	return c
 }
 

@@ -20,7 +20,7 @@ func showCmd() *cobra.Command {
 }
 
 func showFirewallCmd() *cobra.Command {
-	var node, renderer, name string
+	var node, renderer, name, output string
 	c := &cobra.Command{
 		Use:   "firewall [SPEC] --node NODE",
 		Short: "Print a node's security groups as nftables and as iptables rules",
@@ -58,17 +58,27 @@ Without SPEC it uses the running lab's spec.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
+			view := map[string]any{"node": node}
 			if renderer == "" || renderer == "nftables" {
-				fmt.Fprintf(out, "# nftables, node %s\n%s", node, firewall.RenderNFT(f, node))
+				view["nftables"] = firewall.RenderNFT(f, node).View()
 			}
 			if renderer == "" || renderer == "iptables" {
-				fmt.Fprintf(out, "# iptables (iptables-restore, ipset, ebtables-restore), node %s\n%s", node, firewall.RenderIPTables(f, node))
+				view["iptables"] = firewall.RenderIPTables(f, node)
 			}
-			return nil
+			return emit(out, output, view, func() error {
+				if renderer == "" || renderer == "nftables" {
+					fmt.Fprintf(out, "# nftables, node %s\n%s", node, firewall.RenderNFT(f, node))
+				}
+				if renderer == "" || renderer == "iptables" {
+					fmt.Fprintf(out, "# iptables (iptables-restore, ipset, ebtables-restore), node %s\n%s", node, firewall.RenderIPTables(f, node))
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&node, "node", "", "the node to show (required)")
 	c.Flags().StringVar(&renderer, "renderer", "", "nftables or iptables (default: both)")
+	outputFlag(c, &output)
 	labFlag(c, &name)
 	_ = c.MarkFlagRequired("node")
 	return c

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -24,5 +25,61 @@ func TestShowFirewallRefusesUnknownRenderer(t *testing.T) {
 	out, err := runShow("firewall", "../../examples/knox-epouta.yaml", "--node", "knox-c1", "--renderer", "iptables")
 	if err != nil || !strings.Contains(out, "# ip6tables") || strings.Contains(out, "# nftables") {
 		t.Fatalf("iptables alone, with its IPv6 half: err %v\n%s", err, out)
+	}
+}
+
+// The JSON forms carry what docs/output.md says they do.
+func TestJSONOutputs(t *testing.T) {
+	out, err := runShow("firewall", "../../examples/knox-epouta.yaml", "--node", "knox-c1", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fw struct {
+		Node     string `json:"node"`
+		NFTables struct {
+			Tables []struct {
+				Family, Name string
+				Sets         []struct {
+					Name, Type string
+					Elements   []string
+				}
+				Chains []struct {
+					Name, Hook string
+					Rules      []string
+				}
+			}
+		} `json:"nftables"`
+		IPTables struct{ Filter, Filter6, Raw []struct{ Name string } } `json:"iptables"`
+	}
+	if err := json.Unmarshal([]byte(out), &fw); err != nil {
+		t.Fatalf("show firewall -o json: %v\n%s", err, out)
+	}
+	if fw.Node != "knox-c1" || len(fw.NFTables.Tables) != 2 || len(fw.NFTables.Tables[0].Chains) == 0 || len(fw.NFTables.Tables[0].Chains[0].Rules) == 0 ||
+		len(fw.IPTables.Filter) == 0 || len(fw.IPTables.Filter6) == 0 {
+		t.Fatalf("show firewall -o json lacks parts: %+v", fw)
+	}
+	c := planCmd()
+	var buf bytes.Buffer
+	c.SetOut(&buf)
+	c.SetArgs([]string{"../../examples/knox-epouta.yaml", "--node", "knox-c1", "-o", "json"})
+	if err := c.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var n struct {
+		Name       string
+		Namespaces []struct {
+			Name, Role string
+			Links      []struct{ Name, Kind string }
+		}
+		Ports []struct{ Name, VM, IP string }
+	}
+	if err := json.Unmarshal(buf.Bytes(), &n); err != nil || n.Name != "knox-c1" || len(n.Namespaces) == 0 || len(n.Ports) == 0 {
+		t.Fatalf("plan -o json: %v %+v", err, n)
+	}
+	c = planCmd()
+	c.SetArgs([]string{"../../examples/knox-epouta.yaml", "-o", "xml"})
+	c.SetOut(&buf)
+	if err := c.Execute(); err == nil || !strings.Contains(err.Error(), `-o "xml" is not a format`) {
+		t.Fatalf("-o xml: %v", err)
 	}
 }

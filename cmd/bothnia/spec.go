@@ -41,7 +41,7 @@ and network a field names exists. Exit status 1 on any problem.`,
 }
 
 func planCmd() *cobra.Command {
-	var node string
+	var node, output string
 	var labMode bool
 	c := &cobra.Command{
 		Use:   "plan SPEC",
@@ -67,18 +67,18 @@ VXLAN over the lab's underlay instead of a VLAN on the spec's device.`,
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			if node == "" {
-				fmt.Fprint(cmd.OutOrStdout(), p.String())
-				return nil
+				return emit(out, output, p, func() error { _, err := fmt.Fprint(out, p.String()); return err })
 			}
 			n := p.Node(node)
 			if n == nil {
 				return fmt.Errorf("plan: no node %q in %s", node, args[0])
 			}
-			fmt.Fprint(cmd.OutOrStdout(), n.String())
-			return nil
+			return emit(out, output, n, func() error { _, err := fmt.Fprint(out, n.String()); return err })
 		},
 	}
+	outputFlag(c, &output)
 	c.Flags().StringVar(&node, "node", "", "print only this node")
 	c.Flags().BoolVar(&labMode, "lab", false, "plan as the lab builds it (VXLAN uplinks)")
 	return c
