@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -161,7 +162,33 @@ func TestApplyRefusesForeignLinkOfAnotherKind(t *testing.T) {
 		{Name: "vmtap1", Kind: plan.Bridge, MTU: 1500},
 	}}}}
 	_, err := Apply(n, tg)
-	if err == nil || !strings.Contains(err.Error(), "vmtap1: exists as a veth that bothnia does not own") {
+	if err == nil || !strings.Contains(err.Error(), "vmtap1: a veth named vmtap1 exists and belongs to something else") {
 		t.Fatalf("want a refusal naming the link, got %v", err)
+	}
+}
+
+// A link of the planned name and kind that bothnia did not make (on a
+// Knox host: Neutron's brq bridge or em1.1203) is refused, not adopted,
+// and left exactly as it was.
+func TestApplyNeverAdoptsALinkItDidNotMake(t *testing.T) {
+	tg, h := setup(t)
+	neutron := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "brqneutron1", MTU: 1500}}
+	if err := h.LinkAdd(neutron); err != nil {
+		t.Fatal(err)
+	}
+	n := &plan.Node{Name: "n1", Namespaces: []plan.Namespace{{Name: plan.HostNS, Links: []plan.Link{
+		{Name: "brqneutron1", Kind: plan.Bridge, MTU: 1450, MAC: "02:00:00:00:00:01", AgeingCentis: plan.DefaultAgeingCentis},
+	}}}}
+	_, err := Apply(n, tg)
+	var foreign *ForeignLinkError
+	if !errors.As(err, &foreign) || foreign.Name != "brqneutron1" || !strings.Contains(err.Error(), "bothnia never adopts a link it did not create") {
+		t.Fatalf("want a ForeignLinkError naming brqneutron1, got %v", err)
+	}
+	l, err := h.LinkByName("brqneutron1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := l.Attrs(); a.Alias != "" || a.MTU != 1500 || a.HardwareAddr.String() == "02:00:00:00:00:01" {
+		t.Fatalf("the foreign bridge was changed: alias %q mtu %d mac %s", a.Alias, a.MTU, a.HardwareAddr)
 	}
 }

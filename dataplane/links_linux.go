@@ -36,10 +36,12 @@ func (a *applier) link(h *netlink.Handle, ns string, want *plan.Link) error {
 	case err != nil:
 		return err
 	}
+	if l != nil && !owned(l) {
+		// Never adopt: on a Knox host the name may be Neutron's (its agent
+		// makes brq<network> bridges and em1.<vlan> devices the same way).
+		return &ForeignLinkError{Name: want.Name, Kind: l.Type(), Alias: l.Attrs().Alias}
+	}
 	if l != nil && !sameKind(l, want) {
-		if !owned(l) {
-			return fmt.Errorf("exists as a %s that bothnia does not own; rename or remove it", l.Type())
-		}
 		if err := h.LinkDel(l); err != nil {
 			return fmt.Errorf("delete to recreate: %w", err)
 		}
@@ -142,6 +144,17 @@ func (a *applier) create(h *netlink.Handle, ns string, want *plan.Link) (netlink
 	}
 	if err := h.LinkAdd(l); err != nil {
 		return nil, fmt.Errorf("create %s: %w", want.Kind, err)
+	}
+	if want.Kind == plan.Veth {
+		// The peer is bothnia's from birth: mark it now, so the peer's own
+		// turn finds a link it owns (it adopts nothing unmarked).
+		if ph := a.handles[want.Peer.Namespace]; ph != nil {
+			if p, err := ph.LinkByName(want.Peer.Name); err == nil {
+				if err := ph.LinkSetAlias(p, Alias); err != nil {
+					return nil, fmt.Errorf("mark peer %s: %w", want.Peer.Name, err)
+				}
+			}
+		}
 	}
 	// Create, then verify: re-read what the kernel made.
 	return h.LinkByName(want.Name)
@@ -372,4 +385,19 @@ func (a *applier) prune(ns *plan.Namespace, ports []plan.Port) error {
 		a.changef(ns.Name, "link del %s", g)
 	}
 	return errors.Join(errs...)
+}
+
+// ForeignLinkError is a planned link whose name another owner already
+// uses. bothnia changes nothing about it.
+type ForeignLinkError struct {
+	Name, Kind, Alias string
+}
+
+func (e *ForeignLinkError) Error() string {
+	owner := "something else (no ifalias)"
+	if e.Alias != "" {
+		owner = fmt.Sprintf("something else (ifalias %q)", e.Alias)
+	}
+	return fmt.Sprintf("a %s named %s exists and belongs to %s, not to bothnia (ifalias %q): bothnia never adopts a link it did not create; "+
+		"if it is Neutron's, move the network to bothnia first (see the README) or give the network another ID", e.Kind, e.Name, owner, Alias)
 }
