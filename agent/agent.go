@@ -79,6 +79,7 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target}, log: cfg.Log.With("node", cfg.Node)}
 	a.m = newMetrics(cfg.Registry)
+	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
 	a.status.Node = cfg.Node
 	return a
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bothnia/bothnia/firewall"
 )
 
 // metrics are what an operator graphs of an agent.
@@ -35,6 +37,30 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	}
 	r.MustRegister(m.converge, m.changes, m.repairs, m.revoked, m.failures, m.ports, m.refused, m.revision, m.ready)
 	return m
+}
+
+// drops exports the firewall's drop counters, read from the kernel at
+// each scrape (they are the kernel's, not the agent's).
+type drops struct {
+	ns   string
+	desc *prometheus.Desc
+}
+
+func newDrops(ns string) *drops {
+	return &drops{ns: ns, desc: prometheus.NewDesc("bothnia_firewall_drops_total",
+		"Packets the node's firewall dropped, by reason (nftables renderer).", []string{"reason"}, nil)}
+}
+
+func (d *drops) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
+
+func (d *drops) Collect(ch chan<- prometheus.Metric) {
+	counts, err := firewall.ReadDrops(d.ns)
+	if err != nil {
+		return // no tables yet, or the iptables renderer
+	}
+	for _, r := range firewall.DropReasons {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(counts[r].Packets), r)
+	}
 }
 
 // listen takes host:port or unix:/path.

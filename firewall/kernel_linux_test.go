@@ -575,6 +575,18 @@ func runVerdicts(t *testing.T, renderer string) {
 		})
 	}
 	fx.t = t
+	if renderer == "nftables" {
+		// Every reason the rows exercise has counted its drops.
+		drops, err := firewall.ReadDrops(fx.l.NodeNS("knox-c1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range firewall.DropReasons {
+			if drops[r].Packets == 0 {
+				t.Errorf("drop counter %s is 0 after rows that hit it: %v", r, drops)
+			}
+		}
+	}
 	// Conntrack zones keep the two networks' identical flows apart.
 	zones := map[uint16]bool{}
 	h, nsh, err := namespace.Netlink(fx.l.NodeNS("knox-c1"))

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netns"
 
 	"github.com/bothnia/bothnia/namespace"
@@ -250,4 +252,58 @@ func parseIDs(es []nft.Elem) map[string]uint16 {
 		out[tap] = uint16(binary.NativeEndian.Uint32(e.Val) >> idBits)
 	}
 	return out
+}
+
+// ReadDrops reads, from the kernel, what the nftables rendering in the
+// named namespace has dropped, by reason. Reasons with nothing dropped are
+// present with zeros.
+func ReadDrops(ns string) (map[string]Counter, error) {
+	h, err := namespace.Open(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	opts := []nftables.ConnOption{}
+	if ns != "" {
+		opts = append(opts, nftables.WithNetNSFd(int(h)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Counter{}
+	for _, r := range DropReasons {
+		out[r] = Counter{}
+	}
+	for _, t := range []*nftables.Table{{Family: nftables.TableFamilyBridge, Name: L2Table}, {Family: nftables.TableFamilyINet, Name: FWTable}} {
+		chains, err := c.ListChainsOfTableFamily(t.Family)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: list chains: %w", err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != t.Name {
+				continue
+			}
+			rules, err := c.GetRules(t, ch)
+			if err != nil {
+				return nil, fmt.Errorf("firewall: read %s %s: %w", t.Name, ch.Name, err)
+			}
+			for _, r := range rules {
+				text, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+				reason := dropReason(t.Name, ch.Name, text)
+				if reason == "" {
+					continue
+				}
+				for _, e := range r.Exprs {
+					if ct, ok := e.(*expr.Counter); ok {
+						cur := out[reason]
+						cur.Packets += ct.Packets
+						cur.Bytes += ct.Bytes
+						out[reason] = cur
+					}
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -198,6 +198,8 @@ func antiSpoof() []nft.Rule {
 	}
 	return append(rs,
 		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setSpoof6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
+		// ARP that failed its check, counted apart from other spoofing.
+		nft.R().MetaProtocol(nft.EtherARP).Counter().Drop(),
 		nft.R().Counter().Drop())
 }
 

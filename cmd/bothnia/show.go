@@ -15,7 +15,7 @@ func showCmd() *cobra.Command {
 		Use:   "show",
 		Short: "Show what bothnia would program, without touching anything",
 	}
-	c.AddCommand(showFirewallCmd())
+	c.AddCommand(showFirewallCmd(), showCountersCmd())
 	return c
 }
 
@@ -81,5 +81,53 @@ Without SPEC it uses the running lab's spec.`,
 	outputFlag(c, &output)
 	labFlag(c, &name)
 	_ = c.MarkFlagRequired("node")
+	return c
+}
+
+func showCountersCmd() *cobra.Command {
+	var node, name, output string
+	var host bool
+	c := &cobra.Command{
+		Use:   "counters (--node NODE | --host)",
+		Short: "What the firewall has dropped on a node, by reason (nftables renderer)",
+		Long: `Reads the node's drop counters from the kernel, by reason: spoofed-source
+(an address or MAC outside the port's pairs), spoofed-arp, rogue-dhcp (a VM
+answering as a DHCP or DHCPv6 server), rogue-ra (a router advertisement from
+a VM), tagged-frame (802.1Q/802.1ad from or into a VM), invalid (conntrack
+INVALID) and group-deny (no security group rule allowed it). --node reads a
+node of the running lab; --host reads this host (a real node). The agent
+exports the same as bothnia_firewall_drops_total{reason}.`,
+		Example: "  bothnia show counters --node knox-c1\n  bothnia show counters --host -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns := ""
+			if !host {
+				if node == "" {
+					return fmt.Errorf("show counters: pass --node NODE (a lab node) or --host (this host)")
+				}
+				l, err := lab.New(name)
+				if err != nil {
+					return err
+				}
+				ns = l.NodeNS(node)
+			}
+			drops, err := firewall.ReadDrops(ns)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			return emit(out, output, drops, func() error {
+				fmt.Fprintf(out, "%-15s %12s %14s\n", "reason", "packets", "bytes")
+				for _, r := range firewall.DropReasons {
+					fmt.Fprintf(out, "%-15s %12d %14d\n", r, drops[r].Packets, drops[r].Bytes)
+				}
+				return nil
+			})
+		},
+	}
+	c.Flags().StringVar(&node, "node", "", "a node of the running lab")
+	c.Flags().BoolVar(&host, "host", false, "this host's own firewall")
+	outputFlag(c, &output)
+	labFlag(c, &name)
 	return c
 }
