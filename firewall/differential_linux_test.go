@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bothnia/bothnia/firewall"
-	"github.com/bothnia/bothnia/internal/kerneltest"
 	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/plan"
@@ -178,20 +177,7 @@ type diffRun struct {
 }
 
 func newDiffRun(t *testing.T, renderer string, first *spec.Spec) *diffRun {
-	kerneltest.RequireRoot(t)
-	lab.StateDir = t.TempDir()
-	l, err := lab.New(kerneltest.Prefix(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	if _, err := l.Up(first, nil); err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
+	l := upLab(t, first)
 	// Multicast snooping would steer MLD reports to router ports only;
 	// here every frame should meet the firewall, then flood.
 	for _, node := range []string{"knox-c1", "epouta-c1"} {

@@ -20,7 +20,10 @@ import (
 // A port added or removed at run time touches only its own chains and map
 // entries and its group's member set, in one transaction; drift is found by
 // a read-back and repaired.
-func TestNFTIncrementalAndDrift(t *testing.T) {
+// nftNode is the fixture's knox-c1 with a new nftables programmer over
+// it, and the fabric it was programmed from.
+func nftNode(t *testing.T) (*fixture, *firewall.NFT, *firewall.Fabric, string) {
+	t.Helper()
 	fx := setup(t, "nftables")
 	f, err := firewall.Compile(fx.s)
 	if err != nil {
@@ -31,7 +34,12 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer x.Close()
+	t.Cleanup(x.Close)
+	return fx, x, f, ns
+}
+
+func TestNFTIncrementalAndDrift(t *testing.T) {
+	fx, x, f, ns := nftNode(t)
 	if ch, err := x.Program(f, "knox-c1"); err != nil || len(ch) != 0 {
 		t.Fatalf("a new programmer over an up-to-date node changed %v (err %v)", ch, err)
 	}
@@ -123,17 +131,7 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 // A rule edited by hand behind its unchanged comment is still drift: the
 // read-back compares what rules do, not only the text bothnia wrote.
 func TestResyncFindsARuleEditedBehindItsComment(t *testing.T) {
-	fx := setup(t, "nftables")
-	f, err := firewall.Compile(fx.s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := fx.l.NodeNS("knox-c1")
-	x, err := firewall.NewNFT(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
+	_, x, f, ns := nftNode(t)
 	if _, err := x.Program(f, "knox-c1"); err != nil {
 		t.Fatal(err)
 	}

@@ -82,13 +82,19 @@ type fixture struct {
 func (fx *fixture) vm(name string) string { return fx.l.VMNS(name) }
 
 func setup(t *testing.T, renderer string) *fixture {
-	kerneltest.RequireRoot(t)
-	lab.StateDir = t.TempDir()
 	raw := fmt.Sprintf(fabricYAML, renderer)
 	s, err := spec.Parse([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &fixture{t: t, l: upLab(t, s), s: s}
+}
+
+// upLab builds a lab for the spec, removed when the test ends.
+func upLab(t *testing.T, s *spec.Spec) *lab.Lab {
+	t.Helper()
+	kerneltest.RequireRoot(t)
+	lab.StateDir = t.TempDir()
 	l, err := lab.New(kerneltest.Prefix(t))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +107,7 @@ func setup(t *testing.T, renderer string) *fixture {
 	if _, err := l.Up(s, nil); err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
-	return &fixture{t: t, l: l, s: s}
+	return l
 }
 
 // udpSink listens on a VM's port and records the source of each datagram.
