@@ -336,7 +336,7 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 	w.From, w.To = f.Port(from.name), f.Port(to.name)
 	w.SrcMAC = from.mac
 	src4, dst4 := netip.MustParseAddr(from.ip), netip.MustParseAddr(to.ip)
-	ll := func(mac string) netip.Addr { return firewall.LinkLocal(mac) }
+	ll := func(mac string) netip.Addr { return plan.LinkLocal(mac) }
 	ports := []int{999, 1000, 1001, 1004, 1005, 1006, 1009, 1010, 1014, 1015, 1016, 68, 67, 5353}
 	w.SPort, w.DPort = 20000+d.seq%40000, pick(r, ports...)
 	// The source: own, a pair's, another VM's, or nothing anyone owns.

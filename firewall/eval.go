@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/bothnia/bothnia/plan"
 )
 
 // Ethertypes and TPIDs a frame can carry.
@@ -173,7 +175,7 @@ func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 			}
 			break
 		}
-		if !(macOK && fr.Src == LinkLocal(fr.SrcMAC)) && !p.pairAllows(fr.SrcMAC, fr.Src) {
+		if !(macOK && fr.Src == plan.LinkLocal(fr.SrcMAC)) && !p.pairAllows(fr.SrcMAC, fr.Src) {
 			v.drop("anti-spoofing", obj+": source "+fr.SrcMAC+" "+fr.Src.String()+" not among the port's pairs")
 			return false
 		}
@@ -338,7 +340,7 @@ func (p *Port) PairMAC(a netip.Addr) string {
 		}
 	}
 	for _, m := range p.MACs() {
-		if LinkLocal(m) == a {
+		if plan.LinkLocal(m) == a {
 			return m
 		}
 	}
@@ -379,15 +381,6 @@ func (pkt Packet) Frame(from, to *Port) Frame {
 		fr.SPort, fr.DPort = pkt.Port, pkt.Code
 	}
 	return fr
-}
-
-// Egress reports whether the port lets the connection out.
-func (f *Fabric) Egress(p *Port, pkt Packet) bool { return f.Decide(pkt.Frame(p, nil)).Allowed }
-
-// Ingress reports whether the port lets the connection in.
-func (f *Fabric) Ingress(p *Port, pkt Packet) bool {
-	fr := pkt.Frame(nil, p)
-	return f.Decide(fr).Allowed
 }
 
 // Allows reports whether a new connection from one VM's port to another's

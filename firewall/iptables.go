@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/bothnia/bothnia/plan"
 )
 
 // The iptables rendering keeps Neutron's linuxbridge layout, so operators
@@ -251,7 +253,7 @@ func iptSource(p *Port, v6 bool) IPTChain {
 	}
 	if v6 {
 		for _, m := range p.MACs() {
-			c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s/128 -m mac --mac-source %s -j RETURN", LinkLocal(m), strings.ToUpper(m))})
+			c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s/128 -m mac --mac-source %s -j RETURN", plan.LinkLocal(m), strings.ToUpper(m))})
 		}
 	}
 	c.Rules = append(c.Rules, IPTRule{"-j DROP"})

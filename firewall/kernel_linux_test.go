@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/bothnia/bothnia/plan"
 	"net"
 	"net/netip"
 	"strings"
@@ -488,7 +489,7 @@ const (
 	macG = "fa:16:3e:00:00:0f"
 )
 
-var llC, llG = firewall.LinkLocal(macC), firewall.LinkLocal(macG)
+var llC, llG = plan.LinkLocal(macC), plan.LinkLocal(macG)
 
 // Rows for the holes of issue 7, in both renderers. g has no port security
 // and admits everything, so a drop on the way to it is the sender's egress.
@@ -500,16 +501,16 @@ var holeVerdicts = []verdict{
 		return fx.arrives("c", "g", frame6(macC, macG, netip.MustParseAddr("fd00::99"), llG.String(), 17, 40002, 7000))
 	}, false},
 	{"ipv6 into a port without an ipv6 ingress rule is dropped", func(fx *fixture) bool {
-		return fx.arrives("g", "a", frame6(macG, macA, llG, firewall.LinkLocal(macA).String(), 17, 40003, 7000))
+		return fx.arrives("g", "a", frame6(macG, macA, llG, plan.LinkLocal(macA).String(), 17, 40003, 7000))
 	}, false},
 	{"router advertisement from a VM is dropped", func(fx *fixture) bool {
 		return fx.arrives("c", "g", frame6(macC, macG, llC, "ff02::1", 58, 134, 0))
 	}, false},
 	{"router advertisement from an unsecured port is not admitted", func(fx *fixture) bool {
-		return fx.arrives("g", "a", frame6(macG, macA, llG, firewall.LinkLocal(macA).String(), 58, 134, 0))
+		return fx.arrives("g", "a", frame6(macG, macA, llG, plan.LinkLocal(macA).String(), 58, 134, 0))
 	}, false},
 	{"neighbour solicitation reaches a port", func(fx *fixture) bool {
-		return fx.arrives("g", "a", frame6(macG, macA, llG, firewall.LinkLocal(macA).String(), 58, 135, 0))
+		return fx.arrives("g", "a", frame6(macG, macA, llG, plan.LinkLocal(macA).String(), 58, 135, 0))
 	}, true},
 	{"dhcpv6 server reply from a VM is dropped", func(fx *fixture) bool {
 		return fx.arrives("c", "g", frame6(macC, macG, llC, llG.String(), 17, 547, 546))

@@ -168,10 +168,7 @@ func assignIDs(ports []Port) {
 	for i := range ports {
 		h := fnv.New32a()
 		h.Write([]byte(ports[i].Name))
-		id := uint16(h.Sum32()%0xfffe) + 1
-		for used[id] {
-			id = id%0xfffe + 1
-		}
+		id := freeID(uint16(h.Sum32()%0xfffe)+1, used)
 		used[id] = true
 		ports[i].ID = id
 	}
@@ -237,14 +234,11 @@ func canonMAC(s string) string {
 	return hw.String()
 }
 
-// LinkLocal is the IPv6 link-local address the kernel derives from a MAC
-// (EUI-64), which a port may always send from, as Neutron allows.
-func LinkLocal(mac string) netip.Addr {
-	hw, _ := net.ParseMAC(mac)
-	var b [16]byte
-	b[0], b[1] = 0xfe, 0x80
-	b[8], b[9], b[10] = hw[0]^0x02, hw[1], hw[2]
-	b[11], b[12] = 0xff, 0xfe
-	b[13], b[14], b[15] = hw[3], hw[4], hw[5]
-	return netip.AddrFrom16(b)
+// freeID is id if no port uses it, else the next free dispatch number
+// (1-65534, wrapping).
+func freeID(id uint16, used map[uint16]bool) uint16 {
+	for used[id] {
+		id = id%0xfffe + 1
+	}
+	return id
 }

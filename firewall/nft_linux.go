@@ -133,10 +133,7 @@ func (x *NFT) allocID(p *Port) uint16 {
 	for _, id := range x.ids {
 		used[id] = true
 	}
-	id := p.ID
-	for used[id] {
-		id = id%0xfffe + 1
-	}
+	id := freeID(p.ID, used)
 	x.ids[p.Name] = id
 	return id
 }

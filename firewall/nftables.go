@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/expr"
 
 	"github.com/bothnia/bothnia/nft"
+	"github.com/bothnia/bothnia/plan"
 )
 
 // Table names of the nftables rendering; bothnia owns them whole.
@@ -330,7 +331,7 @@ func portElems(f *Fabric, p *Port) PortElems {
 		l2[setMACs] = append(l2[setMACs], nft.KeyElem(fmt.Sprintf("%q . %s", p.Name, m), nft.Key(tap, nft.MAC(m))))
 		l2[setARPMACs] = append(l2[setARPMACs], nft.KeyElem(fmt.Sprintf("%q . %s . %s", p.Name, m, m), nft.Key(tap, nft.MAC(m), nft.MAC(m))))
 		// IPv6 link-local (from the MAC); :: has rules of its own.
-		prefixes := append(slices.Clone(byMAC[m]), netip.PrefixFrom(LinkLocal(m), 128))
+		prefixes := append(slices.Clone(byMAC[m]), netip.PrefixFrom(plan.LinkLocal(m), 128))
 		for _, pfx := range Normalize(prefixes) {
 			set := setSpoof4
 			if pfx.Addr().Is6() {

@@ -86,10 +86,7 @@ func (f *Fabric) PortIDs(node string, have map[string]uint16) map[string]uint16 
 		if _, ok := out[p.Name]; ok {
 			continue
 		}
-		id := p.ID
-		for used[id] {
-			id = id%0xfffe + 1
-		}
+		id := freeID(p.ID, used)
 		out[p.Name], used[id] = id, true
 	}
 	return out

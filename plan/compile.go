@@ -178,23 +178,25 @@ func remoteNeighbours(node string, members []member) []Neigh {
 		if m.node == node || m.ip == "" {
 			continue
 		}
-		out = append(out, Neigh{IP: m.ip, MAC: m.mac}, Neigh{IP: linkLocal(m.mac), MAC: m.mac})
+		out = append(out, Neigh{IP: m.ip, MAC: m.mac}, Neigh{IP: LinkLocal(m.mac).String(), MAC: m.mac})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
 	return out
 }
 
-// linkLocal is the EUI-64 link-local address a kernel derives from a MAC.
-func linkLocal(mac string) string {
+// LinkLocal is the IPv6 link-local address a kernel derives from a MAC
+// (EUI-64): the address a port may always send from, and the bridge
+// answers neighbour solicitations for.
+func LinkLocal(mac string) netip.Addr {
 	hw, err := net.ParseMAC(mac)
 	if err != nil || len(hw) != 6 {
-		return ""
+		return netip.Addr{}
 	}
 	var b [16]byte
 	b[0], b[1] = 0xfe, 0x80
 	b[8], b[9], b[10], b[11], b[12] = hw[0]^0x02, hw[1], hw[2], 0xff, 0xfe
 	b[13], b[14], b[15] = hw[3], hw[4], hw[5]
-	return netip.AddrFrom16(b).String()
+	return netip.AddrFrom16(b)
 }
 
 func (b *builder) uplink(n *spec.Network, node, br string, nodes map[string]bool, members []member) Link {
