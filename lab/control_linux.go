@@ -74,28 +74,15 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	return changes, l.waitConverged(ctx, cli, fab, rev)
 }
 
-// pushSpec writes the spec into the store, retrying when the store
-// changed under it (agents write their status all the time, but no push
-// races another in the lab).
+// pushSpec writes the spec into the store, again when the store changed
+// under it (nothing else pushes to the lab's store; a conflict is a race
+// with the previous push's own writes).
 func pushSpec(ctx context.Context, cli *clientv3.Client, s *spec.Spec) ([]store.Change, int64, error) {
-	want, err := store.Split(s)
-	if err != nil {
-		return nil, 0, err
-	}
 	for {
-		have, rev, fabricRev, err := store.LoadFabric(ctx, cli)
-		if err != nil {
-			return nil, 0, err
+		changes, rev, err := store.Push(ctx, cli, s, true)
+		if !errors.Is(err, store.ErrConflict) {
+			return changes, rev, err
 		}
-		changes := store.Diff(have, want)
-		if len(changes) == 0 {
-			return nil, fabricRev, nil
-		}
-		rev, err = store.Write(ctx, cli, want, changes, rev)
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		return changes, rev, err
 	}
 }
 

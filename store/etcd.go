@@ -16,6 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/bothnia/bothnia/spec"
 )
 
 // ClientConfig says how to reach the store: the endpoints of an etcd
@@ -107,6 +109,27 @@ func Write(ctx context.Context, cli *clientv3.Client, want Objects, changes []Ch
 		return 0, ErrConflict
 	}
 	return resp.Header.Revision, nil
+}
+
+// Push computes what turns the store into the spec and, with write,
+// writes it (failing with ErrConflict if the store changed after the
+// read). The revision is the write's, or with nothing written that of the
+// newest fabric object: a node converged to it is converged to the spec.
+func Push(ctx context.Context, cli *clientv3.Client, s *spec.Spec, write bool) ([]Change, int64, error) {
+	want, err := Split(s)
+	if err != nil {
+		return nil, 0, err
+	}
+	have, rev, fabricRev, err := LoadFabric(ctx, cli)
+	if err != nil {
+		return nil, 0, err
+	}
+	changes := Diff(have, want)
+	if !write || len(changes) == 0 {
+		return changes, fabricRev, nil
+	}
+	rev, err = Write(ctx, cli, want, changes, rev)
+	return changes, rev, err
 }
 
 // Server is an embedded etcd member: the default store for the lab and

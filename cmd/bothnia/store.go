@@ -134,10 +134,6 @@ func push(ctx context.Context, cfg store.ClientConfig, path string, write bool) 
 	if err != nil {
 		return nil, 0, err
 	}
-	want, err := store.Split(s)
-	if err != nil {
-		return nil, 0, err
-	}
 	cli, err := store.Connect(cfg)
 	if err != nil {
 		return nil, 0, err
@@ -145,16 +141,7 @@ func push(ctx context.Context, cfg store.ClientConfig, path string, write bool) 
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	have, rev, err := store.Load(ctx, cli)
-	if err != nil {
-		return nil, 0, err
-	}
-	changes := store.Diff(have, want)
-	if !write || len(changes) == 0 {
-		return changes, rev, nil
-	}
-	rev, err = store.Write(ctx, cli, want, changes, rev)
-	return changes, rev, err
+	return store.Push(ctx, cli, s, write)
 }
 
 func getCmd() *cobra.Command {
