@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/bothnia/bothnia/agent"
 	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/spec"
@@ -147,7 +149,7 @@ func bulkPorts(w io.Writer, l *lab.Lab, cli *clientv3.Client, n int) error {
 	}
 	for {
 		st, err := agentStatus(ctx, cli, "knox-c1")
-		if err == nil && st.ready && st.revision >= rev && st.ports >= n {
+		if err == nil && st.Ready && st.Revision >= rev && st.Ports >= n {
 			break
 		}
 		if ctx.Err() != nil {
@@ -241,26 +243,14 @@ func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
 	return at(0.5), at(0.99), s[len(s)-1]
 }
 
-type statusLite struct {
-	ready    bool
-	revision int64
-	ports    int
-}
-
-func agentStatus(ctx context.Context, cli *clientv3.Client, node string) (statusLite, error) {
+// agentStatus is what a node's agent last reported into the store.
+func agentStatus(ctx context.Context, cli *clientv3.Client, node string) (agent.Status, error) {
+	var st agent.Status
 	resp, err := cli.Get(ctx, store.StatusKey(node))
 	if err != nil || len(resp.Kvs) == 0 {
-		return statusLite{}, fmt.Errorf("no status")
+		return st, fmt.Errorf("no status of %s", node)
 	}
-	var st struct {
-		Ready    bool  `yaml:"ready"`
-		Revision int64 `yaml:"revision"`
-		Ports    int   `yaml:"ports"`
-	}
-	if err := yaml.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
-		return statusLite{}, err
-	}
-	return statusLite{st.Ready, st.Revision, st.Ports}, nil
+	return st, json.Unmarshal(resp.Kvs[0].Value, &st)
 }
 
 func pidOf(l *lab.Lab, service string) (int, error) {
