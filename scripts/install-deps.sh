@@ -2,7 +2,9 @@
 # Installs what bothnia's lab and tests need on a fresh Debian 12 machine,
 # as root. Idempotent: a second run installs nothing.
 set -euo pipefail
-pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates)
+# mariadb-server and neutron-server: the real Neutron API the OpenStack tests
+# talk to (their packaged services are not used; the tests start their own).
+pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -75,9 +75,28 @@ type Fabric struct {
 type Site struct {
 	CIDR  string   `yaml:"cidr"`
 	Pools []string `yaml:"pools"` // "first-last" ranges the site allocates from
-	DHCP  *DHCP    `yaml:"dhcp,omitempty"`
-	Nodes []*Node  `yaml:"nodes"`
+	// DHCP places a site's DHCP server. At a foreign site it is the site's
+	// own Neutron DHCP port: its address is kept out of the pools, and only
+	// the lab stands a server in for it.
+	DHCP  *DHCP   `yaml:"dhcp,omitempty"`
+	Nodes []*Node `yaml:"nodes"`
+	// Mode is managed (default: bothnia agents run on the site's nodes) or
+	// foreign (a cloud bothnia has an API account on, not root: it never
+	// programs those hosts; their ports are remote-group members, get DNS
+	// names and are admitted by the managed site's rules).
+	Mode string `yaml:"mode,omitempty"`
+	// Cloud names the site's cloud in clouds.yaml, for bothnia openstack.
+	Cloud string `yaml:"cloud,omitempty"`
 }
+
+// Site modes.
+const (
+	Managed = "managed"
+	Foreign = "foreign"
+)
+
+// Foreign reports whether bothnia stays off the site's hosts.
+func (s *Site) Foreign() bool { return s.Mode == Foreign }
 
 // DHCP places a site's DHCP server: an address of the site's half outside
 // every pool, in a namespace on one node.
@@ -298,6 +317,12 @@ func (s *Spec) NodeSite(node string) string {
 }
 
 // Node returns the named node, or nil.
+// ForeignNode reports whether a node is at a foreign site.
+func (s *Spec) ForeignNode(name string) bool {
+	site := s.Sites[s.NodeSite(name)]
+	return site != nil && site.Foreign()
+}
+
 func (s *Spec) Node(name string) *Node {
 	for _, site := range s.Sites {
 		for _, n := range site.Nodes {

@@ -143,6 +143,11 @@ func (s *Spec) Validate() error {
 		if len(site.Nodes) == 0 {
 			v.addf(f+".nodes", "site %s has no nodes", sn)
 		}
+		switch site.Mode {
+		case "", Managed, Foreign:
+		default:
+			v.addf(f+".mode", "%q is not a mode; use managed (bothnia runs on the site's nodes) or foreign (only an API account there)", site.Mode)
+		}
 		for i, n := range site.Nodes {
 			nf := fmt.Sprintf("%s.nodes[%d]", f, i)
 			v.uniqueName("node", nf+".name", n.Name)
@@ -238,6 +243,11 @@ func (s *Spec) Validate() error {
 			if !match {
 				v.addf("dns.address", "%s is no site's DHCP address; the DNS cache runs beside a DHCP server, so use one of theirs", a)
 			}
+			for _, sn := range siteNames {
+				if d := s.Sites[sn].DHCP; d != nil && d.Address == a.String() && s.Sites[sn].Foreign() {
+					v.addf("dns.address", "%s is foreign site %s's DHCP address, where bothnia runs nothing; use a managed site's DHCP address", a, sn)
+				}
+			}
 		}
 		for i, fw := range s.DNS.Forwarders {
 			f := fmt.Sprintf("dns.forwarders[%d]", i)
@@ -257,6 +267,9 @@ func (s *Spec) Validate() error {
 			v.addf("router.name", "the router needs a name")
 		}
 		nodeRef("router.node", r.Node)
+		if s.ForeignNode(r.Node) {
+			v.addf("router.node", "node %q is at foreign site %s, where bothnia runs nothing; put the router on a managed site's node", r.Node, s.NodeSite(r.Node))
+		}
 		if s.Network(r.Network) == nil {
 			v.addf("router.network", "unknown network %q; the router needs a leg in one of the networks", r.Network)
 		}
@@ -327,9 +340,8 @@ func (s *Spec) Validate() error {
 		} else {
 			segments[n.Segment] = f
 		}
-		if len(n.VMs) == 0 {
-			v.addf(f+".vms", "network %q has no VMs", n.Name)
-		}
+		// A network without VMs is valid: a cloud's network before its
+		// first VM boots. Only the router and DHCP servers sit on it then.
 		for j, vm := range n.VMs {
 			vf := fmt.Sprintf("%s.vms[%d]", f, j)
 			v.uniqueName("vm", vf+".name", vm.Name)

@@ -192,9 +192,7 @@ func Assemble(objs Objects) (*spec.Spec, []Problem, error) {
 					n.VMs = append(n.VMs, p.vm)
 				}
 			}
-			if len(n.VMs) > 0 { // a network without ports has nothing to build yet
-				s.Networks = append(s.Networks, &n)
-			}
+			s.Networks = append(s.Networks, &n)
 		}
 		for _, p := range ports {
 			if nets[p.net] == nil && !refused[p.key] {

@@ -1,0 +1,362 @@
+package openstack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/portsbinding"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/provider"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/addressgroups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/bothnia/bothnia/internal/neutrontest"
+	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/store"
+)
+
+// cloudSeed is what a test creates in one cloud: the fabric's network on
+// VLAN 1203, its subnet, and the mosler group admitting TCP 7000 from its
+// own members.
+type cloudSeed struct {
+	c      *Cloud
+	net    string
+	subnet string
+	mosler string
+}
+
+func seedCloud(t *testing.T, ctx context.Context, c *Cloud) *cloudSeed {
+	t.Helper()
+	pid := neutrontest.ProjectID
+	n, err := networks.Create(ctx, c.Network, provider.CreateOptsExt{
+		CreateOptsBuilder: networks.CreateOpts{Name: "mosler-mgmt-net", ProjectID: pid},
+		Segments:          []provider.Segment{{NetworkType: "vlan", PhysicalNetwork: "physnet1", SegmentationID: 1203}},
+	}).Extract()
+	if err != nil {
+		t.Fatalf("%s: create network: %v", c.Name, err)
+	}
+	gw := "10.101.0.1"
+	sub, err := subnets.Create(ctx, c.Network, subnets.CreateOpts{
+		NetworkID: n.ID, Name: "mosler-subnet", CIDR: "10.101.0.0/16", IPVersion: 4, GatewayIP: &gw, ProjectID: pid,
+		AllocationPools: []subnets.AllocationPool{{Start: "10.101.0.2", End: "10.101.127.255"}},
+	}).Extract()
+	if err != nil {
+		t.Fatalf("%s: create subnet: %v", c.Name, err)
+	}
+	g, err := groups.Create(ctx, c.Network, groups.CreateOpts{Name: "mosler", ProjectID: pid}).Extract()
+	if err != nil {
+		t.Fatalf("%s: create group: %v", c.Name, err)
+	}
+	for _, r := range []rules.CreateOpts{
+		{Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortRangeMin: 7000, PortRangeMax: 7000, RemoteGroupID: g.ID},
+		{Direction: "ingress", EtherType: "IPv4", Protocol: "icmp", RemoteIPPrefix: "10.101.0.0/16"},
+	} {
+		r.SecGroupID, r.ProjectID = g.ID, pid
+		if _, err := rules.Create(ctx, c.Network, r).Extract(); err != nil {
+			t.Fatalf("%s: create rule: %v", c.Name, err)
+		}
+	}
+	return &cloudSeed{c: c, net: n.ID, subnet: sub.ID, mosler: g.ID}
+}
+
+func (cs *cloudSeed) port(t *testing.T, ctx context.Context, name, host, ip string) string {
+	t.Helper()
+	p, err := ports.Create(ctx, cs.c.Network, portsbinding.CreateOptsExt{
+		CreateOptsBuilder: ports.CreateOpts{
+			NetworkID: cs.net, Name: name, ProjectID: neutrontest.ProjectID, DeviceOwner: "compute:nova",
+			FixedIPs:       []ports.IP{{SubnetID: cs.subnet, IPAddress: ip}},
+			SecurityGroups: &[]string{cs.mosler},
+		},
+		HostID: host,
+	}).Extract()
+	if err != nil {
+		t.Fatalf("%s: create port %s: %v", cs.c.Name, name, err)
+	}
+	return p.ID
+}
+
+// fixture is two real Neutron servers standing for Knox (managed) and
+// ePouta (foreign), and an etcd holding the example fabric without VMs.
+type fixture struct {
+	ctx    context.Context
+	clouds map[string]*Cloud
+	seeds  map[string]*cloudSeed
+	cli    *clientv3.Client
+}
+
+func newFixture(t *testing.T) *fixture {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	servers := neutrontest.Start(t, "knox", "epouta")
+	dir := t.TempDir()
+	var yml strings.Builder
+	yml.WriteString("clouds:\n")
+	for name, srv := range servers {
+		fmt.Fprintf(&yml, "  %s:\n    auth_type: none\n    auth: {endpoint: %q, project_id: %s}\n", name, srv.Endpoint, neutrontest.ProjectID)
+	}
+	cloudsFile := filepath.Join(dir, "clouds.yaml")
+	if err := os.WriteFile(cloudsFile, []byte(yml.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Sites["knox"].Cloud, s.Sites["epouta"].Cloud = "knox", "epouta"
+	s.Sites["epouta"].Mode = spec.Foreign
+	for _, n := range s.Networks {
+		n.VMs = slices.DeleteFunc(n.VMs, func(vm *spec.VM) bool { return n.Name == "mgmt" })
+	}
+	srv, err := store.StartServer(filepath.Join(dir, "etcd"), "unix://"+filepath.Join(dir, "etcd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := store.Connect(store.ClientConfig{Endpoints: []string{srv.ClientURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	if _, _, err := store.Push(ctx, cli, s, true); err != nil {
+		t.Fatal(err)
+	}
+	clouds, err := ConnectSites(ctx, s, Options{CloudsFile: cloudsFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{ctx: ctx, clouds: clouds, seeds: map[string]*cloudSeed{}, cli: cli}
+	for sn, c := range clouds {
+		f.seeds[sn] = seedCloud(t, ctx, c)
+	}
+	return f
+}
+
+func (f *fixture) importAll(t *testing.T) *Report {
+	t.Helper()
+	invs, err := ReadAll(f.ctx, f.clouds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Import(f.ctx, f.cli, invs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func (f *fixture) fabric(t *testing.T) *spec.Spec {
+	t.Helper()
+	objs, _, err := store.Load(f.ctx, f.cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, problems, err := store.Assemble(objs)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("store: %v %v", err, problems)
+	}
+	return s
+}
+
+func (f *fixture) sync(t *testing.T) []SyncAction {
+	t.Helper()
+	inv, err := Read(f.ctx, f.clouds["epouta"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts := PlanSync(f.fabric(t), "epouta", inv)
+	done, err := ApplySync(f.ctx, f.clouds["epouta"], acts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return done
+}
+
+func vmOf(s *spec.Spec, name string) *spec.VM {
+	for _, n := range s.Networks {
+		for _, vm := range n.VMs {
+			if vm.Name == name {
+				return vm
+			}
+		}
+	}
+	return nil
+}
+
+// TestNeutron runs import, subnet plan/apply, sync and watch against two
+// real neutron-servers: one per site.
+func TestNeutron(t *testing.T) {
+	f := newFixture(t)
+	knox, epouta := f.seeds["knox"], f.seeds["epouta"]
+	vm1 := knox.port(t, f.ctx, "knox-vm1", "knox-c1", "10.101.128.10")
+	knox.port(t, f.ctx, "knox-unbooted", "", "10.101.128.30")
+	knox.port(t, f.ctx, "knox-stray", "some-other-host", "10.101.128.31")
+	epouta.port(t, f.ctx, "epouta-vm1", "epouta-c1.csc.example", "10.101.0.10")
+
+	t.Run("import", func(t *testing.T) {
+		rep := f.importAll(t)
+		var keys []string
+		for _, c := range rep.Changes {
+			keys = append(keys, string(c.Op)+" "+c.Key)
+		}
+		for _, want := range []string{"+ " + store.PortKey("mgmt", "knox-vm1"), "+ " + store.PortKey("mgmt", "epouta-vm1")} {
+			if !slices.Contains(keys, want) {
+				t.Errorf("changes %v lack %s", keys, want)
+			}
+		}
+		reasons := map[string]string{}
+		for _, u := range rep.Unmapped {
+			reasons[u.Name] = u.Reason
+		}
+		if !strings.Contains(reasons["knox-unbooted"], "not bound to a host") {
+			t.Errorf("unbound port: reason %q, unmapped %v", reasons["knox-unbooted"], rep.Unmapped)
+		}
+		if !strings.Contains(reasons["knox-stray"], `bound to host "some-other-host", which is no node of site knox`) {
+			t.Errorf("stray port: reason %q", reasons["knox-stray"])
+		}
+		s := f.fabric(t)
+		vm := vmOf(s, "knox-vm1")
+		if vm == nil || vm.PortID != vm1 || vm.Node != "knox-c1" || vm.IP != "10.101.128.10" || !slices.Equal(vm.SecurityGroups, []string{"mosler"}) {
+			t.Fatalf("knox-vm1 in the store: %+v", vm)
+		}
+		if e := vmOf(s, "epouta-vm1"); e == nil || e.Node != "epouta-c1" {
+			t.Fatalf("epouta-vm1 (bound by FQDN) in the store: %+v", e)
+		}
+		g := s.SecurityGroup("mosler")
+		found := false
+		for _, r := range g.Rules {
+			found = found || (r.Protocol == "tcp" && r.PortRange == "7000" && r.RemoteGroup == "mosler" && r.Direction == "ingress")
+		}
+		if !found {
+			t.Errorf("mosler's rules from Knox's Neutron lack tcp 7000 from mosler: %+v", g.Rules)
+		}
+		if again := f.importAll(t); len(again.Changes) != 0 {
+			t.Errorf("a second import changed %v", again.Changes)
+		}
+	})
+
+	t.Run("subnets", func(t *testing.T) {
+		invs, err := ReadAll(f.ctx, f.clouds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := f.fabric(t)
+		changes, err := PlanSubnets(s, invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(changes) != 2 {
+			t.Fatalf("want a change per site, got %v", changes)
+		}
+		if err := ApplySubnets(f.ctx, f.clouds, changes); err != nil {
+			t.Fatal(err)
+		}
+		sub, err := subnets.Get(f.ctx, f.clouds["knox"].Network, knox.subnet).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sub.EnableDHCP || len(sub.AllocationPools) != 1 || sub.AllocationPools[0].Start != "10.101.128.1" ||
+			!slices.Equal(sub.DNSNameservers, []string{"10.101.128.0"}) {
+			t.Errorf("knox's subnet after apply: dhcp %t pools %v dns %v", sub.EnableDHCP, sub.AllocationPools, sub.DNSNameservers)
+		}
+		sub, err = subnets.Get(f.ctx, f.clouds["epouta"].Network, epouta.subnet).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sub.EnableDHCP || sub.AllocationPools[0].Start != "10.101.0.4" {
+			t.Errorf("epouta's subnet after apply: dhcp %t pools %v", sub.EnableDHCP, sub.AllocationPools)
+		}
+		invs, err = ReadAll(f.ctx, f.clouds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := PlanSubnets(s, invs); err != nil || len(again) != 0 {
+			t.Errorf("a second plan: %v %v", again, err)
+		}
+	})
+
+	t.Run("sync", func(t *testing.T) {
+		done := f.sync(t)
+		var ops []string
+		for _, a := range done {
+			ops = append(ops, a.Op)
+		}
+		if !slices.Contains(ops, "create-address-group") || !slices.Contains(ops, "create-rule") {
+			t.Fatalf("first sync did %v", done)
+		}
+		ag := addressGroup(t, f, "bothnia-mosler")
+		if !slices.Equal(ag.Addresses, []string{"10.101.128.10/32"}) {
+			t.Errorf("address group holds %v, want Knox's member 10.101.128.10/32", ag.Addresses)
+		}
+		g, err := groups.Get(f.ctx, f.clouds["epouta"].Network, epouta.mosler).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mirrored := false
+		for _, r := range g.Rules {
+			mirrored = mirrored || (r.RemoteAddressGroupID == ag.ID && r.Protocol == "tcp" && r.PortRangeMin == 7000)
+		}
+		if !mirrored {
+			t.Errorf("no rule of ePouta's mosler admits tcp 7000 from the address group: %+v", g.Rules)
+		}
+		if again := f.sync(t); len(again) != 0 {
+			t.Errorf("a second sync did %v", again)
+		}
+		// The Knox VM goes: its address leaves ePouta's cloud.
+		if err := ports.Delete(f.ctx, f.clouds["knox"].Network, vm1).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+		f.importAll(t)
+		done = f.sync(t)
+		if len(done) != 1 || done[0].Op != "remove-addresses" {
+			t.Errorf("after the port's deletion sync did %v", done)
+		}
+		if ag := addressGroup(t, f, "bothnia-mosler"); len(ag.Addresses) != 0 {
+			t.Errorf("address group still holds %v after the port was deleted", ag.Addresses)
+		}
+	})
+
+	t.Run("watch", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(f.ctx)
+		defer cancel()
+		go func() { _ = Watch(ctx, f.cli, f.clouds, 200*time.Millisecond, nil) }()
+		epouta.port(t, f.ctx, "epouta-vm2", "epouta-c1", "10.101.0.11")
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := f.cli.Get(f.ctx, store.PortKey("mgmt", "epouta-vm2"))
+			if err == nil && len(resp.Kvs) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a port created in ePouta's Neutron did not reach the store within 20 s")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+func addressGroup(t *testing.T, f *fixture, name string) addressgroups.AddressGroup {
+	t.Helper()
+	page, err := addressgroups.List(f.clouds["epouta"].Network, addressgroups.ListOpts{Name: name}).AllPages(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ags, err := addressgroups.ExtractGroups(page)
+	if err != nil || len(ags) != 1 {
+		t.Fatalf("address group %s: %v %v", name, ags, err)
+	}
+	return ags[0]
+}
