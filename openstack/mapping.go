@@ -23,7 +23,9 @@ type Unmapped struct {
 
 func (u Unmapped) String() string {
 	name := u.ID
-	if u.Name != "" {
+	if u.ID == "" {
+		name = u.Name
+	} else if u.Name != "" {
 		name = fmt.Sprintf("%s (%s)", u.Name, u.ID)
 	}
 	return fmt.Sprintf("cloud %s: %s %s: %s", u.Cloud, u.Kind, name, u.Reason)

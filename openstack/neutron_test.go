@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/bothnia/bothnia/internal/kerneltest"
 	"github.com/bothnia/bothnia/internal/neutrontest"
 	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/store"
@@ -88,7 +90,9 @@ func (cs *cloudSeed) port(t *testing.T, ctx context.Context, name, host, ip stri
 // fixture is two real Neutron servers standing for Knox (managed) and
 // ePouta (foreign), and an etcd holding the example fabric without VMs.
 type fixture struct {
-	ctx    context.Context
+	ctx        context.Context
+	etcd       string // client URL
+	cloudsFile string
 	clouds map[string]*Cloud
 	seeds  map[string]*cloudSeed
 	cli    *clientv3.Client
@@ -138,7 +142,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{ctx: ctx, clouds: clouds, seeds: map[string]*cloudSeed{}, cli: cli}
+	f := &fixture{ctx: ctx, etcd: srv.ClientURL, cloudsFile: cloudsFile, clouds: clouds, seeds: map[string]*cloudSeed{}, cli: cli}
 	for sn, c := range clouds {
 		f.seeds[sn] = seedCloud(t, ctx, c)
 	}
@@ -326,6 +330,39 @@ func TestNeutron(t *testing.T) {
 		}
 		if ag := addressGroup(t, f, "bothnia-mosler"); len(ag.Addresses) != 0 {
 			t.Errorf("address group still holds %v after the port was deleted", ag.Addresses)
+		}
+	})
+
+	t.Run("cli", func(t *testing.T) {
+		bin, cleanup, err := kerneltest.BuildBothnia()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cleanup()
+		run := func(args ...string) string {
+			t.Helper()
+			args = append(args, "--etcd-endpoints", f.etcd, "--clouds", f.cloudsFile)
+			out, err := exec.Command(bin, append([]string{"openstack"}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("bothnia openstack %v: %v\n%s", args, err, out)
+			}
+			return string(out)
+		}
+		knox.port(t, f.ctx, "knox-vm3", "knox-c2", "10.101.128.12")
+		if out := run("import", "--yes"); !strings.Contains(out, "+ port mgmt/knox-vm3") || !strings.Contains(out, "not mapped: cloud knox: port knox-unbooted") {
+			t.Errorf("import --yes printed:\n%s", out)
+		}
+		if out := run("import"); !strings.Contains(out, "no changes") {
+			t.Errorf("a second import printed:\n%s", out)
+		}
+		if out := run("sync", "--once"); !strings.Contains(out, "add-addresses site epouta: bothnia-mosler: 10.101.128.12/32") {
+			t.Errorf("sync --once printed:\n%s", out)
+		}
+		if out := run("sync", "--once", "--address-groups-enforced"); strings.TrimSpace(out) != "no changes: every foreign cloud's address groups are in step" {
+			t.Errorf("a second sync --once printed:\n%s", out)
+		}
+		if out := run("plan"); !strings.Contains(out, "no changes") {
+			t.Errorf("plan after apply printed:\n%s", out)
 		}
 	})
 

@@ -32,7 +32,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
-		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd())
+		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd())
 	root.Version = version()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bothnia:", err)

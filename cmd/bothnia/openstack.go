@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/bothnia/bothnia/openstack"
+	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/store"
+)
+
+// osFlags are the flags of every openstack subcommand: the store and
+// where the clouds are described.
+type osFlags struct {
+	sf     storeFlags
+	opts   openstack.Options
+	output string
+}
+
+func (f *osFlags) add(c *cobra.Command) {
+	f.sf.add(c)
+	c.Flags().StringVar(&f.opts.CloudsFile, "clouds", "", "clouds.yaml naming each site's cloud (default: the standard search: $OS_CLIENT_CONFIG_FILE, ./, ~/.config/openstack/, /etc/openstack/)")
+	c.Flags().DurationVar(&f.opts.Timeout, "timeout", 30*time.Second, "bound on each request to a cloud")
+	outputFlag(c, &f.output)
+}
+
+// connect opens the store, reads the fabric from it and connects every
+// site's cloud.
+func (f *osFlags) connect(ctx context.Context) (*clientv3.Client, *spec.Spec, map[string]*openstack.Cloud, error) {
+	cli, err := store.Connect(f.sf.c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	objs, _, err := store.Load(ctx, cli)
+	if err != nil {
+		cli.Close()
+		return nil, nil, nil, err
+	}
+	s, _, err := store.Assemble(objs)
+	if err != nil {
+		cli.Close()
+		return nil, nil, nil, err
+	}
+	clouds, err := openstack.ConnectSites(ctx, s, f.opts)
+	if err != nil {
+		cli.Close()
+		return nil, nil, nil, err
+	}
+	return cli, s, clouds, nil
+}
+
+func openstackCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "openstack",
+		Short: "Read the VMs from both clouds' Neutron, set their subnets, mirror remote groups into a foreign cloud",
+		Long: `The sites are OpenStack clouds: each site names its cloud (sites.<site>.cloud,
+an entry of clouds.yaml; credentials as the openstack CLI reads them).
+
+  import    map every cloud's ports and security groups into the store
+  watch     keep the store in step with the clouds (polls revision numbers)
+  plan      show how each cloud's subnet differs from its site's half
+  apply     make it so (the seed's "neutron subnet-update", idempotent)
+  sync      keep a foreign cloud's address groups holding the other sites'
+            members of its remote groups, so stock Neutron admits them
+
+A managed site (bothnia's agents on its nodes) takes its security group
+rules from its cloud; a foreign site (mode: foreign, only an API account)
+gives membership only: its own Neutron filters its ports.`,
+	}
+	c.AddCommand(osImportCmd(), osWatchCmd(), osPlanCmd(false), osPlanCmd(true), osSyncCmd())
+	return c
+}
+
+func osImportCmd() *cobra.Command {
+	var f osFlags
+	var yes bool
+	c := &cobra.Command{
+		Use:   "import",
+		Short: "Map every cloud's ports and security groups into the store (a diff first; --yes writes)",
+		Long: `Import reads networks, subnets, ports and security groups from every
+site's cloud and maps them into the fabric: a network by its VLAN (the
+fabric network's segment), a port's node by its binding host, its tap by
+its UUID as Nova names it. A site's VMs come from its cloud alone. Every
+port it cannot map is listed with the reason (not bound yet, a host that is
+no node of the site, no address in the fabric, a group name two groups
+share); the rest is written. Importing twice changes nothing.`,
+		Example: "  bothnia openstack import --clouds /etc/bothnia/clouds.yaml\n  bothnia openstack import --yes -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+			defer cancel()
+			cli, _, clouds, err := f.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			invs, err := openstack.ReadAll(ctx, clouds)
+			if err != nil {
+				return err
+			}
+			rep, err := openstack.Import(ctx, cli, invs, yes)
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), f.output, rep, func() error { return printImport(cmd.OutOrStdout(), rep, yes) })
+		},
+	}
+	f.add(c)
+	c.Flags().BoolVar(&yes, "yes", false, "write the changes")
+	return c
+}
+
+func printImport(w io.Writer, rep *openstack.Report, yes bool) error {
+	for _, ch := range rep.Changes {
+		fmt.Fprintln(w, ch)
+	}
+	for _, u := range rep.Unmapped {
+		fmt.Fprintln(w, "not mapped:", u)
+	}
+	switch {
+	case len(rep.Changes) == 0:
+		fmt.Fprintln(w, "no changes: the store already holds what the clouds say")
+	case yes:
+		fmt.Fprintf(w, "%s: written at revision %d\n", store.Summary(rep.Changes), rep.Revision)
+	default:
+		fmt.Fprintf(w, "%s; run again with --yes to write them\n", store.Summary(rep.Changes))
+	}
+	return nil
+}
+
+func osWatchCmd() *cobra.Command {
+	var f osFlags
+	var interval time.Duration
+	c := &cobra.Command{
+		Use:   "watch",
+		Short: "Keep the store in step with the clouds: a VM booted in either cloud reaches the agents",
+		Long: `Watch polls every cloud's revision numbers (ports, networks, subnets,
+groups) every --interval and imports when any moved. A cloud that cannot be
+read is retried with backoff, and nothing is written meanwhile: a half-read
+cloud would remove the ports it missed. Run one watch per deployment (a
+second one only repeats the first's writes).`,
+		Example: "  bothnia openstack watch --interval 5s",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cli, _, clouds, err := f.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			out := cmd.OutOrStdout()
+			return openstack.Watch(ctx, cli, clouds, interval, func(rep *openstack.Report) {
+				if len(rep.Changes) > 0 {
+					_ = emit(out, f.output, rep, func() error { return printImport(out, rep, true) })
+				}
+			})
+		},
+	}
+	f.add(c)
+	c.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to poll the clouds")
+	return c
+}
+
+func osPlanCmd(apply bool) *cobra.Command {
+	var f osFlags
+	use, short := "plan", "Show how each cloud's subnet differs from its site's half of the fabric"
+	if apply {
+		use, short = "apply", "Set each cloud's subnet to its site's half: pools, DNS, gateway, DHCP (idempotent)"
+	}
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long: `The seed's manual "neutron subnet-update", derived from the fabric: each
+site's subnet allocates from that site's pools only (the two clouds never
+hand out one address twice), names the fabric's DNS server and the router
+as gateway, and has DHCP off where bothnia serves it (a managed site) and
+on where the site's own Neutron does (a foreign site). plan prints the
+difference; apply writes it and prints what it wrote; a second apply
+writes nothing.`,
+		Example: "  bothnia openstack plan\n  bothnia openstack apply",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+			defer cancel()
+			cli, s, clouds, err := f.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			invs, err := openstack.ReadAll(ctx, clouds)
+			if err != nil {
+				return err
+			}
+			changes, err := openstack.PlanSubnets(s, invs)
+			if err != nil {
+				return err
+			}
+			if apply {
+				if err := openstack.ApplySubnets(ctx, clouds, changes); err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			return emit(out, f.output, changes, func() error {
+				for _, ch := range changes {
+					fmt.Fprintln(out, ch)
+				}
+				switch {
+				case len(changes) == 0:
+					fmt.Fprintln(out, "no changes: every cloud's subnet matches its site")
+				case apply:
+					fmt.Fprintf(out, "%d subnets updated\n", len(changes))
+				default:
+					fmt.Fprintf(out, "%d subnets to update; run bothnia openstack apply\n", len(changes))
+				}
+				return nil
+			})
+		},
+	}
+	f.add(c)
+	return c
+}
+
+func osSyncCmd() *cobra.Command {
+	var f osFlags
+	var once, enforced bool
+	var interval time.Duration
+	c := &cobra.Command{
+		Use:   "sync",
+		Short: "Keep each foreign cloud's address groups holding the other sites' members of its remote groups",
+		Long: `A foreign site's Neutron knows its own ports only: its rule "ingress from
+members of mosler" admits ePouta's members, not Knox's. For every group a
+foreign cloud's rules use as a remote group, sync keeps an address group
+bothnia-<group> in that cloud holding the group's members at the other
+sites (fixed IPs and allowed address pairs, from the store), and beside
+each such rule a mirror naming the address group. A port that goes leaves
+the address group on the next round. Only bothnia-<group> address groups
+and rules described "bothnia-mirror of rule ..." are ever changed.
+
+Neutron's iptables firewall driver ignored remote address groups until bug
+2058138 was fixed; the API does not say which release a cloud runs, so
+sync warns unless --address-groups-enforced says the cloud's operator
+confirmed it.`,
+		Example: "  bothnia openstack sync --once\n  bothnia openstack sync --interval 10s --address-groups-enforced",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cli, _, clouds, err := f.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			out := cmd.OutOrStdout()
+			warned := false
+			for {
+				done, err := syncOnce(ctx, cli, clouds)
+				if !warned && !enforced {
+					for sn := range done {
+						fmt.Fprintf(cmd.ErrOrStderr(), "warning: site %s: Neutron's iptables firewall driver ignored remote address groups until bug 2058138 was fixed; confirm the cloud runs a release with the fix (then pass --address-groups-enforced)\n", sn)
+					}
+					warned = true
+				}
+				var all []openstack.SyncAction
+				for _, acts := range done {
+					all = append(all, acts...)
+				}
+				if e := emit(out, f.output, all, func() error {
+					for _, a := range all {
+						fmt.Fprintln(out, a)
+					}
+					if once && len(all) == 0 {
+						fmt.Fprintln(out, "no changes: every foreign cloud's address groups are in step")
+					}
+					return nil
+				}); e != nil {
+					return e
+				}
+				if err != nil || once {
+					return err
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	f.add(c)
+	c.Flags().BoolVar(&once, "once", false, "one round, then exit (a second run is a no-op)")
+	c.Flags().BoolVar(&enforced, "address-groups-enforced", false, "the foreign clouds' Neutron enforces remote address groups (bug 2058138 fixed): no warning")
+	c.Flags().DurationVar(&interval, "interval", 10*time.Second, "time between rounds without --once")
+	return c
+}
+
+// syncOnce runs one sync round for every foreign site with a cloud, from
+// the fabric as the store holds it now.
+func syncOnce(ctx context.Context, cli *clientv3.Client, clouds map[string]*openstack.Cloud) (map[string][]openstack.SyncAction, error) {
+	objs, _, err := store.Load(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := store.Assemble(objs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]openstack.SyncAction{}
+	for _, sn := range s.SiteNames() {
+		c := clouds[sn]
+		if c == nil || !s.Sites[sn].Foreign() {
+			continue
+		}
+		inv, err := openstack.Read(ctx, c)
+		if err != nil {
+			return out, err
+		}
+		done, err := openstack.ApplySync(ctx, c, openstack.PlanSync(s, sn, inv))
+		out[sn] = done
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
