@@ -93,9 +93,9 @@ type fixture struct {
 	ctx        context.Context
 	etcd       string // client URL
 	cloudsFile string
-	clouds map[string]*Cloud
-	seeds  map[string]*cloudSeed
-	cli    *clientv3.Client
+	clouds     map[string]*Cloud
+	seeds      map[string]*cloudSeed
+	cli        *clientv3.Client
 }
 
 func newFixture(t *testing.T) *fixture {
