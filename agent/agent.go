@@ -42,6 +42,10 @@ type Config struct {
 	Log    *slog.Logger
 	// Registry takes the metrics (nil: a registry of the agent's own).
 	Registry *prometheus.Registry
+	// StandIn converges a foreign site's node as that site's own cloud
+	// would (plain bridges, Neutron's iptables layout): the lab's stand-in
+	// for a cloud bothnia does not run. Without it a foreign node is refused.
+	StandIn bool
 }
 
 // Agent is one node's agent.
@@ -77,7 +81,7 @@ func New(cfg Config) *Agent {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target}, log: cfg.Log.With("node", cfg.Node)}
+	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target, StandIn: cfg.StandIn}, log: cfg.Log.With("node", cfg.Node)}
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
 	a.status.Node = cfg.Node

@@ -63,8 +63,13 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	}
 	var agents []service
 	for _, st := range fab.Nodes {
-		agents = append(agents, service{name: "agent-" + st.Name, ns: l.NodeNS(st.Name), args: []string{"agent", "--node", st.Name,
-			"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", "2s", "--debug"}, netOnly: true})
+		args := []string{"agent", "--node", st.Name,
+			"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", "2s", "--debug"}
+		if st.Plan.Foreign {
+			// Standing in for the foreign cloud's own Neutron agent.
+			args = append(args, "--foreign-stand-in")
+		}
+		agents = append(agents, service{name: "agent-" + st.Name, ns: l.NodeNS(st.Name), args: args, netOnly: true})
 	}
 	started, err := l.startServices(agents)
 	changes = append(changes, started...)

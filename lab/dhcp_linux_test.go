@@ -38,17 +38,6 @@ func logHas(t *testing.T, path string, parts ...string) bool {
 	return false
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // Real busybox udhcpc clients against both sites' servers.
 func TestDHCPRealClients(t *testing.T) {
 	s, err := spec.Parse([]byte(twoNodes))
@@ -162,11 +151,11 @@ func TestDHCPRealClients(t *testing.T) {
 				return strings.Contains(string(b), "event="+ev)
 			}
 		}
-		waitFor(t, "bound", leaseEvent("bound"))
+		waitFor(t, 5*time.Second, "bound", leaseEvent("bound"))
 		_ = cmd.Process.Signal(syscall.SIGUSR1) // renew now
-		waitFor(t, "renew", leaseEvent("renew"))
+		waitFor(t, 5*time.Second, "renew", leaseEvent("renew"))
 		_ = cmd.Process.Signal(syscall.SIGUSR2) // release
-		waitFor(t, "release in the server's log", func() bool { return logHas(t, knoxLog, "msg=release", "mac=fa:16:3e:80:00:0a") })
+		waitFor(t, 5*time.Second, "release in the server's log", func() bool { return logHas(t, knoxLog, "msg=release", "mac=fa:16:3e:80:00:0a") })
 		if b, _ := os.ReadFile(lease); !strings.Contains(string(b), "ip=10.101.128.10") {
 			t.Errorf("renewed lease: %s", b)
 		}

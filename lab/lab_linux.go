@@ -71,7 +71,7 @@ func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
 		// The same seam a real host's apply and agent use, per node namespace.
 		var errs []error
 		for _, st := range fab.Nodes {
-			c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}}
+			c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}, StandIn: st.Plan.Foreign}
 			res, err := c.Converge(st)
 			c.Close()
 			rep.Changes = append(rep.Changes, res.Changes...)

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -295,12 +296,14 @@ func TestExampleLab(t *testing.T) {
 	mustCheck(t, l, s)
 }
 
-// The same lab and check with the iptables renderer.
+// The same lab and check with the iptables renderer, and the other shape:
+// both sites managed, bothnia on every node.
 func TestExampleLabIPTables(t *testing.T) {
 	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	raw = bytes.Replace(raw, []byte("mode: foreign"), []byte("mode: managed"), 1)
 	raw = append(raw, []byte("\nfirewall: iptables\n")...)
 	s, err := spec.Parse(raw)
 	if err != nil {

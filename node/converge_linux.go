@@ -14,6 +14,10 @@ import (
 type Converger struct {
 	Target     dataplane.Target // where the node's root namespace is ("" HostNS: this process's)
 	NoFirewall bool             // links, routes and NAT only
+	// StandIn lets the lab build a foreign site's node as that site's own
+	// cloud would: plain learning bridges, and its security groups in
+	// Neutron's iptables layout. Anything else refuses a foreign node.
+	StandIn bool
 	fw         firewall.Programmer
 	renderer   string
 	last       *State
@@ -32,6 +36,9 @@ type Result struct {
 // exists only once the VM boots, and the firewall drops what it does not
 // know).
 func (c *Converger) Converge(st *State) (*Result, error) {
+	if st.Plan.Foreign && !c.StandIn {
+		return &Result{}, &ForeignError{Node: st.Name, Site: st.Plan.Site}
+	}
 	res, err := dataplane.Apply(&st.Plan, c.Target)
 	out := &Result{}
 	if res != nil {
@@ -44,14 +51,20 @@ func (c *Converger) Converge(st *State) (*Result, error) {
 	if c.NoFirewall {
 		return out, nil
 	}
-	if c.fw == nil || c.renderer != st.Renderer {
+	renderer := st.Renderer
+	if st.Plan.Foreign {
+		// The foreign cloud's Neutron filters its ports with its own
+		// iptables driver: the stand-in renders that layout.
+		renderer = "iptables"
+	}
+	if c.fw == nil || c.renderer != renderer {
 		if c.fw != nil {
 			c.fw.Close()
 		}
-		if c.fw, err = firewall.NewProgrammer(st.Renderer, c.Target.HostNS); err != nil {
+		if c.fw, err = firewall.NewProgrammer(renderer, c.Target.HostNS); err != nil {
 			return out, fmt.Errorf("node %s: firewall: %w", st.Name, err)
 		}
-		c.renderer = st.Renderer
+		c.renderer = renderer
 	}
 	ch, err := c.fw.Program(st.Firewall, st.Name)
 	out.Changes = append(out.Changes, c.where(ch)...)

@@ -26,6 +26,14 @@ type State struct {
 	Services []Service
 }
 
+// ForeignError refuses to converge a node of a foreign site: bothnia has
+// an API account there, not its hosts.
+type ForeignError struct{ Node, Site string }
+
+func (e *ForeignError) Error() string {
+	return fmt.Sprintf("node %s is at foreign site %s: bothnia never programs its hosts (its own cloud's Neutron does); run agents and apply on managed sites' nodes only", e.Node, e.Site)
+}
+
 // Service is a DHCP or DNS server a node runs in one of its namespaces.
 type Service struct {
 	Kind      string // dhcp or dns

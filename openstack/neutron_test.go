@@ -2,7 +2,6 @@ package openstack
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,12 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/portsbinding"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/provider"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/addressgroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,64 +22,18 @@ import (
 	"github.com/bothnia/bothnia/store"
 )
 
-// cloudSeed is what a test creates in one cloud: the fabric's network on
-// VLAN 1203, its subnet, and the mosler group admitting TCP 7000 from its
-// own members.
 type cloudSeed struct {
-	c      *Cloud
-	net    string
-	subnet string
-	mosler string
-}
-
-func seedCloud(t *testing.T, ctx context.Context, c *Cloud) *cloudSeed {
-	t.Helper()
-	pid := neutrontest.ProjectID
-	n, err := networks.Create(ctx, c.Network, provider.CreateOptsExt{
-		CreateOptsBuilder: networks.CreateOpts{Name: "mosler-mgmt-net", ProjectID: pid},
-		Segments:          []provider.Segment{{NetworkType: "vlan", PhysicalNetwork: "physnet1", SegmentationID: 1203}},
-	}).Extract()
-	if err != nil {
-		t.Fatalf("%s: create network: %v", c.Name, err)
-	}
-	gw := "10.101.0.1"
-	sub, err := subnets.Create(ctx, c.Network, subnets.CreateOpts{
-		NetworkID: n.ID, Name: "mosler-subnet", CIDR: "10.101.0.0/16", IPVersion: 4, GatewayIP: &gw, ProjectID: pid,
-		AllocationPools: []subnets.AllocationPool{{Start: "10.101.0.2", End: "10.101.127.255"}},
-	}).Extract()
-	if err != nil {
-		t.Fatalf("%s: create subnet: %v", c.Name, err)
-	}
-	g, err := groups.Create(ctx, c.Network, groups.CreateOpts{Name: "mosler", ProjectID: pid}).Extract()
-	if err != nil {
-		t.Fatalf("%s: create group: %v", c.Name, err)
-	}
-	for _, r := range []rules.CreateOpts{
-		{Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortRangeMin: 7000, PortRangeMax: 7000, RemoteGroupID: g.ID},
-		{Direction: "ingress", EtherType: "IPv4", Protocol: "icmp", RemoteIPPrefix: "10.101.0.0/16"},
-	} {
-		r.SecGroupID, r.ProjectID = g.ID, pid
-		if _, err := rules.Create(ctx, c.Network, r).Extract(); err != nil {
-			t.Fatalf("%s: create rule: %v", c.Name, err)
-		}
-	}
-	return &cloudSeed{c: c, net: n.ID, subnet: sub.ID, mosler: g.ID}
+	*neutrontest.Seeded
+	c *Cloud
 }
 
 func (cs *cloudSeed) port(t *testing.T, ctx context.Context, name, host, ip string) string {
 	t.Helper()
-	p, err := ports.Create(ctx, cs.c.Network, portsbinding.CreateOptsExt{
-		CreateOptsBuilder: ports.CreateOpts{
-			NetworkID: cs.net, Name: name, ProjectID: neutrontest.ProjectID, DeviceOwner: "compute:nova",
-			FixedIPs:       []ports.IP{{SubnetID: cs.subnet, IPAddress: ip}},
-			SecurityGroups: &[]string{cs.mosler},
-		},
-		HostID: host,
-	}).Extract()
+	id, err := cs.Port(ctx, name, host, ip)
 	if err != nil {
-		t.Fatalf("%s: create port %s: %v", cs.c.Name, name, err)
+		t.Fatalf("%s: %v", cs.c.Name, err)
 	}
-	return p.ID
+	return id
 }
 
 // fixture is two real Neutron servers standing for Knox (managed) and
@@ -103,13 +52,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(cancel)
 	servers := neutrontest.Start(t, "knox", "epouta")
 	dir := t.TempDir()
-	var yml strings.Builder
-	yml.WriteString("clouds:\n")
-	for name, srv := range servers {
-		fmt.Fprintf(&yml, "  %s:\n    auth_type: none\n    auth: {endpoint: %q, project_id: %s}\n", name, srv.Endpoint, neutrontest.ProjectID)
-	}
-	cloudsFile := filepath.Join(dir, "clouds.yaml")
-	if err := os.WriteFile(cloudsFile, []byte(yml.String()), 0o600); err != nil {
+	cloudsFile, err := neutrontest.CloudsYAML(dir, servers)
+	if err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
@@ -144,7 +88,11 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{ctx: ctx, etcd: srv.ClientURL, cloudsFile: cloudsFile, clouds: clouds, seeds: map[string]*cloudSeed{}, cli: cli}
 	for sn, c := range clouds {
-		f.seeds[sn] = seedCloud(t, ctx, c)
+		sd, err := neutrontest.Seed(ctx, c.Network)
+		if err != nil {
+			t.Fatalf("%s: %v", sn, err)
+		}
+		f.seeds[sn] = &cloudSeed{sd, c}
 	}
 	return f
 }
@@ -268,7 +216,7 @@ func TestNeutron(t *testing.T) {
 		if err := ApplySubnets(f.ctx, f.clouds, changes); err != nil {
 			t.Fatal(err)
 		}
-		sub, err := subnets.Get(f.ctx, f.clouds["knox"].Network, knox.subnet).Extract()
+		sub, err := subnets.Get(f.ctx, f.clouds["knox"].Network, knox.Subnet).Extract()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +224,7 @@ func TestNeutron(t *testing.T) {
 			!slices.Equal(sub.DNSNameservers, []string{"10.101.128.0"}) {
 			t.Errorf("knox's subnet after apply: dhcp %t pools %v dns %v", sub.EnableDHCP, sub.AllocationPools, sub.DNSNameservers)
 		}
-		sub, err = subnets.Get(f.ctx, f.clouds["epouta"].Network, epouta.subnet).Extract()
+		sub, err = subnets.Get(f.ctx, f.clouds["epouta"].Network, epouta.Subnet).Extract()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +253,7 @@ func TestNeutron(t *testing.T) {
 		if !slices.Equal(ag.Addresses, []string{"10.101.128.10/32"}) {
 			t.Errorf("address group holds %v, want Knox's member 10.101.128.10/32", ag.Addresses)
 		}
-		g, err := groups.Get(f.ctx, f.clouds["epouta"].Network, epouta.mosler).Extract()
+		g, err := groups.Get(f.ctx, f.clouds["epouta"].Network, epouta.Mosler).Extract()
 		if err != nil {
 			t.Fatal(err)
 		}

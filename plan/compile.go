@@ -39,7 +39,7 @@ func Compile(s *spec.Spec) (*Plan, error) {
 	for _, sn := range s.SiteNames() {
 		for _, n := range s.Sites[sn].Nodes {
 			b.nodes[n.Name] = &Node{
-				Name: n.Name, Site: sn, Underlay: n.Underlay,
+				Name: n.Name, Site: sn, Underlay: n.Underlay, Foreign: s.Sites[sn].Foreign(),
 				Namespaces: []Namespace{{Name: HostNS, Role: RoleHost}},
 			}
 		}
@@ -151,18 +151,21 @@ func (b *builder) network(n *spec.Network) error {
 	}
 	for name := range nodes {
 		host := b.nodes[name].Namespace(HostNS)
-		host.Links = append(host.Links, Link{
-			Name: br, Kind: Bridge, MAC: BridgeMAC(netID, name), MTU: b.mtu, AgeingCentis: DefaultAgeingCentis,
-			Neigh: remoteNeighbours(name, members),
-		})
+		bridge := Link{Name: br, Kind: Bridge, MAC: BridgeMAC(netID, name), MTU: b.mtu, AgeingCentis: DefaultAgeingCentis}
 		up := b.uplink(n, name, br, nodes, members)
-		for _, m := range members {
-			if m.node != name {
-				up.Static = append(up.Static, m.mac)
+		if b.nodes[name].Foreign {
+			// As the site's Neutron wires it: ARP and ND cross the link.
+			up.NeighSuppress = false
+		} else {
+			bridge.Neigh = remoteNeighbours(name, members)
+			for _, m := range members {
+				if m.node != name {
+					up.Static = append(up.Static, m.mac)
+				}
 			}
+			sort.Strings(up.Static)
 		}
-		sort.Strings(up.Static)
-		host.Links = append(host.Links, up)
+		host.Links = append(host.Links, bridge, up)
 	}
 	return nil
 }

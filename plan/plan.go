@@ -20,6 +20,11 @@ type Node struct {
 	Name     string
 	Site     string
 	Underlay string
+	// Foreign marks a node of a foreign site: bothnia never converges it.
+	// Its plan is the wiring its own cloud's Neutron gives it (a learning
+	// bridge on the link, no neighbour suppression), which only the lab
+	// builds, standing in for that cloud.
+	Foreign bool
 	// Namespaces come host first, then by name. The host namespace is
 	// the root namespace on a real host and a per-node namespace in the lab.
 	Namespaces []Namespace
@@ -179,7 +184,11 @@ func (p *Plan) String() string {
 
 func (n *Node) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node %s site %s underlay %s\n", n.Name, n.Site, n.Underlay)
+	fmt.Fprintf(&b, "node %s site %s underlay %s", n.Name, n.Site, n.Underlay)
+	if n.Foreign {
+		b.WriteString(" foreign")
+	}
+	b.WriteByte('\n')
 	for _, ns := range n.Namespaces {
 		name := ns.Name
 		if name == HostNS {

@@ -158,7 +158,11 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 		if to.vm.Node == from.vm.Node {
 			add("bridge", fmt.Sprintf("%s on %s: %s is a local port", br, from.vm.Node, to.vm.Name), "forward")
 		} else {
-			add("bridge", fmt.Sprintf("%s on %s: fdb %s on the uplink (static, from the spec)", br, from.vm.Node, strings.ToLower(to.vm.MAC)), "forward")
+			how := "static, from the spec"
+			if s.ForeignNode(from.vm.Node) {
+				how = "learned: a foreign site's bridge, wired by its own cloud"
+			}
+			add("bridge", fmt.Sprintf("%s on %s: fdb %s on the uplink (%s)", br, from.vm.Node, strings.ToLower(to.vm.MAC), how), "forward")
 			add("uplink", uplink(s, from.net, srcNode, p.Node(to.vm.Node)), "carried")
 			add("bridge", fmt.Sprintf("%s on %s: %s is a local port", br, to.vm.Node, to.vm.Name), "forward")
 		}

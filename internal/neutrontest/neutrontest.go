@@ -19,6 +19,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/portsbinding"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/provider"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
 )
 
 // Cloud is one running neutron-server.
@@ -267,4 +276,76 @@ func readTail(path string) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// Seeded is what Seed creates in a cloud: the fabric's network on VLAN
+// 1203 (physnet1), its 10.101.0.0/16 subnet, and the security group
+// mosler admitting TCP 7000 from its own members and ICMP from the fabric.
+type Seeded struct {
+	Client  *gophercloud.ServiceClient
+	Network string
+	Subnet  string
+	Mosler  string
+}
+
+// Seed creates the fabric's objects in one cloud, as its operator would.
+func Seed(ctx context.Context, c *gophercloud.ServiceClient) (*Seeded, error) {
+	n, err := networks.Create(ctx, c, provider.CreateOptsExt{
+		CreateOptsBuilder: networks.CreateOpts{Name: "mosler-mgmt-net", ProjectID: ProjectID},
+		Segments:          []provider.Segment{{NetworkType: "vlan", PhysicalNetwork: "physnet1", SegmentationID: 1203}},
+	}).Extract()
+	if err != nil {
+		return nil, fmt.Errorf("create network: %w", err)
+	}
+	gw := "10.101.0.1"
+	sub, err := subnets.Create(ctx, c, subnets.CreateOpts{
+		NetworkID: n.ID, Name: "mosler-subnet", CIDR: "10.101.0.0/16", IPVersion: 4, GatewayIP: &gw, ProjectID: ProjectID,
+		AllocationPools: []subnets.AllocationPool{{Start: "10.101.0.2", End: "10.101.127.255"}},
+	}).Extract()
+	if err != nil {
+		return nil, fmt.Errorf("create subnet: %w", err)
+	}
+	g, err := groups.Create(ctx, c, groups.CreateOpts{Name: "mosler", ProjectID: ProjectID}).Extract()
+	if err != nil {
+		return nil, fmt.Errorf("create group: %w", err)
+	}
+	for _, r := range []rules.CreateOpts{
+		{Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortRangeMin: 7000, PortRangeMax: 7000, RemoteGroupID: g.ID},
+		{Direction: "ingress", EtherType: "IPv4", Protocol: "icmp", RemoteIPPrefix: "10.101.0.0/16"},
+	} {
+		r.SecGroupID, r.ProjectID = g.ID, ProjectID
+		if _, err := rules.Create(ctx, c, r).Extract(); err != nil {
+			return nil, fmt.Errorf("create rule: %w", err)
+		}
+	}
+	return &Seeded{Client: c, Network: n.ID, Subnet: sub.ID, Mosler: g.ID}, nil
+}
+
+// Port creates a VM's port in mosler, bound to host ("" leaves it
+// unbound, as before Nova plugs it), and returns its UUID.
+func (s *Seeded) Port(ctx context.Context, name, host, ip string) (string, error) {
+	p, err := ports.Create(ctx, s.Client, portsbinding.CreateOptsExt{
+		CreateOptsBuilder: ports.CreateOpts{
+			NetworkID: s.Network, Name: name, ProjectID: ProjectID, DeviceOwner: "compute:nova",
+			FixedIPs:       []ports.IP{{SubnetID: s.Subnet, IPAddress: ip}},
+			SecurityGroups: &[]string{s.Mosler},
+		},
+		HostID: host,
+	}).Extract()
+	if err != nil {
+		return "", fmt.Errorf("create port %s: %w", name, err)
+	}
+	return p.ID, nil
+}
+
+// CloudsYAML writes a clouds.yaml naming each server (auth_type none) and
+// returns its path.
+func CloudsYAML(dir string, clouds map[string]*Cloud) (string, error) {
+	var b strings.Builder
+	b.WriteString("clouds:\n")
+	for name, c := range clouds {
+		fmt.Fprintf(&b, "  %s:\n    auth_type: none\n    auth: {endpoint: %q, project_id: %s}\n", name, c.Endpoint, ProjectID)
+	}
+	path := filepath.Join(dir, "clouds.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
 }
