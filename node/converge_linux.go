@@ -17,10 +17,10 @@ type Converger struct {
 	// StandIn lets the lab build a foreign site's node as that site's own
 	// cloud would: plain learning bridges, and its security groups in
 	// Neutron's iptables layout. Anything else refuses a foreign node.
-	StandIn bool
-	fw         firewall.Programmer
-	renderer   string
-	last       *State
+	StandIn  bool
+	fw       firewall.Programmer
+	renderer string
+	last     *State
 }
 
 // Result is what one Converge changed, and ports whose taps do not exist
