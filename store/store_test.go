@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,13 +149,20 @@ func TestPushThroughEtcd(t *testing.T) {
 // Three members, as between the sites (two at Knox, one at ePouta): one
 // lost, the store still takes writes and serves the watch of an agent.
 func TestThreeMemberClusterLosesOne(t *testing.T) {
+	// Six distinct ports: every listener stays open until all are picked,
+	// or the kernel may hand one port out twice.
 	var ports []int
+	var ls []net.Listener
 	for i := 0; i < 6; i++ {
-		p, err := freePort()
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports = append(ports, p)
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
 	}
 	names := []string{"knox-1", "knox-2", "epouta-1"}
 	var cluster []string
