@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -43,6 +44,9 @@ type Options struct {
 	CloudsFile string
 	// Timeout bounds each request (default 30 s).
 	Timeout time.Duration
+	// RetryBase is the first wait before retrying a 429 or 503 (default
+	// 500 ms; it doubles, five retries at most).
+	RetryBase time.Duration
 }
 
 // noauthEntry is what Connect reads itself from clouds.yaml: the keystone
@@ -64,6 +68,9 @@ func Connect(ctx context.Context, name string, o Options) (*Cloud, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
+	if o.RetryBase == 0 {
+		o.RetryBase = 500 * time.Millisecond
+	}
 	httpc := http.Client{Timeout: o.Timeout}
 	path, err := cloudsFile(o.CloudsFile)
 	if err != nil && name != "" {
@@ -81,7 +88,7 @@ func Connect(ctx context.Context, name string, o Options) (*Cloud, error) {
 				return nil, fmt.Errorf("cloud %s: %s: auth_type %s needs auth.endpoint (the Neutron API's URL)", name, path, e.AuthType)
 			}
 			pc := &gophercloud.ProviderClient{HTTPClient: httpc}
-			setRetries(pc)
+			setRetries(pc, o.RetryBase)
 			sc := &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: gophercloud.NormalizeURL(ep), ResourceBase: gophercloud.NormalizeURL(ep) + "v2.0/"}
 			return &Cloud{Name: name, Network: sc, ProjectID: e.Auth.ProjectID}, nil
 		}
@@ -113,7 +120,7 @@ func Connect(ctx context.Context, name string, o Options) (*Cloud, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud %s: authenticate at %s: %w", name, ao.IdentityEndpoint, describe(err))
 	}
-	setRetries(pc)
+	setRetries(pc, o.RetryBase)
 	sc, err := openstack.NewNetworkV2(pc, eo)
 	if err != nil {
 		return nil, fmt.Errorf("cloud %s: no network endpoint in the catalog: %w", name, err)
@@ -121,19 +128,42 @@ func Connect(ctx context.Context, name string, o Options) (*Cloud, error) {
 	return &Cloud{Name: name, Network: sc, ProjectID: ao.TenantID}, nil
 }
 
-// setRetries makes the client retry what a busy cloud answers with 429 or
-// 503: at most five times, backing off from half a second with jitter.
-func setRetries(pc *gophercloud.ProviderClient) {
-	pc.MaxBackoffRetries = 5
-	pc.RetryBackoffFunc = func(ctx context.Context, _ *gophercloud.ErrUnexpectedResponseCode, err error, retries uint) error {
-		d := time.Duration(500<<retries)*time.Millisecond + rand.N(250*time.Millisecond)
+// setRetries makes the client retry what a busy cloud answers with 429
+// (any request) or 502/503/504 and failed connections (reads only: a write
+// may have landed): at most five times, backing off from base, doubling,
+// with jitter. Then the error is returned as it came.
+func setRetries(pc *gophercloud.ProviderClient, base time.Duration) {
+	const retries = 5
+	wait := func(ctx context.Context, n uint) bool {
 		select {
 		case <-ctx.Done():
-			return err
-		case <-time.After(d):
-			return nil
+			return false
+		case <-time.After(base<<(n-1) + rand.N(base/2)):
+			return true
 		}
 	}
+	pc.MaxBackoffRetries = retries
+	pc.RetryBackoffFunc = func(ctx context.Context, _ *gophercloud.ErrUnexpectedResponseCode, err error, n uint) error {
+		if !wait(ctx, n) {
+			return err
+		}
+		return nil
+	}
+	pc.RetryFunc = func(ctx context.Context, method, _ string, _ *gophercloud.RequestOpts, err error, n uint) error {
+		if method != http.MethodGet || n > retries || !transient(err) || !wait(ctx, n) {
+			return err
+		}
+		return nil
+	}
+}
+
+func transient(err error) bool {
+	var code gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &code) {
+		return code.Actual == http.StatusBadGateway || code.Actual == http.StatusServiceUnavailable || code.Actual == http.StatusGatewayTimeout
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 func cloudsFile(explicit string) (string, error) {
