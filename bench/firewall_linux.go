@@ -15,8 +15,9 @@ import (
 	"github.com/bothnia/bothnia/spec"
 )
 
-// fabric is a synthetic node with n secured ports in one group whose rules
-// look like the example's (a prefix rule, a remote-group rule, ICMP, SSH).
+// fabric is a synthetic node with n secured ports in one group with the
+// rules peers/neutron_fw.py gives Neutron's driver: ICMP and all TCP from
+// the fabric, anything from the group's members, IPv4 egress.
 func fabric(n int) (*firewall.Fabric, error) {
 	s := &spec.Spec{
 		Fabric: spec.Fabric{Name: "bench", CIDR: "10.101.0.0/16"},
@@ -25,11 +26,11 @@ func fabric(n int) (*firewall.Fabric, error) {
 				Nodes: []*spec.Node{{Name: "n1", Role: "compute", Underlay: "172.30.0.1"}}},
 		},
 		Link: spec.Link{Mode: "vxlan"},
-		SecurityGroups: []*spec.SecurityGroup{{Name: "web", Rules: []*spec.SGRule{
+		SecurityGroups: []*spec.SecurityGroup{{Name: "web", NoDefaultEgress: true, Rules: []*spec.SGRule{
 			{Direction: "ingress", Protocol: "icmp", RemoteIPPrefix: "10.101.0.0/16"},
-			{Direction: "ingress", Protocol: "tcp", PortRange: "22", RemoteIPPrefix: "10.101.0.0/16"},
-			{Direction: "ingress", Protocol: "tcp", PortRange: "7000", RemoteGroup: "web"},
-			{Direction: "ingress", Protocol: "udp", PortRange: "5000-5100", RemoteGroup: "web"},
+			{Direction: "ingress", Protocol: "tcp", PortRange: "1-65535", RemoteIPPrefix: "10.101.0.0/16"},
+			{Direction: "ingress", RemoteGroup: "web"},
+			{Direction: "egress"},
 		}}},
 	}
 	nw := &spec.Network{Name: "net", Segment: 100}
@@ -58,10 +59,20 @@ func median(ds []time.Duration) time.Duration {
 }
 
 // Firewall prints, per size, the initial programming and the cost of
-// adding one port with nftables (incremental), iptables-restore --noflush
-// (diff) and a full iptables-restore of the Neutron layout.
-func Firewall(w io.Writer, prefix string, sizes []int, repeat int, withIPTables bool) error {
-	fmt.Fprintf(w, "%-7s %-22s %12s %12s %12s\n", "ports", "measure", "nftables", "ipt-diff", "ipt-full")
+// adding one port, timed the same way for every renderer: the node's whole
+// firewall re-rendered and the difference written (what an agent does on
+// every change). Beside them: a full iptables-restore of the Neutron
+// layout, and Neutron's own IptablesFirewallDriver (python3-neutron, run
+// by peers/neutron_fw.py in a namespace of its own) up to neutronMax ports.
+func Firewall(w io.Writer, prefix string, sizes []int, repeat int, withIPTables bool, neutronMax int) error {
+	var peer map[int]neutronResult
+	if neutronMax > 0 {
+		var err error
+		if peer, err = runNeutron(prefix, sizes, neutronMax); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "%-7s %-24s %12s %12s %12s %12s\n", "ports", "measure", "nftables", "ipt-diff", "ipt-full", "neutron")
 	for _, n := range sizes {
 		small, err := fabric(n)
 		if err != nil {
@@ -71,13 +82,7 @@ func Firewall(w io.Writer, prefix string, sizes []int, repeat int, withIPTables 
 		if err != nil {
 			return err
 		}
-		var extra *firewall.Port
-		for i := range big.Ports {
-			if small.Port(big.Ports[i].VM) == nil {
-				extra = &big.Ports[i]
-			}
-		}
-		r, err := measure(prefix, small, big, extra, repeat, withIPTables)
+		r, err := measure(prefix, small, big, repeat, withIPTables)
 		if err != nil {
 			return fmt.Errorf("%d ports: %w", n, err)
 		}
@@ -87,19 +92,30 @@ func Firewall(w io.Writer, prefix string, sizes []int, repeat int, withIPTables 
 			}
 			return d.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "initial programming", r.nftInit.Round(time.Microsecond), ipt(r.iptInit), "-")
-		fmt.Fprintf(w, "%-7d %-22s %12s %12s %12s\n", n, "add one port", r.nftAdd.Round(time.Microsecond), ipt(r.iptDiff), ipt(r.iptFull))
-		if withIPTables {
-			fmt.Fprintf(w, "%-7d %-22s %12s %11.0fx %11.0fx\n", n, "ratio to nftables add", "1x",
-				float64(r.iptDiff)/float64(r.nftAdd), float64(r.iptFull)/float64(r.nftAdd))
+		nr, haveNeutron := peer[n]
+		neu := func(d time.Duration) string {
+			if !haveNeutron {
+				return "-"
+			}
+			return d.Round(time.Millisecond).String()
 		}
+		ratio := func(peer, ours time.Duration, ok bool) string {
+			if !ok || peer <= 0 || ours <= 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1fx", float64(peer)/float64(ours))
+		}
+		fmt.Fprintf(w, "%-7d %-24s %12s %12s %12s %12s\n", n, "initial programming", r.nftInit.Round(time.Microsecond), ipt(r.iptInit), "-", neu(nr.initial))
+		fmt.Fprintf(w, "%-7d %-24s %12s %12s %12s %12s\n", n, "  ratio to nftables", "1x", ratio(r.iptInit, r.nftInit, withIPTables), "-", ratio(nr.initial, r.nftInit, haveNeutron))
+		fmt.Fprintf(w, "%-7d %-24s %12s %12s %12s %12s\n", n, "add one port", r.nftAdd.Round(time.Microsecond), ipt(r.iptDiff), ipt(r.iptFull), neu(nr.add))
+		fmt.Fprintf(w, "%-7d %-24s %12s %12s %12s %12s\n", n, "  ratio to nftables", "1x", ratio(r.iptDiff, r.nftAdd, withIPTables), ratio(r.iptFull, r.nftAdd, withIPTables), ratio(nr.add, r.nftAdd, haveNeutron))
 	}
 	return nil
 }
 
 type result struct{ nftInit, nftAdd, iptInit, iptDiff, iptFull time.Duration }
 
-func measure(prefix string, small, big *firewall.Fabric, extra *firewall.Port, repeat int, withIPTables bool) (result, error) {
+func measure(prefix string, small, big *firewall.Fabric, repeat int, withIPTables bool) (result, error) {
 	var r result
 	ns := prefix + "-bench"
 	if _, err := namespace.Create(ns); err != nil {
@@ -119,11 +135,11 @@ func measure(prefix string, small, big *firewall.Fabric, extra *firewall.Port, r
 	var adds []time.Duration
 	for i := 0; i < repeat; i++ {
 		t0 := time.Now()
-		if _, err := x.AddPort(big, extra); err != nil {
+		if _, err := x.Program(big, "n1"); err != nil {
 			return r, err
 		}
 		adds = append(adds, time.Since(t0))
-		if _, err := x.RemovePort(big, extra); err != nil {
+		if _, err := x.Program(small, "n1"); err != nil {
 			return r, err
 		}
 	}

@@ -298,6 +298,39 @@ type batch struct {
 	addElems []func()
 	delCh    []func()
 	delSet   []func()
+
+	// The element runs being filled: consecutive elements of one set go
+	// in one message (a first programming of 10,000 ports is then a few
+	// hundred messages, not 100,000, each with its own acknowledgement).
+	addRun, delRun *elemRun
+}
+
+// elemRun is elements of one set written in one message.
+type elemRun struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+}
+
+// maxRunElems bounds a message's elements: the element list is one
+// netlink attribute, whose length is 16 bits.
+const maxRunElems = 256
+
+// appendRun adds elements to the open run of the set, or opens a new run
+// (queued as one operation on ops) when the set differs or the run is full.
+func (b *batch) appendRun(run **elemRun, ops *[]func(), ns *nftables.Set, els []nftables.SetElement, del bool) {
+	r := *run
+	if r == nil || r.set != ns || len(r.elems)+len(els) > maxRunElems {
+		r = &elemRun{set: ns}
+		*run = r
+		*ops = append(*ops, func() {
+			if del {
+				b.keep(b.c.SetDeleteElements(r.set, r.elems))
+			} else {
+				b.keep(b.c.SetAddElements(r.set, r.elems))
+			}
+		})
+	}
+	r.elems = append(r.elems, els...)
 }
 
 func (b *batch) emit() error {
@@ -330,11 +363,11 @@ func (b *batch) keep(err error) {
 
 // addElem queues adding an element; delElem queues removing one.
 func (b *batch) addElem(ns *nftables.Set, e Elem, s *Set) {
-	b.addElems = append(b.addElems, func() { b.keep(b.c.SetAddElements(ns, toElems(e, s))) })
+	b.appendRun(&b.addRun, &b.addElems, ns, toElems(e, s), false)
 }
 
 func (b *batch) delElem(ns *nftables.Set, e Elem, s *Set) {
-	b.delElems = append(b.delElems, func() { b.keep(b.c.SetDeleteElements(ns, toElems(e, s))) })
+	b.appendRun(&b.delRun, &b.delElems, ns, toElems(e, s), true)
 }
 
 // plan compares the dirty objects of one table and queues the writes.
@@ -429,6 +462,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		case wc != nil:
 			if hc != nil { // a base chain whose hook changed
 				old := nchain(t, hc)
+				b.delRun = nil
 				b.delElems = append(b.delElems, func() { b.c.FlushChain(old); b.c.DelChain(old) })
 			}
 			ch := nchain(t, wc)

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -317,9 +318,11 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // MAC parses a MAC string into bytes; the input must be valid.
 func MAC(s string) []byte {
-	var b [6]byte
-	fmt.Sscanf(s, "%02x:%02x:%02x:%02x:%02x:%02x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5])
-	return b[:]
+	b := make([]byte, 6)
+	if hw, err := net.ParseMAC(s); err == nil && len(hw) == 6 {
+		copy(b, hw)
+	}
+	return b
 }
 
 // Field is one part of a concatenated set key, loaded into consecutive

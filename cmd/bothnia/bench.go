@@ -18,27 +18,31 @@ func benchCmd() *cobra.Command {
 	var sizes string
 	var repeat int
 	var noIPT bool
+	var neutronMax int
 	fw := &cobra.Command{
 		Use:   "firewall",
-		Short: "Time initial programming and one-port changes: nftables vs iptables diff vs full iptables-restore",
+		Short: "Time initial programming and one-port changes: nftables, iptables, and Neutron's own driver",
 		Long: `Builds a node with N secured ports in a namespace of its own for each size,
 and prints in one run: the initial programming with each renderer, and the
-time to add one port with nftables (incremental, one transaction),
-iptables-restore --noflush of the changed chains, and a full
-iptables-restore of the Neutron layout; then the ratios. Each one-port time
-is the median of --repeat runs. Large sizes with iptables take minutes.`,
+time to add one port, timed the same way for both of bothnia's renderers
+(the node's firewall re-rendered and the difference written, as the agent
+does), a full iptables-restore of the Neutron layout, and Neutron's own
+IptablesFirewallDriver (python3-neutron) with the same rules, up to
+--neutron-max ports; then the ratios. Each one-port time of bothnia is the
+median of --repeat runs. Large sizes with iptables and Neutron take minutes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, err := ints(sizes)
 			if err != nil {
 				return err
 			}
-			return bench.Firewall(cmd.OutOrStdout(), "bnbench", ns, repeat, !noIPT)
+			return bench.Firewall(cmd.OutOrStdout(), "bnbench", ns, repeat, !noIPT, neutronMax)
 		},
 	}
 	fw.Flags().StringVar(&sizes, "sizes", "100,1000,3000,10000", "comma-separated port counts")
 	fw.Flags().IntVar(&repeat, "repeat", 5, "one-port changes per size (median printed)")
 	fw.Flags().BoolVar(&noIPT, "no-iptables", false, "measure nftables only")
+	fw.Flags().IntVar(&neutronMax, "neutron-max", 3000, "largest size Neutron's own driver is run at (0: not at all)")
 	c.AddCommand(fw)
 	var count, bulk int
 	pr := &cobra.Command{
