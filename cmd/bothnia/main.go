@@ -11,6 +11,14 @@ import (
 )
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "bothnia:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "bothnia",
 		Short: "One private L2 network across two clouds, from one fabric spec",
@@ -33,11 +41,10 @@ Start here:
 	}
 	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
 		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd())
+	completeFlags(root)
+	completeArgs(root)
 	root.Version = version()
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "bothnia:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 // commit is set at link time (-ldflags "-X main.commit=$(git rev-parse HEAD)")

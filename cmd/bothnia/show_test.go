@@ -83,3 +83,29 @@ func TestJSONOutputs(t *testing.T) {
 		t.Fatalf("-o xml: %v", err)
 	}
 }
+
+// Shell completion offers the spec's nodes for --node and its VMs and
+// endpoints for trace.
+func TestCompletion(t *testing.T) {
+	complete := func(args ...string) string {
+		t.Helper()
+		root := newRoot()
+		var out strings.Builder
+		root.SetOut(&out)
+		root.SetArgs(append([]string{"__complete"}, args...))
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	got := complete("apply", "../../examples/knox-epouta.yaml", "--node", "knox-c")
+	if !strings.Contains(got, "knox-ctl\nknox-c1\nknox-c2\n") || strings.Contains(got, "epouta") {
+		t.Errorf("--node knox-c completes to:\n%s", got)
+	}
+	got = complete("trace", "--spec", "../../examples/knox-epouta.yaml", "knox-vm1", "")
+	for _, want := range []string{"epouta-vm2", "uu-proxy", "not-allowlisted"} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("trace's second argument lacks %s:\n%s", want, got)
+		}
+	}
+}
