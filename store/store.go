@@ -19,6 +19,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -247,6 +248,14 @@ func strictYAML(b []byte, v any) error {
 type Change struct {
 	Op  byte // '+', '~', '-'
 	Key string
+}
+
+// MarshalJSON writes the operation as the character it is.
+func (c Change) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Op  string `json:"op"`
+		Key string `json:"key"`
+	}{string(c.Op), c.Key})
 }
 
 func (c Change) String() string {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -232,5 +233,16 @@ func TestThreeMemberClusterLosesOne(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch saw nothing after a member was lost")
+	}
+}
+
+func TestChangeJSON(t *testing.T) {
+	b, err := json.Marshal([]Change{{'+', PortKey("mgmt", "vm1")}, {'-', GroupKey("g")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"op":"+","key":"/bothnia/v1/ports/mgmt/vm1"},{"op":"-","key":"/bothnia/v1/security_groups/g"}]`
+	if string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
 	}
 }
