@@ -24,9 +24,10 @@ type neutronResult struct{ initial, add time.Duration }
 
 // runNeutron runs Neutron's driver for each size up to max, in a namespace
 // of its own, and returns its times. Its output is checked line by line:
-// a size it did not report is an error, not a missing column.
+// a size it did not report is an error, not a missing column. Debian's
+// python3 (where python3-neutron installs), not whatever is first in PATH.
 func runNeutron(prefix string, sizes []int, max int) (map[int]neutronResult, error) {
-	if err := exec.Command("python3", "-c", "import neutron.agent.linux.iptables_firewall").Run(); err != nil {
+	if err := exec.Command("/usr/bin/python3", "-c", "import neutron.agent.linux.iptables_firewall").Run(); err != nil {
 		return nil, fmt.Errorf("bench: Neutron's firewall driver is not importable (install python3-neutron, or pass --neutron-max 0): %w", err)
 	}
 	var run []string
@@ -47,14 +48,21 @@ func runNeutron(prefix string, sizes []int, max int) (map[int]neutronResult, err
 	if err := os.WriteFile(script, neutronFW, 0o644); err != nil {
 		return nil, err
 	}
-	ns := prefix + "-neutron"
-	if _, err := namespace.Create(ns); err != nil {
-		return nil, err
-	}
-	defer namespace.Delete(ns)
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "python3", script}, run...)...).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("bench: Neutron's driver: %v\n%s", err, out)
+	var out []byte
+	for _, n := range run {
+		// A namespace per size, deleted afterwards: each size starts from
+		// an empty ruleset, and no teardown is timed or waited for.
+		ns := prefix + "-neutron"
+		namespace.Delete(ns) // one a killed run left
+		if _, err := namespace.Create(ns); err != nil {
+			return nil, err
+		}
+		o, err := exec.Command("ip", "netns", "exec", ns, "/usr/bin/python3", script, n, "--keep").CombinedOutput()
+		namespace.Delete(ns)
+		out = append(out, o...)
+		if err != nil {
+			return nil, fmt.Errorf("bench: Neutron's driver at %s ports: %v\n%s", n, err, o)
+		}
 	}
 	res := map[int]neutronResult{}
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
