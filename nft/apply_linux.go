@@ -117,17 +117,27 @@ func (a *Applier) Replace(rs *Ruleset) {
 		for _, s := range t.Sets {
 			seenSet[s.Name] = true
 			a.setSet(ts, tk, s)
-			want := map[string]Elem{}
-			for _, e := range s.Elems {
-				want[keyID(e)] = e
-			}
-			for k := range ts.elems[s.Name] {
-				if _, ok := want[k]; !ok {
-					a.delElem(ts, tk, s.Name, k)
+			keys := make([]string, len(s.Elems))
+			have := ts.elems[s.Name]
+			if len(have) > 0 {
+				want := make(map[string]bool, len(s.Elems))
+				for i, e := range s.Elems {
+					keys[i] = keyID(e)
+					want[keys[i]] = true
 				}
+				for k := range have {
+					if !want[k] {
+						a.delElem(ts, tk, s.Name, k)
+					}
+				}
+			} else {
+				for i, e := range s.Elems {
+					keys[i] = keyID(e)
+				}
+				ts.elems[s.Name] = make(map[string]Elem, len(s.Elems))
 			}
-			for _, e := range s.Elems {
-				a.setElem(ts, tk, s.Name, e)
+			for i, e := range s.Elems {
+				a.setElemKey(ts, tk, s.Name, keys[i], e)
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(ts.sets)) {
@@ -163,7 +173,10 @@ func (a *Applier) setSet(ts *tableState, tk string, s *Set) {
 }
 
 func (a *Applier) setElem(ts *tableState, tk, set string, e Elem) {
-	k := keyID(e)
+	a.setElemKey(ts, tk, set, keyID(e), e)
+}
+
+func (a *Applier) setElemKey(ts *tableState, tk, set, k string, e Elem) {
 	if old, ok := ts.elems[set][k]; ok && ElemID(old) == ElemID(e) {
 		return
 	}
@@ -413,12 +426,16 @@ func (a *Applier) plan(b *batch, tk string) error {
 		}
 	}
 	// Elements: every wanted element of a new set, and the dirty ones.
-	for name := range newSets {
+	for _, name := range slices.Sorted(maps.Keys(newSets)) {
 		ws := want.sets[name]
-		for _, k := range slices.Sorted(maps.Keys(want.elems[name])) {
-			e := want.elems[name][k]
-			b.addElem(nset(name, ws), e, ws)
-			b.note("add element %s %s { %s }", tk, name, e.Text)
+		elems := want.elems[name]
+		for _, k := range slices.Sorted(maps.Keys(elems)) {
+			b.addElem(nset(name, ws), elems[k], ws)
+		}
+		// One line for a new set's elements: a first programming of
+		// thousands of ports would otherwise report each of them.
+		if len(elems) > 0 {
+			b.note("add %d elements %s %s", len(elems), tk, name)
 		}
 	}
 	for item := range a.dirty[tk] {

@@ -40,11 +40,14 @@ func ElemID(e Elem) string {
 
 // keyID identifies an element by its key alone: a map holds one value per key.
 func keyID(e Elem) string {
-	id := hex.EncodeToString(e.Key)
-	if e.KeyEnd != nil {
-		id += "-" + hex.EncodeToString(e.KeyEnd)
+	// The raw bytes: a map key, never printed. An end is set apart by its
+	// length: a key's length is the set's, so "key" and "key+end" differ.
+	if e.KeyEnd == nil {
+		return string(e.Key)
 	}
-	return id
+	b := make([]byte, 0, len(e.Key)+len(e.KeyEnd)+1)
+	b = append(append(append(b, e.Key...), '-'), e.KeyEnd...)
+	return string(b)
 }
 
 func verdictText(v *expr.Verdict) string {
