@@ -113,7 +113,7 @@ func newLab(t *testing.T, s *spec.Spec, raw []byte) *Lab {
 
 func mustCheck(t *testing.T, l *Lab, s *spec.Spec) []check.Result {
 	t.Helper()
-	rs, err := l.Check(context.Background(), s)
+	rs, err := l.Check(context.Background(), s, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestTwoNodeFabric(t *testing.T) {
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: gw.Attrs().Index, Gw: net.ParseIP("10.5.0.1")}); err != nil {
 		t.Fatal(err)
 	}
-	rs, err = l.Check(context.Background(), s)
+	rs, err = l.Check(context.Background(), s, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,6 +214,7 @@ func labExecCmd() *cobra.Command {
 
 func checkCmd() *cobra.Command {
 	var name, output string
+	var full bool
 	c := &cobra.Command{
 		Use:   "check [SPEC]",
 		Short: "Probe the running lab and print expected vs observed reachability",
@@ -225,6 +226,13 @@ ICMP echoes and TCP connects from every VM, and prints a matrix:
   VM -> each allowlisted endpoint: reachable, and the endpoint sees the
         router's SNAT address
   VM -> an endpoint not on the allowlist: blocked
+
+Pairs of VMs alike in everything that decides a verdict (network, node,
+port security, groups, the rule prefixes that hold their address) give the
+same answer, so check probes one pair per pair of such classes, by every
+protocol and port, and every VM to and from one like it; --full probes
+every pair. A probe expected to get through that fails is tried again
+before it counts as blocked, and reported slow if the retry gets through.
 
 Then, for every VM configured by DHCP, that its lease (address, mask,
 router, DNS, domain, MTU, server) is the spec's and its own site's server
@@ -240,7 +248,7 @@ Exit status 1 if any observation differs from the expectation.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
-			rs, err := l.Check(ctx, s)
+			rs, err := l.Check(ctx, s, full)
 			if err != nil {
 				return err
 			}
@@ -268,6 +276,7 @@ Exit status 1 if any observation differs from the expectation.`,
 	}
 	labFlag(c, &name)
 	outputFlag(c, &output)
+	c.Flags().BoolVar(&full, "full", false, "probe every pair of VMs, not one pair per class")
 	return c
 }
 
