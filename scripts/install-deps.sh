@@ -3,8 +3,9 @@
 # as root. Idempotent: a second run installs nothing.
 set -euo pipefail
 # mariadb-server and neutron-server: the real Neutron API the OpenStack tests
-# talk to (their packaged services are not used; the tests start their own).
-pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server)
+# talk to (their packaged services are not used; the tests start their own);
+# graphviz renders show topology -o svg.
+pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server graphviz)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,7 +15,7 @@ func showCmd() *cobra.Command {
 		Use:   "show",
 		Short: "Show what bothnia would program, without touching anything",
 	}
-	c.AddCommand(showFirewallCmd(), showCountersCmd())
+	c.AddCommand(showFirewallCmd(), showCountersCmd(), showTopologyCmd())
 	return c
 }
 
