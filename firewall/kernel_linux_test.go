@@ -5,13 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/bothnia/bothnia/plan"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bothnia/bothnia/plan"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -582,16 +583,15 @@ func runVerdicts(t *testing.T, renderer string) {
 		})
 	}
 	fx.t = t
-	if renderer == "nftables" {
-		// Every reason the rows exercise has counted its drops.
-		drops, err := firewall.ReadDrops(fx.l.NodeNS("knox-c1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range firewall.DropReasons {
-			if drops[r].Packets == 0 {
-				t.Errorf("drop counter %s is 0 after rows that hit it: %v", r, drops)
-			}
+	// Every reason the rows exercise has counted its drops, in either
+	// rendering.
+	drops, err := firewall.ReadDrops(fx.l.NodeNS("knox-c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range firewall.DropReasons {
+		if drops[r].Packets == 0 {
+			t.Errorf("%s: drop counter %s is 0 after rows that hit it: %v", renderer, r, drops)
 		}
 	}
 	// Conntrack zones keep the two networks' identical flows apart.

@@ -251,9 +251,11 @@ func parseIDs(es []nft.Elem) map[string]uint16 {
 	return out
 }
 
-// ReadDrops reads, from the kernel, what the nftables rendering in the
-// named namespace has dropped, by reason. Reasons with nothing dropped are
-// present with zeros.
+// ReadDrops reads, from the kernel, what the firewall in the named
+// namespace has dropped, by reason, in either rendering (nftables
+// counters, or the iptables layout's rule counters as iptables-save -c,
+// ip6tables-save -c and ebtables-save -c print them). Reasons with nothing
+// dropped are present with zeros.
 func ReadDrops(ns string) (map[string]Counter, error) {
 	h, err := namespace.Open(ns)
 	if err != nil {
@@ -301,6 +303,13 @@ func ReadDrops(ns string) (map[string]Counter, error) {
 				}
 			}
 		}
+	}
+	for _, tool := range []string{"iptables-save", "ip6tables-save", "ebtables-save"} {
+		saved, err := ExecIn(ns, "", tool, "-c")
+		if err != nil {
+			return nil, fmt.Errorf("firewall: read the iptables layout's counters: %w", err)
+		}
+		addIPTDrops(out, tool, saved)
 	}
 	return out, nil
 }
