@@ -204,16 +204,20 @@ func Normalize(ps []netip.Prefix) []netip.Prefix {
 		}
 		return ps[i].Addr().Less(ps[j].Addr())
 	})
+	// Shorter prefixes come first, so whatever covers p is already kept:
+	// look its ancestors up (at most 128 of them) rather than compare it
+	// with every kept prefix, which at 10,000 members took most of a
+	// compile.
 	var out []netip.Prefix
+	kept := make(map[netip.Prefix]bool, len(ps))
 	for _, p := range ps {
 		covered := false
-		for _, q := range out {
-			if q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-				covered = true
-				break
-			}
+		for b := 0; b <= p.Bits() && !covered; b++ {
+			anc, err := p.Addr().Prefix(b)
+			covered = err == nil && kept[anc]
 		}
 		if !covered {
+			kept[p.Masked()] = true
 			out = append(out, p)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -41,6 +42,26 @@ Start here:
 	}
 	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
 		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd())
+	var cpuProfile string
+	var profFile *os.File
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (for go tool pprof)")
+	_ = root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if cpuProfile == "" {
+			return nil
+		}
+		var err error
+		if profFile, err = os.Create(cpuProfile); err != nil {
+			return err
+		}
+		return pprof.StartCPUProfile(profFile)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if profFile != nil {
+			pprof.StopCPUProfile()
+			profFile.Close()
+		}
+	}
 	completeFlags(root)
 	completeArgs(root)
 	root.Version = version()
