@@ -233,15 +233,19 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 		return
 	}
 	ports := 0
+	assembled := time.Now()
 	fab, err := node.Desired(s)
 	if err == nil {
 		var st *node.State
 		if st, err = fab.Node(a.cfg.Node); err == nil {
 			var res *node.Result
+			desired := time.Now()
 			res, err = a.conv.Converge(st)
 			if res != nil && len(res.Changes) > 0 {
 				a.m.changes.Add(float64(len(res.Changes)))
-				a.log.Info("converged", "revision", rev, "changes", len(res.Changes), "pending", len(res.Pending))
+				a.log.Info("converged", "revision", rev, "changes", len(res.Changes), "pending", len(res.Pending),
+					"assemble", assembled.Sub(start).Round(time.Millisecond), "compile", desired.Sub(assembled).Round(time.Millisecond),
+					"converge", time.Since(desired).Round(time.Millisecond))
 				for _, ch := range res.Changes {
 					a.log.Debug("change", "what", ch)
 				}
