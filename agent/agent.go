@@ -152,20 +152,17 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 	defer wcancel()
 	w := cli.Watch(wctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	// A watch whose member went away just waits for it to come back,
-	// silently; a probe tells the agent (and /readyz) it is cut off.
-	probe := time.NewTicker(time.Second)
-	defer probe.Stop()
+	// silently; a probe tells the agent (and /readyz) it is cut off. It
+	// runs beside the loop: a slow answer must not hold back a change
+	// the watch has already delivered.
+	probeErr := make(chan error, 1)
+	go probe(wctx, cli, probeErr)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-probe.C:
-			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := cli.Get(pctx, store.FabricKey, clientv3.WithCountOnly())
-			cancel()
-			if err != nil {
-				return fmt.Errorf("store unreachable: %w", err)
-			}
+		case err := <-probeErr:
+			return fmt.Errorf("store unreachable: %w", err)
 		case <-resync:
 			a.resync()
 		case resp, ok := <-w:
@@ -194,6 +191,27 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 			if changed {
 				a.converge(objs, resp.Header.Revision)
 			}
+		}
+	}
+}
+
+// probe reads the store every second until ctx ends, and reports the
+// first read that fails (within a second) on errc.
+func probe(ctx context.Context, cli *clientv3.Client, errc chan<- error) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := cli.Get(pctx, store.FabricKey, clientv3.WithCountOnly())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			errc <- err
+			return
 		}
 	}
 }
