@@ -416,6 +416,24 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 		}
 		lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, sv.name, sv.ns, l.ServiceLog(sv.name)))
 	}
+	// The control plane, when the lab runs one (lab up without --direct).
+	if _, err := os.Stat(l.pidFile("etcd")); err == nil {
+		procs := []struct{ name, what string }{{"etcd", "the store, " + l.EtcdURL()}}
+		for _, st := range fab.Nodes {
+			what := "converges " + st.Name
+			if st.Plan.Foreign {
+				what = "stands in for site " + st.Plan.Site + "'s own cloud on " + st.Name
+			}
+			procs = append(procs, struct{ name, what string }{"agent-" + st.Name, what})
+		}
+		for _, pr := range procs {
+			state := "running"
+			if _, ok := running(l.pidFile(pr.name)); !ok {
+				state, all = "STOPPED", false
+			}
+			lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, pr.name, pr.what, l.ServiceLog(pr.name)))
+		}
+	}
 	return lines, all, nil
 }
 
