@@ -465,7 +465,9 @@ func (v *validator) forwarders(s *Spec, fabric netip.Prefix, fabricOK bool) {
 			}
 			a = ap.Addr()
 		}
-		if fabricOK && fabric.Contains(a) {
+		if (fabricOK && fabric.Contains(a)) || a.IsLoopback() {
+			// Inside the fabric, or a resolver beside the DNS server in its
+			// own namespace: no route through the router needed.
 			continue
 		}
 		reachable := false

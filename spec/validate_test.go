@@ -178,3 +178,13 @@ func TestParseRefuses(t *testing.T) {
 		})
 	}
 }
+
+// A resolver on the DNS namespace's own loopback needs no route: the
+// DNS benchmark's upstream is one.
+func TestLoopbackForwarderIsValid(t *testing.T) {
+	s := example(t)
+	s.DNS.Forwarders = []string{"127.0.0.1:5353"}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// dnsRates are the offered query rates the search steps through.
+var dnsRates = []int{10000, 20000, 30000, 40000, 50000, 60000, 70000, 80000, 90000, 100000, 120000, 140000, 160000, 200000, 250000, 300000}
+
+// dnsStep is one dnsperf run at an offered rate.
+type dnsStep struct {
+	offered  int
+	qps      float64 // answered per second
+	lostPct  float64
+	p50, p99 time.Duration // only when latencies were asked for
+}
+
+var lostRE = regexp.MustCompile(`Queries lost:\s+\d+ \(([\d.]+)%\)`)
+
+// dnsperfAt runs dnsperf at one offered rate. With latencies it reports
+// every answer (-v) and takes their p50 and p99. The run fails, and the
+// bench with it, when dnsperf does or prints no statistics: a load
+// generator's failure is never a zero.
+func dnsperfAt(cli, file string, secs, rate int, latencies bool) (dnsStep, error) {
+	st := dnsStep{offered: rate}
+	args := []string{"netns", "exec", cli, "dnsperf", "-s", "10.101.128.0", "-d", file, "-l", strconv.Itoa(secs),
+		"-c", "8", "-T", "2", "-q", "2000", "-t", "1", "-Q", strconv.Itoa(rate)}
+	if latencies {
+		args = append(args, "-v")
+	}
+	cmd := exec.Command("ip", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return st, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return st, err
+	}
+	var lat []time.Duration
+	var summary strings.Builder
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "> ") {
+			f := strings.Fields(line)
+			if s, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+				lat = append(lat, time.Duration(s*float64(time.Second)))
+			}
+			continue
+		}
+		summary.WriteString(line + "\n")
+	}
+	if err := cmd.Wait(); err != nil {
+		return st, fmt.Errorf("bench: dnsperf at %d/s: %v: %s%s", rate, err, summary.String(), stderr.String())
+	}
+	q, l := qpsRE.FindStringSubmatch(summary.String()), lostRE.FindStringSubmatch(summary.String())
+	if q == nil || l == nil {
+		return st, fmt.Errorf("bench: dnsperf at %d/s printed no statistics: %s", rate, summary.String())
+	}
+	st.qps, _ = strconv.ParseFloat(q[1], 64)
+	st.lostPct, _ = strconv.ParseFloat(l[1], 64)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		st.p50, st.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return st, nil
+}
+
+// maxRate raises the offered rate until the server loses 1% or more of
+// the queries or no longer answers at the offered rate, and returns the
+// last step it sustained, its latencies measured in a run of their own at
+// that rate (printing every answer costs dnsperf time, so it is kept out
+// of the search).
+func maxRate(w io.Writer, what, cli, file string, secs int) (dnsStep, error) {
+	var best dnsStep
+	for _, r := range dnsRates {
+		st, err := dnsperfAt(cli, file, secs, r, false)
+		if err != nil {
+			return best, err
+		}
+		fmt.Fprintf(w, "  %-22s offered %7d/s  answered %9.0f/s  lost %6.2f%%\n", what, r, st.qps, st.lostPct)
+		if st.lostPct >= 1 || st.qps < 0.95*float64(r) {
+			break
+		}
+		best = st
+	}
+	if best.offered == 0 {
+		return best, fmt.Errorf("bench: the server lost 1%% or more already at %d queries/s", dnsRates[0])
+	}
+	lat, err := dnsperfAt(cli, file, secs, best.offered, true)
+	if err != nil {
+		return best, err
+	}
+	best.p50, best.p99 = lat.p50, lat.p99
+	return best, nil
+}
