@@ -13,6 +13,7 @@ import (
 func pair(prefix, srvCIDR, cliCIDR string) (srv, cli string, cleanup func(), err error) {
 	srv, cli = prefix+"-srv", prefix+"-cli"
 	cleanup = func() { _ = namespace.Delete(srv); _ = namespace.Delete(cli) }
+	cleanup() // what a killed run left
 	for _, ns := range []string{srv, cli} {
 		if _, err := namespace.Create(ns); err != nil {
 			cleanup()
