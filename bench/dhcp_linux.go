@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bothnia/bothnia/dhcp"
+	"github.com/bothnia/bothnia/internal/logbuf"
 	"github.com/bothnia/bothnia/namespace"
 )
 
@@ -71,7 +72,10 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int) error {
 		return err
 	}
 	defer logFile.Close()
-	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo})).With("service", "dhcp", "site", "bench")
+	// As bothnia dhcp logs: every lease, through the same buffer.
+	logw := logbuf.New(logFile, 200*time.Millisecond)
+	defer logw.Close()
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo})).With("service", "dhcp", "site", "bench")
 	server := dhcp.New(cfg, log, dhcp.NewMetrics(prometheus.NewRegistry()))
 	var conn *net.UDPConn
 	// The socket is made inside the server namespace; the server never

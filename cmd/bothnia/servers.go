@@ -21,6 +21,7 @@ import (
 
 	"github.com/bothnia/bothnia/dhcp"
 	"github.com/bothnia/bothnia/dns"
+	"github.com/bothnia/bothnia/internal/logbuf"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -62,7 +63,11 @@ Run it inside the DHCP namespace, e.g.
 			if debug {
 				level = slog.LevelDebug
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", "dhcp", "site", site)
+			// Every lease is logged: buffered, flushed every 200 ms, so that
+			// thousands of leases a second do not cost a write each.
+			logw := logbuf.New(os.Stderr, 200*time.Millisecond)
+			defer logw.Close()
+			log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level})).With("service", "dhcp", "site", site)
 			s, err := spec.Load(specPath)
 			if err != nil {
 				return err
