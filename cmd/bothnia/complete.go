@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -21,21 +20,11 @@ func completionSpec(cmd *cobra.Command, args []string) *spec.Spec {
 	} else if len(args) > 0 && strings.HasSuffix(args[0], ".yaml") {
 		path = args[0]
 	}
-	if path != "" {
-		if s, err := spec.Load(path); err == nil {
-			return s
-		}
-		return nil
-	}
 	name := defaultLab
 	if f := cmd.Flags().Lookup("name"); f != nil {
 		name = f.Value.String()
 	}
-	l, err := lab.New(name)
-	if err != nil {
-		return nil
-	}
-	s, err := l.Spec()
+	s, err := loadSpec(path, name)
 	if err != nil {
 		return nil
 	}

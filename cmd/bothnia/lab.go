@@ -43,6 +43,18 @@ func openLab(name string, args []string) (*lab.Lab, *spec.Spec, []byte, error) {
 	return l, s, b, nil
 }
 
+// loadSpec reads the spec at path, or without one the running lab's.
+func loadSpec(path, labName string) (*spec.Spec, error) {
+	if path != "" {
+		return spec.Load(path)
+	}
+	l, err := lab.New(labName)
+	if err != nil {
+		return nil, err
+	}
+	return l.Spec()
+}
+
 func labCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "lab",

@@ -7,7 +7,6 @@ import (
 
 	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/lab"
-	"github.com/bothnia/bothnia/spec"
 )
 
 func showCmd() *cobra.Command {
@@ -34,16 +33,11 @@ Without SPEC it uses the running lab's spec.`,
 		Example: "  bothnia show firewall examples/knox-epouta.yaml --node knox-c1 --renderer nftables",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var s *spec.Spec
-			var err error
+			path := ""
 			if len(args) == 1 {
-				s, err = spec.Load(args[0])
-			} else {
-				var l *lab.Lab
-				if l, err = lab.New(name); err == nil {
-					s, err = l.Spec()
-				}
+				path = args[0]
 			}
+			s, err := loadSpec(path, name)
 			if err != nil {
 				return err
 			}

@@ -8,9 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bothnia/bothnia/check"
-	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/plan"
-	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/topology"
 )
 
@@ -32,16 +30,11 @@ tooltip. -o dot prints Graphviz's source; -o svg renders it with dot
 			"  bothnia check -o json > check.json; bothnia show topology --results check.json -o svg > fabric.svg",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var s *spec.Spec
-			var err error
+			path := ""
 			if len(args) == 1 {
-				s, err = spec.Load(args[0])
-			} else {
-				var l *lab.Lab
-				if l, err = lab.New(name); err == nil {
-					s, err = l.Spec()
-				}
+				path = args[0]
 			}
+			s, err := loadSpec(path, name)
 			if err != nil {
 				return err
 			}

@@ -6,8 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bothnia/bothnia/lab"
-	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/trace"
 )
 
@@ -31,16 +29,7 @@ It reads SPEC, or without --spec the running lab's spec.`,
   bothnia trace knox-vm2 knox-vm1 --src-ip 10.101.128.99`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var s *spec.Spec
-			var err error
-			if specPath != "" {
-				s, err = spec.Load(specPath)
-			} else {
-				var l *lab.Lab
-				if l, err = lab.New(name); err == nil {
-					s, err = l.Spec()
-				}
-			}
+			s, err := loadSpec(specPath, name)
 			if err != nil {
 				return err
 			}
