@@ -112,9 +112,10 @@ func fmtPools(ps []subnets.AllocationPool) string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
-// ApplySubnets writes the changes, one subnet update each.
+// ApplySubnets writes the changes, one subnet update each. It stops at
+// the first failure and says how many were written before it.
 func ApplySubnets(ctx context.Context, clouds map[string]*Cloud, changes []SubnetChange) error {
-	for _, c := range changes {
+	for i, c := range changes {
 		cloud := clouds[c.Site]
 		if cloud == nil {
 			return fmt.Errorf("openstack: site %s has no cloud connected", c.Site)
@@ -124,7 +125,7 @@ func ApplySubnets(ctx context.Context, clouds map[string]*Cloud, changes []Subne
 			opts.DNSNameservers = &c.dns
 		}
 		if _, err := subnets.Update(ctx, cloud.Network, c.SubnetID, opts).Extract(); err != nil {
-			return fmt.Errorf("cloud %s: update subnet %s (%s): %w", cloud.Name, c.Subnet, c.SubnetID, describe(err))
+			return fmt.Errorf("cloud %s: update subnet %s (%s): %w (%d of %d subnets updated before it; run apply again)", cloud.Name, c.Subnet, c.SubnetID, describe(err), i, len(changes))
 		}
 	}
 	return nil
