@@ -40,6 +40,19 @@ type Trace struct {
 	Packet  string  `json:"packet"`
 	Stages  []Stage `json:"stages"`
 	Verdict string  `json:"verdict"` // delivered or dropped
+	// The packet itself, for sending it for real (trace --kernel).
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto int        `json:"proto"`
+	DPort int        `json:"dport,omitempty"`
+	// Kernel is the path the kernel took (trace --kernel), if asked.
+	Kernel *Kernel `json:"kernel,omitempty"`
+}
+
+// Kernel is what nftables tracing saw of a packet sent for real.
+type Kernel struct {
+	Lines   []string `json:"lines"`   // nft monitor trace, by node
+	Verdict string   `json:"verdict"` // delivered or dropped
 }
 
 type endpoint struct {
@@ -128,7 +141,7 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 	if to.vm != nil {
 		fr.To = f.Port(to.vm.Name)
 	}
-	t := &Trace{From: from.name, To: to.name, Packet: packet(fr)}
+	t := &Trace{From: from.name, To: to.name, Packet: packet(fr), Src: fr.Src, Dst: fr.Dst, Proto: fr.Proto, DPort: fr.DPort}
 	add := func(stage, obj, res string) { t.Stages = append(t.Stages, Stage{stage, obj, res}) }
 	srcNode := p.Node(from.vm.Node)
 	br := plan.BridgeName(plan.NetworkID(s, from.net))

@@ -3,15 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/trace"
 )
 
 func traceCmd() *cobra.Command {
 	var r trace.Request
 	var specPath, name, output string
+	var kernel bool
 	c := &cobra.Command{
 		Use:   "trace FROM TO",
 		Short: "Explain, stage by stage, what the fabric does with one packet (like ovn-trace)",
@@ -23,7 +26,11 @@ ingress groups and rule, or the router, its allowlist route and SNAT; then
 the verdict. FROM is a VM; TO is a VM, an allowlisted endpoint's name, or
 an address. --src-ip and --src-mac try a forged packet.
 
-It reads SPEC, or without --spec the running lab's spec.`,
+It reads SPEC, or without --spec the running lab's spec. With --kernel, in
+the running lab, the packet is also sent for real from the VM, with
+nftables tracing on in every node and router, and the kernel's path is
+printed after the model's; if the kernel's verdict differs from the
+model's, trace fails.`,
 		Example: `  bothnia trace epouta-vm1 knox-vm1 --proto tcp --port 7000
   bothnia trace knox-vm1 uu-dns -o json
   bothnia trace knox-vm2 knox-vm1 --src-ip 10.101.128.99`,
@@ -38,17 +45,38 @@ It reads SPEC, or without --spec the running lab's spec.`,
 			if err != nil {
 				return err
 			}
+			if kernel {
+				if r.SrcMAC != "" {
+					return fmt.Errorf("trace --kernel: a forged MAC (--src-mac) is traced in the model only; leave --kernel out")
+				}
+				l, err := lab.New(name)
+				if err != nil {
+					return err
+				}
+				if t.Kernel, err = l.TraceKernel(s, t, r.From, r.SrcIP != ""); err != nil {
+					return err
+				}
+			}
 			switch output {
 			case "json":
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(t)
+				if err := enc.Encode(t); err != nil {
+					return err
+				}
 			case "table", "":
 				fmt.Fprint(cmd.OutOrStdout(), t.String())
-				return nil
+				if t.Kernel != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "\nthe kernel (nft monitor trace), sent for real:\n  %s\nkernel verdict: %s\n",
+						strings.Join(t.Kernel.Lines, "\n  "), t.Kernel.Verdict)
+				}
 			default:
 				return fmt.Errorf("trace: -o %q is not a format; use table or json", output)
 			}
+			if t.Kernel != nil && t.Kernel.Verdict != t.Verdict {
+				return fmt.Errorf("trace: the kernel disagrees with the model: the model says %s, the kernel %s", t.Verdict, t.Kernel.Verdict)
+			}
+			return nil
 		},
 	}
 	c.Flags().StringVar(&specPath, "spec", "", "the fabric spec (default: the running lab's)")
@@ -57,6 +85,7 @@ It reads SPEC, or without --spec the running lab's spec.`,
 	c.Flags().StringVar(&r.SrcIP, "src-ip", "", "forge the source address")
 	c.Flags().StringVar(&r.SrcMAC, "src-mac", "", "forge the source MAC")
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	c.Flags().BoolVar(&kernel, "kernel", false, "also send the packet for real in the running lab, with nftables tracing on, and print the kernel's path; a different verdict is an error")
 	labFlag(c, &name)
 	return c
 }

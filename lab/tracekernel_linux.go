@@ -1,0 +1,231 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/net/ipv4"
+
+	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/trace"
+)
+
+// traceTable is the table trace --kernel adds, and removes, in each of the
+// lab's node and router namespaces: it sets nftrace on the traced packet's
+// addresses, in the bridge and in the inet prerouting hooks, before
+// anything of bothnia's (or of the iptables layout's) sees it.
+const traceTable = "bothnia-trace"
+
+// TraceKernel sends the packet a model trace describes for real, from the
+// source VM, with nftables tracing on in every node and router namespace of
+// the lab, and returns the kernel's path and verdict: dropped if any rule or
+// chain policy dropped it, delivered if nothing did and (for a packet with
+// the VM's own source) it was answered.
+func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, fromVM string, forged bool) (*trace.Kernel, error) {
+	if !t.Src.Is4() || !t.Dst.Is4() {
+		return nil, errors.New("trace --kernel: IPv4 only")
+	}
+	nss, err := l.traceNamespaces(s)
+	if err != nil {
+		return nil, err
+	}
+	match := fmt.Sprintf("ip saddr %s ip daddr %s", t.Src, t.Dst)
+	rules := fmt.Sprintf(`table bridge %[1]s {
+	chain pre { type filter hook prerouting priority -400; %[2]s meta nftrace set 1; }
+}
+table ip %[1]s {
+	chain pre { type filter hook prerouting priority -400; %[2]s meta nftrace set 1; }
+}
+`, traceTable, match)
+	var added []string
+	defer func() {
+		for _, ns := range added {
+			_ = exec.Command("ip", "netns", "exec", ns, "nft", "delete table bridge "+traceTable+"; delete table ip "+traceTable).Run()
+		}
+	}()
+	for _, ns := range nss {
+		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("trace --kernel: %s: nft: %v: %s", ns, err, out)
+		}
+		added = append(added, ns)
+	}
+	var mu sync.Mutex
+	var lines []string
+	var mons []*exec.Cmd
+	for _, ns := range nss {
+		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "monitor", "trace")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		mons = append(mons, cmd)
+		go func(ns string) {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if line := sc.Text(); strings.HasPrefix(line, "trace id") {
+					mu.Lock()
+					lines = append(lines, ns+": "+line)
+					mu.Unlock()
+				}
+			}
+		}(ns)
+	}
+	stop := func() {
+		for _, m := range mons {
+			_ = m.Process.Kill()
+			_ = m.Wait()
+		}
+	}
+	time.Sleep(150 * time.Millisecond) // the monitors subscribe
+	answered, sendErr := l.send(fromVM, t, forged)
+	time.Sleep(300 * time.Millisecond) // the last events arrive
+	stop()
+	if sendErr != nil {
+		return nil, sendErr
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	k := &trace.Kernel{Lines: slices.Clone(lines), Verdict: "delivered"}
+	for _, line := range lines {
+		if strings.Contains(line, "verdict drop") || strings.Contains(line, "policy drop") {
+			k.Verdict = "dropped"
+		}
+	}
+	if k.Verdict == "delivered" && !forged && !answered {
+		k.Verdict = "not answered, and no rule dropped it"
+		for _, line := range lines {
+			if strings.Contains(line, "-qrouter-") {
+				// The router saw it and sent it nowhere: no route (the
+				// allowlist), a routing decision, not a rule.
+				k.Verdict = "dropped"
+				k.Lines = append(k.Lines, "the router received it and had no route for it")
+				break
+			}
+		}
+	}
+	if len(lines) == 0 {
+		if answered {
+			return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
+		}
+		// Not on the VM's own network: nothing answers its neighbour
+		// request, and the packet never leaves the VM.
+		k.Verdict = "dropped"
+		k.Lines = []string{"nothing traced: the packet never reached a node (no neighbour on the VM's network has the address)"}
+	}
+	return k, nil
+}
+
+// traceNamespaces are the lab's node namespaces and their router and DHCP
+// namespaces.
+func (l *Lab) traceNamespaces(s *spec.Spec) ([]string, error) {
+	have, err := namespace.List(l.All())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, node := range nodeNames(s) {
+		for _, ns := range have {
+			if ns == l.NodeNS(node) || strings.HasPrefix(ns, l.SubPrefix(node)+"qrouter-") {
+				out = append(out, ns)
+			}
+		}
+	}
+	return out, nil
+}
+
+func nodeNames(s *spec.Spec) []string {
+	var out []string
+	for _, sn := range s.SiteNames() {
+		for _, n := range s.Sites[sn].Nodes {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// send sends the packet from the VM: with the VM's own address through its
+// sockets (and reports whether it was answered), with a forged one as a
+// raw IPv4 packet (whose answer, if any, goes to the forged address).
+func (l *Lab) send(vm string, t *trace.Trace, forged bool) (bool, error) {
+	p := &check.NetProber{NS: l.VMNS, Timeout: 400 * time.Millisecond}
+	ctx := context.Background()
+	if !forged {
+		switch t.Proto {
+		case 1:
+			return p.ICMP(ctx, vm, t.Dst) == nil, nil
+		case 6:
+			var conn net.Conn
+			err := namespace.Do(l.VMNS(vm), func() error {
+				var err error
+				conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(t.Dst, uint16(t.DPort)).String(), 400*time.Millisecond)
+				return err
+			})
+			if err == nil {
+				conn.Close()
+			}
+			// A reset (nothing listens there) is an answer too: the SYN
+			// arrived.
+			return err == nil || errors.Is(err, syscall.ECONNREFUSED), nil
+		}
+	}
+	return false, l.sendRaw(vm, t)
+}
+
+// sendRaw writes one IPv4 packet, header and all, from the VM.
+func (l *Lab) sendRaw(vm string, t *trace.Trace) error {
+	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice(), Protocol: layers.IPProtocol(t.Proto)}
+	var payload []gopacket.SerializableLayer
+	switch t.Proto {
+	case 6:
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(t.DPort), SYN: true, Seq: 1, Window: 64240}
+		_ = tcp.SetNetworkLayerForChecksum(ip)
+		payload = []gopacket.SerializableLayer{ip, tcp}
+	case 17:
+		udp := &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(t.DPort)}
+		_ = udp.SetNetworkLayerForChecksum(ip)
+		payload = []gopacket.SerializableLayer{ip, udp, gopacket.Payload("bothnia trace")}
+	default:
+		payload = []gopacket.SerializableLayer{ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 1, Seq: 1}, gopacket.Payload("bothnia trace")}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, payload...); err != nil {
+		return err
+	}
+	b := buf.Bytes()
+	return namespace.Do(l.VMNS(vm), func() error {
+		c, err := net.ListenPacket("ip4:"+strconv.Itoa(t.Proto), "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rc, err := ipv4.NewRawConn(c)
+		if err != nil {
+			return err
+		}
+		h, err := ipv4.ParseHeader(b)
+		if err != nil {
+			return err
+		}
+		return rc.WriteTo(h, b[h.Len:], nil)
+	})
+}
