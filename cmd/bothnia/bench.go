@@ -84,6 +84,29 @@ server's highest rate within 1%, and the ratio.`,
 	dh.Flags().StringVar(&rates, "rates", "1000,2000,4000,8000,11700,16000,24000,32000,48000", "offered DORA rates per second, rising")
 	dh.Flags().IntVar(&secs, "seconds", 5, "seconds per rate")
 	c.AddCommand(dh)
+	var dpSizes string
+	var dpSecs int
+	dp := &cobra.Command{
+		Use:   "datapath",
+		Short: "TCP throughput and request/response latency between two VMs: no firewall, nftables, iptables, by ports programmed",
+		Long: `Builds a two-node lab and measures, between a VM on each node, one TCP
+stream's throughput (iperf3, median of three runs) and the p50/p99 of
+1-byte request/response exchanges: with no firewall (port security off),
+then with the nftables and the iptables renderings with each --sizes other
+ports programmed on both nodes. Prints every configuration and the
+throughput relative to no firewall. Needs iperf3 (scripts/install-bench-deps.sh).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, err := intsFrom(dpSizes, 0)
+			if err != nil {
+				return err
+			}
+			return bench.Datapath(cmd.OutOrStdout(), "bndp", ns, dpSecs)
+		},
+	}
+	dp.Flags().StringVar(&dpSizes, "sizes", "0,1000,10000", "other ports programmed on each node")
+	dp.Flags().IntVar(&dpSecs, "seconds", 5, "seconds per iperf3 run")
+	c.AddCommand(dp)
 	var dnsSecs int
 	dn := &cobra.Command{
 		Use:   "dns",
@@ -105,12 +128,15 @@ bench. Needs scripts/install-bench-deps.sh.`,
 	return c
 }
 
-func ints(s string) ([]int, error) {
+func ints(s string) ([]int, error) { return intsFrom(s, 1) }
+
+// intsFrom parses comma-separated numbers of at least lo.
+func intsFrom(s string, lo int) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("bench: %q is not a positive number", f)
+		if err != nil || n < lo {
+			return nil, fmt.Errorf("bench: %q is not a number of at least %d", f, lo)
 		}
 		out = append(out, n)
 	}
