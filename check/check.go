@@ -150,7 +150,7 @@ type Prober interface {
 // One that fails is tried again before it counts as blocked (a neighbour
 // not yet resolved, a listener not yet scheduled), and marked slow if the
 // second try gets through. Probes expected to be blocked only wait out
-// their timeout, so four times as many run at once.
+// their timeout, so sixteen times as many run at once.
 func Run(ctx context.Context, probes []Probe, p Prober, workers int) []Result {
 	out := make([]Result, len(probes))
 	var allowed, blocked []int
@@ -197,7 +197,7 @@ func Run(ctx context.Context, probes []Probe, p Prober, workers int) []Result {
 		wg.Wait()
 	}
 	phase(allowed, workers, true)
-	phase(blocked, 4*workers, false)
+	phase(blocked, 16*workers, false)
 	return out
 }
 

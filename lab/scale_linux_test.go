@@ -16,7 +16,8 @@ import (
 // The example plus 90 VMs (96 in all) on both sites and both networks, in
 // several groups: check probes what the spec distinguishes and finds no
 // false failure. Issue 10 measured 636 s and 2,768 false failures for the
-// whole matrix of such a lab.
+// whole matrix of such a lab; BOTHNIA_CHECK_FULL=1 probes it (not on CI: it
+// takes minutes, and still fails).
 func TestCheckAtNinetySixVMs(t *testing.T) {
 	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
 	if err != nil {
@@ -60,7 +61,7 @@ func TestCheckAtNinetySixVMs(t *testing.T) {
 	}
 	l := newLab(t, s, b)
 	t0 := time.Now()
-	rs, err := l.Check(context.Background(), s, false)
+	rs, err := l.Check(context.Background(), s, os.Getenv("BOTHNIA_CHECK_FULL") != "")
 	if err != nil {
 		t.Fatal(err)
 	}
