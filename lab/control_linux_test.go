@@ -201,14 +201,8 @@ func edit(t *testing.T, l *Lab, f func(*spec.Spec)) *spec.Spec {
 }
 
 func vm(s *spec.Spec, name string) *spec.VM {
-	for _, n := range s.Networks {
-		for _, v := range n.VMs {
-			if v.Name == name {
-				return v
-			}
-		}
-	}
-	return nil
+	v, _ := s.VM(name)
+	return v
 }
 
 // push pushes a spec into the lab's store, waits for every agent and

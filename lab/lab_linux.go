@@ -439,12 +439,12 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 
 // VMNamespace names the namespace of a lab VM, or errs listing the VMs.
 func (l *Lab) VMNamespace(s *spec.Spec, vm string) (string, error) {
+	if v, _ := s.VM(vm); v != nil {
+		return l.VMNS(vm), nil
+	}
 	var names []string
 	for _, n := range s.Networks {
 		for _, v := range n.VMs {
-			if v.Name == vm {
-				return l.VMNS(vm), nil
-			}
 			names = append(names, v.Name)
 		}
 	}

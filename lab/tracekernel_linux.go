@@ -143,7 +143,7 @@ func (l *Lab) traceNamespaces(s *spec.Spec) ([]string, error) {
 		return nil, err
 	}
 	var out []string
-	for _, node := range nodeNames(s) {
+	for _, node := range s.NodeNames() {
 		for _, ns := range have {
 			if ns == l.NodeNS(node) || strings.HasPrefix(ns, l.SubPrefix(node)+"qrouter-") {
 				out = append(out, ns)
@@ -151,16 +151,6 @@ func (l *Lab) traceNamespaces(s *spec.Spec) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func nodeNames(s *spec.Spec) []string {
-	var out []string
-	for _, sn := range s.SiteNames() {
-		for _, n := range s.Sites[sn].Nodes {
-			out = append(out, n.Name)
-		}
-	}
-	return out
 }
 
 // send sends the packet from the VM: with the VM's own address through its

@@ -137,17 +137,6 @@ func (f *fixture) sync(t *testing.T) []SyncAction {
 	return done
 }
 
-func vmOf(s *spec.Spec, name string) *spec.VM {
-	for _, n := range s.Networks {
-		for _, vm := range n.VMs {
-			if vm.Name == name {
-				return vm
-			}
-		}
-	}
-	return nil
-}
-
 // TestNeutron runs import, subnet plan/apply, sync and watch against two
 // real neutron-servers: one per site.
 func TestNeutron(t *testing.T) {
@@ -180,11 +169,11 @@ func TestNeutron(t *testing.T) {
 			t.Errorf("stray port: reason %q", reasons["knox-stray"])
 		}
 		s := f.fabric(t)
-		vm := vmOf(s, "knox-vm1")
+		vm, _ := s.VM("knox-vm1")
 		if vm == nil || vm.PortID != vm1 || vm.Node != "knox-c1" || vm.IP != "10.101.128.10" || !slices.Equal(vm.SecurityGroups, []string{"mosler"}) {
 			t.Fatalf("knox-vm1 in the store: %+v", vm)
 		}
-		if e := vmOf(s, "epouta-vm1"); e == nil || e.Node != "epouta-c1" {
+		if e, _ := s.VM("epouta-vm1"); e == nil || e.Node != "epouta-c1" {
 			t.Fatalf("epouta-vm1 (bound by FQDN) in the store: %+v", e)
 		}
 		g := s.SecurityGroup("mosler")

@@ -316,13 +316,24 @@ func (s *Spec) NodeSite(node string) string {
 	return ""
 }
 
-// Node returns the named node, or nil.
 // ForeignNode reports whether a node is at a foreign site.
 func (s *Spec) ForeignNode(name string) bool {
 	site := s.Sites[s.NodeSite(name)]
 	return site != nil && site.Foreign()
 }
 
+// NodeNames returns every site's nodes, site by site in SiteNames order.
+func (s *Spec) NodeNames() []string {
+	var out []string
+	for _, sn := range s.SiteNames() {
+		for _, n := range s.Sites[sn].Nodes {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// Node returns the named node, or nil.
 func (s *Spec) Node(name string) *Node {
 	for _, site := range s.Sites {
 		for _, n := range site.Nodes {
@@ -342,6 +353,18 @@ func (s *Spec) SecurityGroup(name string) *SecurityGroup {
 		}
 	}
 	return nil
+}
+
+// VM returns the named VM and its network, or nils.
+func (s *Spec) VM(name string) (*VM, *Network) {
+	for _, n := range s.Networks {
+		for _, vm := range n.VMs {
+			if vm.Name == name {
+				return vm, n
+			}
+		}
+	}
+	return nil, nil
 }
 
 // Network returns the named network, or nil.

@@ -188,3 +188,16 @@ func TestLoopbackForwarderIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLookups(t *testing.T) {
+	s := example(t)
+	if vm, n := s.VM("epouta-vm2"); vm == nil || n.Name != "mgmt" || vm.IP != "10.101.0.11" {
+		t.Errorf("VM(epouta-vm2) = %+v in %+v", vm, n)
+	}
+	if vm, n := s.VM("nobody"); vm != nil || n != nil {
+		t.Errorf("VM(nobody) = %+v, %+v", vm, n)
+	}
+	if got := strings.Join(s.NodeNames(), ","); got != "epouta-ctl,epouta-c1,knox-ctl,knox-c1,knox-c2" {
+		t.Errorf("NodeNames() = %s", got)
+	}
+}

@@ -63,12 +63,8 @@ type endpoint struct {
 }
 
 func resolve(s *spec.Spec, what string) (endpoint, error) {
-	for _, n := range s.Networks {
-		for _, vm := range n.VMs {
-			if vm.Name == what {
-				return endpoint{vm.Name, vm, n, netip.MustParseAddr(vm.IP)}, nil
-			}
-		}
+	if vm, n := s.VM(what); vm != nil {
+		return endpoint{vm.Name, vm, n, netip.MustParseAddr(vm.IP)}, nil
 	}
 	a, err := netip.ParseAddr(what)
 	if err != nil {

@@ -47,16 +47,6 @@ func completeNames(names func(*spec.Spec) []string) cobra.CompletionFunc {
 	}
 }
 
-func nodeNames(s *spec.Spec) []string {
-	var out []string
-	for _, sn := range s.SiteNames() {
-		for _, n := range s.Sites[sn].Nodes {
-			out = append(out, n.Name)
-		}
-	}
-	return out
-}
-
 func vmNames(s *spec.Spec) []string {
 	var out []string
 	for _, n := range s.Networks {
@@ -101,7 +91,7 @@ func traceTargets(s *spec.Spec) []string {
 // completeFlags registers value completion for the flags a command has.
 func completeFlags(c *cobra.Command) {
 	for flag, names := range map[string]func(*spec.Spec) []string{
-		"node": nodeNames, "network": networkNames, "security-group": groupNames,
+		"node": (*spec.Spec).NodeNames, "network": networkNames, "security-group": groupNames,
 	} {
 		if c.Flags().Lookup(flag) != nil {
 			_ = c.RegisterFlagCompletionFunc(flag, completeNames(names))

@@ -317,12 +317,8 @@ follows, so "lab up" keeps the change.`,
 			v.Name = args[0]
 			s, err := l.AddVM(v)
 			if err == nil {
-				for _, n := range s.Networks {
-					for _, vm := range n.VMs {
-						if vm.Name == v.Name {
-							fmt.Fprintf(cmd.OutOrStdout(), "vm %s: %s %s on %s in %s\n", vm.Name, vm.IP, vm.MAC, vm.Node, n.Name)
-						}
-					}
+				if vm, n := s.VM(v.Name); vm != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "vm %s: %s %s on %s in %s\n", vm.Name, vm.IP, vm.MAC, vm.Node, n.Name)
 				}
 			}
 			return err
