@@ -123,7 +123,10 @@ func PlanSync(s *spec.Spec, site string, inv *Inventory) []SyncAction {
 		if _, ok := haveRules[k]; ok {
 			continue
 		}
-		acts = append(acts, SyncAction{Op: "create-rule", Site: site, Object: byID[m.SecurityGroupID].Name, ag: m.ag, project: byID[m.SecurityGroupID].ProjectID, rule: m.Rule,
+		// An address group that exists has its ID now; one this round
+		// creates gets it when created.
+		acts = append(acts, SyncAction{Op: "create-rule", Site: site, Object: byID[m.SecurityGroupID].Name, ag: m.ag, agID: agByName[m.ag].ID,
+			project: byID[m.SecurityGroupID].ProjectID, rule: m.Rule,
 			Detail: fmt.Sprintf("%s %s%s from address group %s (mirrors rule %s)", m.Direction, protoName(m.Protocol), portText(m.Rule), m.ag, strings.TrimPrefix(m.Description, mirrorRulePrefix))})
 	}
 	for _, k := range sortedKeys(haveRules) {
@@ -248,12 +251,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // stops at the first failure and returns what it did: nothing half-written
 // goes unreported.
 func ApplySync(ctx context.Context, c *Cloud, acts []SyncAction) ([]SyncAction, error) {
-	ids := map[string]string{}
-	for _, a := range acts {
-		if a.agID != "" {
-			ids[a.ag] = a.agID
-		}
-	}
+	created := map[string]string{} // address group name -> ID, made this round
 	var done []SyncAction
 	for _, a := range acts {
 		var err error
@@ -265,24 +263,20 @@ func ApplySync(ctx context.Context, c *Cloud, acts []SyncAction) ([]SyncAction, 
 				Description: "bothnia: members of the security group at the other sites; kept by bothnia openstack sync",
 			}).Extract()
 			if err == nil {
-				ids[a.ag] = ag.ID
+				created[a.ag] = ag.ID
 			}
 		case "add-addresses":
 			_, err = addressgroups.AddAddresses(ctx, c.Network, a.agID, addressgroups.UpdateAddressesOpts{Addresses: a.addresses}).Extract()
 		case "remove-addresses":
 			_, err = addressgroups.RemoveAddresses(ctx, c.Network, a.agID, addressgroups.UpdateAddressesOpts{Addresses: a.addresses}).Extract()
 		case "create-rule":
-			agID := ids[a.ag]
+			agID := a.agID
 			if agID == "" {
-				agID = a.agID
+				agID = created[a.ag]
 			}
 			if agID == "" {
-				// The plan named an address group that exists: find it.
-				agID, err = findAddressGroup(ctx, c, a.ag)
-				if err != nil {
-					break
-				}
-				ids[a.ag] = agID
+				err = fmt.Errorf("address group %s is neither in the cloud nor created before the rule", a.ag)
+				break
 			}
 			r := a.rule
 			opts := rules.CreateOpts{
@@ -317,19 +311,4 @@ func nonNil(a []string) []string {
 		return []string{}
 	}
 	return a
-}
-
-func findAddressGroup(ctx context.Context, c *Cloud, name string) (string, error) {
-	page, err := addressgroups.List(c.Network, addressgroups.ListOpts{Name: name}).AllPages(ctx)
-	if err != nil {
-		return "", err
-	}
-	ags, err := addressgroups.ExtractGroups(page)
-	if err != nil {
-		return "", err
-	}
-	if len(ags) != 1 {
-		return "", fmt.Errorf("address group %s: %d found, want 1", name, len(ags))
-	}
-	return ags[0].ID, nil
 }
