@@ -111,6 +111,24 @@ func newLab(t *testing.T, s *spec.Spec, raw []byte) *Lab {
 	return l
 }
 
+// exampleSpec reads examples/knox-epouta.yaml, applies the edits to its
+// YAML and parses it.
+func exampleSpec(t *testing.T, edits ...func([]byte) []byte) (*spec.Spec, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range edits {
+		raw = e(raw)
+	}
+	s, err := spec.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, raw
+}
+
 func mustCheck(t *testing.T, l *Lab, s *spec.Spec) []check.Result {
 	t.Helper()
 	rs, err := l.Check(context.Background(), s, true)
@@ -226,14 +244,7 @@ func TestTwoNodeFabric(t *testing.T) {
 // Then drift of the kinds the seed's operators met: a hand-set hub bridge,
 // a lost flood entry, a deleted SNAT table; each is repaired alone.
 func TestExampleLab(t *testing.T) {
-	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := spec.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, raw := exampleSpec(t)
 	l := newLab(t, s, raw)
 	mustCheck(t, l, s)
 	upNoChange(t, l, s)
@@ -299,16 +310,10 @@ func TestExampleLab(t *testing.T) {
 // The same lab and check with the iptables renderer, and the other shape:
 // both sites managed, bothnia on every node.
 func TestExampleLabIPTables(t *testing.T) {
-	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw = bytes.Replace(raw, []byte("mode: foreign"), []byte("mode: managed"), 1)
-	raw = append(raw, []byte("\nfirewall: iptables\n")...)
-	s, err := spec.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, raw := exampleSpec(t, func(raw []byte) []byte {
+		raw = bytes.Replace(raw, []byte("mode: foreign"), []byte("mode: managed"), 1)
+		return append(raw, []byte("\nfirewall: iptables\n")...)
+	})
 	l := newLab(t, s, raw)
 	rs := mustCheck(t, l, s)
 	denied := 0

@@ -19,14 +19,7 @@ import (
 // whole matrix of such a lab; BOTHNIA_CHECK_FULL=1 probes it (not on CI: it
 // takes minutes, and still fails).
 func TestCheckAtNinetySixVMs(t *testing.T) {
-	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := spec.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := exampleSpec(t)
 	s.SecurityGroups = append(s.SecurityGroups, &spec.SecurityGroup{Name: "ssh-only", Rules: []*spec.SGRule{
 		{Direction: "ingress", Ethertype: "IPv4", Protocol: "tcp", PortRange: "22", RemoteIPPrefix: "10.101.0.0/16"},
 		{Direction: "ingress", Ethertype: "IPv4", Protocol: "icmp", RemoteGroup: "mosler"},

@@ -8,7 +8,6 @@ import (
 
 	"github.com/bothnia/bothnia/check"
 	"github.com/bothnia/bothnia/firewall"
-	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/trace"
 )
 
@@ -16,14 +15,7 @@ import (
 // in Neutron's iptables layout), and a forged packet, sent for real with
 // nftables tracing on: the kernel's verdict is the model's.
 func TestTraceKernelAgreesWithTheModel(t *testing.T) {
-	raw, err := os.ReadFile("../examples/knox-epouta.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := spec.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, raw := exampleSpec(t)
 	l := newLab(t, s, raw)
 	fw, err := firewall.Compile(s)
 	if err != nil {
