@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,33 +83,71 @@ func LoadFabric(ctx context.Context, cli *clientv3.Client) (objs Objects, rev, f
 // computed from and the write.
 var ErrConflict = errors.New("store: the store changed since it was read; run the push again")
 
-// Write applies the changes that turn have (read at rev) into want, in
-// one transaction that fails with ErrConflict if any object changed after
-// rev: a push never overwrites what it did not see.
+// MaxTxnOps is how many operations one transaction carries: etcd's
+// default --max-txn-ops, which a cluster bothnia does not run may keep.
+const MaxTxnOps = 128
+
+// Write applies the changes that turn have (read at rev) into want, and
+// fails with ErrConflict if any object changed after rev: a push never
+// overwrites what it did not see. Up to MaxTxnOps changes go in one
+// transaction. More go in a chain of them, each guarded by the revision
+// the one before wrote, in an order whose every step is a fabric the
+// agents can use: what is added or changed first, networks and groups
+// before the ports that name them, then what is removed, ports before
+// their groups and networks.
 func Write(ctx context.Context, cli *clientv3.Client, want Objects, changes []Change, rev int64) (int64, error) {
-	var ops []clientv3.Op
-	for _, c := range changes {
-		if c.Op == '-' {
-			ops = append(ops, clientv3.OpDelete(c.Key))
-		} else {
-			ops = append(ops, clientv3.OpPut(c.Key, string(want[c.Key])))
+	rank := map[string]int{KindFabric: 0, KindNetwork: 1, KindGroup: 2, KindPort: 3}
+	kindOf := func(k string) string {
+		kind, _, _ := strings.Cut(strings.TrimPrefix(k, Prefix), "/")
+		return kind
+	}
+	ordered := slices.Clone(changes)
+	slices.SortStableFunc(ordered, func(a, b Change) int {
+		ra, rb := rank[kindOf(a.Key)], rank[kindOf(b.Key)]
+		if (a.Op == '-') != (b.Op == '-') {
+			if a.Op == '-' {
+				return 1
+			}
+			return -1
 		}
+		if a.Op == '-' {
+			return rb - ra
+		}
+		return ra - rb
+	})
+	done := 0
+	for len(ordered) > 0 {
+		n := min(len(ordered), MaxTxnOps)
+		var ops []clientv3.Op
+		for _, c := range ordered[:n] {
+			if c.Op == '-' {
+				ops = append(ops, clientv3.OpDelete(c.Key))
+			} else {
+				ops = append(ops, clientv3.OpPut(c.Key, string(want[c.Key])))
+			}
+		}
+		// Status keys change all the time and are no push's business.
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(Prefix+KindFabric), "<", rev+1),
+			clientv3.Compare(clientv3.ModRevision(Prefix+KindNetwork+"/"), "<", rev+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(Prefix+KindPort+"/"), "<", rev+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(Prefix+KindGroup+"/"), "<", rev+1).WithPrefix(),
+		}
+		resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return 0, fmt.Errorf("store: write changes %d-%d of %d: %w", done+1, done+n, len(changes), err)
+		}
+		if !resp.Succeeded {
+			if done > 0 {
+				return 0, fmt.Errorf("%w (%d of its %d changes were written first)", ErrConflict, done, len(changes))
+			}
+			return 0, ErrConflict
+		}
+		rev = resp.Header.Revision
+		done += n
+		ordered = ordered[n:]
 	}
-	// Status keys change all the time and are no push's business.
-	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(Prefix+KindFabric), "<", rev+1),
-		clientv3.Compare(clientv3.ModRevision(Prefix+KindNetwork+"/"), "<", rev+1).WithPrefix(),
-		clientv3.Compare(clientv3.ModRevision(Prefix+KindPort+"/"), "<", rev+1).WithPrefix(),
-		clientv3.Compare(clientv3.ModRevision(Prefix+KindGroup+"/"), "<", rev+1).WithPrefix(),
-	}
-	resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return 0, fmt.Errorf("store: write %d changes: %w", len(ops), err)
-	}
-	if !resp.Succeeded {
-		return 0, ErrConflict
-	}
-	return resp.Header.Revision, nil
+	return rev, nil
 }
 
 // Push computes what turns the store into the spec and, with write,

@@ -246,3 +246,79 @@ func TestChangeJSON(t *testing.T) {
 		t.Errorf("got %s, want %s", b, want)
 	}
 }
+
+// A push of more changes than one etcd transaction may carry goes in a
+// chain of guarded transactions, each a usable fabric: an agent watching
+// it never sees a port before its group, nor a group removed before the
+// ports that named it.
+func TestWriteMoreThanOneTransaction(t *testing.T) {
+	srv := startTest(t)
+	cli, err := Connect(ClientConfig{Endpoints: []string{srv.ClientURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := example(t)
+	big := example(t)
+	big.SecurityGroups = append(big.SecurityGroups, &spec.SecurityGroup{Name: "bulk", NoDefaultEgress: true})
+	const n = 3*MaxTxnOps + 7
+	for i := 0; i < n; i++ {
+		big.Networks[0].VMs = append(big.Networks[0].VMs, &spec.VM{Name: fmt.Sprintf("bulk-%d", i), Node: "knox-c1",
+			IP: fmt.Sprintf("10.101.%d.%d", 140+i/250, i%250+1), MAC: fmt.Sprintf("fa:16:3e:90:%02x:%02x", i/256, i%256), SecurityGroups: []string{"bulk"}})
+	}
+	w := cli.Watch(ctx, Prefix, clientv3.WithPrefix())
+	replay := Objects{}
+	check := func(step string, s *spec.Spec) {
+		t.Helper()
+		changes, rev, err := Push(ctx, cli, s, true)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		// Replay the watch: every transaction's result must assemble
+		// without a refused object.
+		objs, _, err := Load(ctx, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := Diff(objs, mustSplit(t, s)); len(d) != 0 {
+			t.Fatalf("%s: after the push the store still differs: %v", step, d[0])
+		}
+		txns := 0
+		for txns < (len(changes)+MaxTxnOps-1)/MaxTxnOps {
+			resp := <-w
+			if resp.Header.Revision > rev {
+				t.Fatalf("%s: a transaction beyond the push's revision", step)
+			}
+			replay = replayEvents(replay, resp.Events)
+			if _, problems, err := Assemble(replay); err != nil || len(problems) > 0 {
+				t.Fatalf("%s: after transaction %d the fabric does not assemble: %v %v", step, txns+1, err, problems)
+			}
+			txns++
+		}
+	}
+	check("the first push", base)
+	check("adding ports in a new group", big)
+	check("removing them and the group", base)
+}
+
+func replayEvents(objs Objects, evs []*clientv3.Event) Objects {
+	for _, ev := range evs {
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(objs, string(ev.Kv.Key))
+		} else {
+			objs[string(ev.Kv.Key)] = ev.Kv.Value
+		}
+	}
+	return objs
+}
+
+func mustSplit(t *testing.T, s *spec.Spec) Objects {
+	t.Helper()
+	o, err := Split(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
