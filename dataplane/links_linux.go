@@ -312,10 +312,20 @@ func (a *applier) fdb(h *netlink.Handle, ns string, l netlink.Link, want []plan.
 // hypervisor has not made yet is pending, not an error.
 func (a *applier) ports(node *plan.Node) error {
 	h := a.handles[plan.HostNS]
+	// One dump, not a lookup per port: a node with thousands of ports,
+	// most of them not plugged yet, is read once per converge.
+	links, err := retry(h.LinkList)
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
 	var errs []error
 	for _, p := range node.Ports {
-		l, err := h.LinkByName(p.Name)
-		if err != nil {
+		l, ok := byName[p.Name]
+		if !ok {
 			a.res.Pending = append(a.res.Pending, fmt.Sprintf("%s (vm %s)", p.Name, p.VM))
 			continue
 		}
