@@ -24,6 +24,7 @@ type NFT struct {
 	a      *nft.Applier
 	zones  map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
 	ids    map[string]uint16 // tap -> dispatch ID last programmed
+	ports  portCache         // each port's elements, as last rendered
 }
 
 // NewNFT returns a programmer for the named namespace ("" is the process's
@@ -83,7 +84,7 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 	}
 	x.zones = f.Zones(node, x.zones)
 	x.ids = f.PortIDs(node, x.ids)
-	x.a.Replace(RenderNFTNode(f, node, x.zones, x.ids))
+	x.a.Replace(renderNFTNode(f, node, x.zones, x.ids, &x.ports))
 	return x.a.Apply()
 }
 

@@ -83,6 +83,37 @@ func RenderNFT(f *Fabric, node string) *nft.Ruleset {
 // RenderNFTNode renders one node's firewall with the node's conntrack
 // zones (bridge -> zone, from Zones) and port IDs (tap -> ID, from PortIDs).
 func RenderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16) *nft.Ruleset {
+	return renderNFTNode(f, node, zoneOf, ids, &portCache{})
+}
+
+// portCache keeps each port's elements between renders of one node: a
+// port whose ID, pairs and groups are unchanged has the same elements, so
+// a render after one port changed builds one port's elements, not every
+// port's.
+type portCache struct {
+	m map[string]cachedPort // by tap
+}
+
+type cachedPort struct {
+	id     uint16
+	pairs  []Pair
+	groups []string
+	pe     PortElems
+}
+
+// elems returns the port's elements, from the last render if it is the
+// same, and keeps them for the next, in next.
+func (c *portCache) elems(f *Fabric, p *Port, next map[string]cachedPort) PortElems {
+	if old, ok := c.m[p.Name]; ok && old.id == p.ID && slices.Equal(old.pairs, p.Pairs) && slices.Equal(old.groups, p.Groups) {
+		next[p.Name] = old
+		return old.pe
+	}
+	pe := portElems(f, p)
+	next[p.Name] = cachedPort{p.ID, slices.Clone(p.Pairs), slices.Clone(p.Groups), pe}
+	return pe
+}
+
+func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache *portCache) *nft.Ruleset {
 	ports := f.Node(node)
 	for i := range ports {
 		ports[i].ID = ids[ports[i].Name]
@@ -159,9 +190,11 @@ func RenderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16) *nft.R
 		{Name: chIngress, Rules: ingress},
 	}
 	fw.Chains = append(fw.Chains, groupChains...)
+	next := make(map[string]cachedPort, len(ports))
 	for i := range ports {
-		portElems(f, &ports[i]).addTo(rs)
+		cache.elems(f, &ports[i], next).addTo(rs)
 	}
+	cache.m = next
 	return rs
 }
 

@@ -187,3 +187,41 @@ func TestPortIDsStayPerNode(t *testing.T) {
 		t.Fatalf("ids %v", got)
 	}
 }
+
+// A node rendered again with its kept port elements is the node rendered
+// afresh, whatever changed in between: a port added, a port's groups or
+// address changed, a port removed.
+func TestRenderWithKeptPortsMatchesAFreshRender(t *testing.T) {
+	s, _ := example(t)
+	node := s.Networks[0].VMs[0].Node
+	var cache portCache
+	vm := func(name string) *spec.VM { v, _ := s.VM(name); return v }
+	steps := []struct {
+		name string
+		edit func()
+	}{
+		{"as is", func() {}},
+		{"a port added", func() {
+			s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: "new", Node: node, IP: "10.101.128.99", MAC: "fa:16:3e:80:00:99", SecurityGroups: []string{"mosler"}})
+		}},
+		{"its groups changed", func() { vm("new").SecurityGroups = []string{"mosler", "default"} }},
+		{"its address changed", func() { vm("new").IP = "10.101.128.98" }},
+		{"a pair added", func() { vm("new").AllowedAddressPairs = []spec.AddressPair{{IP: "192.168.7.0/28"}} }},
+		{"it left", func() { s.Networks[0].VMs = s.Networks[0].VMs[:len(s.Networks[0].VMs)-1] }},
+	}
+	for _, st := range steps {
+		st.edit()
+		f, err := Compile(s)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		zones, ids := f.Zones(node, nil), f.PortIDs(node, nil)
+		got := renderNFTNode(f, node, zones, ids, &cache).String()
+		if want := RenderNFTNode(f, node, zones, ids).String(); got != want {
+			t.Fatalf("%s: the render with kept ports differs from a fresh one:\n%s\nwant\n%s", st.name, got, want)
+		}
+		if len(cache.m) != len(f.Node(node)) {
+			t.Fatalf("%s: %d ports kept, the node has %d", st.name, len(cache.m), len(f.Node(node)))
+		}
+	}
+}

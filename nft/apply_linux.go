@@ -177,7 +177,7 @@ func (a *Applier) setElem(ts *tableState, tk, set string, e Elem) {
 }
 
 func (a *Applier) setElemKey(ts *tableState, tk, set, k string, e Elem) {
-	if old, ok := ts.elems[set][k]; ok && ElemID(old) == ElemID(e) {
+	if old, ok := ts.elems[set][k]; ok && SameElem(old, e) {
 		return
 	}
 	ts.elems[set][k] = e
@@ -448,7 +448,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		}
 		we, wok := want.elems[name][k]
 		he, hok := have.elems[name][k]
-		if wok && hok && ElemID(we) == ElemID(he) {
+		if wok && hok && SameElem(we, he) {
 			continue
 		}
 		if hok && have.sets[name] != nil {

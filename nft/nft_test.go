@@ -74,3 +74,22 @@ func TestElemIdentity(t *testing.T) {
 		t.Fatal("same key, other verdict: one key, two identities")
 	}
 }
+
+// SameElem is ElemID's equality without the strings: they must agree on
+// every pair, including the empty and absent parts they tell apart.
+func TestSameElemAgreesWithElemID(t *testing.T) {
+	es := []Elem{
+		MarkVerdictElem(0x10000, "egress-1"), MarkVerdictElem(0x10000, "egress-2"), MarkVerdictElem(0x20000, "egress-1"),
+		{Key: []byte{1}, Verdict: &expr.Verdict{Kind: expr.VerdictAccept}}, {Key: []byte{1}, Verdict: &expr.Verdict{Kind: expr.VerdictDrop}},
+		IfMarkElem("tap1", 0x10000), IfMarkElem("tap1", 0x20000), IfMarkElem("tap2", 0x10000),
+		{Key: []byte{1, 2}}, {Key: []byte{1, 2}, KeyEnd: []byte{}}, {Key: []byte{1, 2}, KeyEnd: []byte{3}},
+		{Key: []byte{1, 2}, Val: []byte{}}, {Key: []byte{1, 2}, Val: []byte{0}}, {Key: []byte{1}, KeyEnd: []byte{2}},
+	}
+	for i, a := range es {
+		for j, b := range es {
+			if got, want := SameElem(a, b), ElemID(a) == ElemID(b); got != want {
+				t.Errorf("elements %d and %d: SameElem %v, ElemID equal %v", i, j, got, want)
+			}
+		}
+	}
+}

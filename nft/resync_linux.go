@@ -57,7 +57,7 @@ func (a *Applier) Resync() ([]string, error) {
 			for _, k := range union(want.elems[name], hs.elems[name]) {
 				we, wok := want.elems[name][k]
 				he, hok := hs.elems[name][k]
-				if !wok || !hok || ElemID(we) != ElemID(he) {
+				if !wok || !hok || !SameElem(we, he) {
 					a.mark(tk, "e"+name+"\x00"+k)
 					drift = append(drift, fmt.Sprintf("element %s %s %s differs", tk, name, k))
 				}
