@@ -52,6 +52,7 @@ type Config struct {
 type Agent struct {
 	cfg  Config
 	conv *node.Converger
+	asm  store.Assembler // decodes only the objects that changed
 	m    *metrics
 	log  *slog.Logger
 
@@ -157,6 +158,13 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 	// the watch has already delivered.
 	probeErr := make(chan error, 1)
 	go probe(wctx, cli, probeErr)
+	// The watch is read all the time, beside the converges, into a
+	// batch: a watcher that stops reading while its node converges is
+	// one etcd treats as slow and feeds from its backlog a few revisions
+	// at a time, so a burst of writes became dozens of converges. Now
+	// the next converge takes everything that came during the last.
+	b := &batch{ready: make(chan struct{}, 1)}
+	go b.follow(w)
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,34 +173,68 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 			return fmt.Errorf("store unreachable: %w", err)
 		case <-resync:
 			a.resync()
-		case resp, ok := <-w:
-			if !ok {
-				return errors.New("store: watch closed")
+		case <-b.ready:
+			evs, rev, err := b.take()
+			changed := applyEvents(objs, evs)
+			if rev > 0 {
+				a.m.revision.Set(float64(rev))
 			}
-			if err := resp.Err(); err != nil {
-				return fmt.Errorf("store: watch: %w", err) // compacted, or no leader: list again
-			}
-			changed := applyEvents(objs, resp.Events)
-			// Coalesce what is already queued: one converge for a burst.
-			for more := true; more; {
-				select {
-				case r2, ok := <-w:
-					if !ok || r2.Err() != nil {
-						more = false
-						break
-					}
-					changed = applyEvents(objs, r2.Events) || changed
-					resp = r2
-				default:
-					more = false
-				}
-			}
-			a.m.revision.Set(float64(resp.Header.Revision))
 			if changed {
-				a.converge(objs, resp.Header.Revision)
+				a.converge(objs, rev)
+			}
+			if err != nil {
+				return err // compacted, no leader or closed: list again
 			}
 		}
 	}
+}
+
+// batch gathers a watch's events until the agent takes them.
+type batch struct {
+	ready chan struct{} // a token when there is something to take
+	mu    sync.Mutex
+	evs   []*clientv3.Event
+	rev   int64
+	err   error
+}
+
+// follow reads the watch until it ends or fails.
+func (b *batch) follow(w clientv3.WatchChan) {
+	for {
+		resp, ok := <-w
+		var err error
+		switch {
+		case !ok:
+			err = errors.New("store: watch closed")
+		case resp.Err() != nil:
+			err = fmt.Errorf("store: watch: %w", resp.Err())
+		}
+		b.mu.Lock()
+		if err != nil {
+			b.err = err
+		} else {
+			b.evs = append(b.evs, resp.Events...)
+			b.rev = resp.Header.Revision
+		}
+		b.mu.Unlock()
+		select {
+		case b.ready <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// take returns the events gathered since the last take, the revision they
+// bring the store to (0: none), and the error that ended the watch.
+func (b *batch) take() ([]*clientv3.Event, int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	evs, rev := b.evs, b.rev
+	b.evs, b.rev = nil, 0
+	return evs, rev, b.err
 }
 
 // probe reads the store every second until ctx ends, and reports the
@@ -239,7 +281,7 @@ func applyEvents(objs store.Objects, evs []*clientv3.Event) bool {
 // that cannot be built leaves the node as it is.
 func (a *Agent) converge(objs store.Objects, rev int64) {
 	start := time.Now()
-	s, problems, err := store.Assemble(objs)
+	s, problems, err := a.asm.Assemble(objs)
 	var probs []string
 	for _, p := range problems {
 		probs = append(probs, p.String())

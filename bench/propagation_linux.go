@@ -64,6 +64,7 @@ func Propagation(w io.Writer, prefix string, n int, bulk int) error {
 		return err
 	}
 	l.Agents = true
+	l.Resync = 10 * time.Second // as on a real host: the read-back of 10,000 ports is not free
 	s, err := spec.Parse([]byte(propagationYAML))
 	if err != nil {
 		return err
@@ -149,6 +150,7 @@ func bulkPorts(w io.Writer, l *lab.Lab, cli *clientv3.Client, n int) error {
 			rev, ops = resp.Header.Revision, nil
 		}
 	}
+	written := time.Since(t0)
 	for {
 		st, err := agentStatus(ctx, cli, "knox-c1")
 		if err == nil && st.Ready && st.Revision >= rev && st.Ports >= n {
@@ -160,22 +162,26 @@ func bulkPorts(w io.Writer, l *lab.Lab, cli *clientv3.Client, n int) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	took := time.Since(t0)
-	fmt.Fprintf(w, "\n%d ports written to the store at once: the node's agent converged in %s\n", n, took.Round(time.Millisecond))
+	fmt.Fprintf(w, "\n%d ports written to the store at once (%d transactions of 100, written in %s): the node's agent converged in %s, %s after the last write\n",
+		n, (n+99)/100, written.Round(time.Millisecond), took.Round(time.Millisecond), (took - written).Round(time.Millisecond))
 	fmt.Fprintf(w, "agent on knox-c1 with %d ports: CPU %s for the bulk change, resident memory %s\n", n+1, (cpuTime(pid) - cpu0).Round(time.Millisecond), rss(pid))
 	return restartAgent(w, l, cli, pid, n, rev)
 }
 
-// restartAgent kills the Knox node's agent, deletes its firewall tables
+// restartAgent stops the Knox node's agent, deletes its firewall tables
 // (so nothing is left to adopt), starts a new agent as the lab does, and
 // times it from its start until it reports the node converged: the full
-// programming of n ports by a starting agent, store read included.
+// programming of n ports by a starting agent, store read included. With
+// BOTHNIA_BENCH_PROFILE=DIR the new agent writes a CPU profile there.
 func restartAgent(w io.Writer, l *lab.Lab, cli *clientv3.Client, pid, n int, rev int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return err
 	}
-	time.Sleep(200 * time.Millisecond)
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
 	ns := l.NodeNS("knox-c1")
 	for _, t := range []string{"bridge bothnia-l2", "inet bothnia-fw"} {
 		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "delete table "+t).CombinedOutput(); err != nil {
@@ -188,6 +194,9 @@ func restartAgent(w io.Writer, l *lab.Lab, cli *clientv3.Client, pid, n int, rev
 	}
 	cmd := exec.Command("nsenter", "--net="+filepath.Join(namespace.Dir, ns), "--", exe, "agent", "--node", "knox-c1",
 		"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix("knox-c1"), "--listen", "", "--resync", "10s")
+	if d := os.Getenv("BOTHNIA_BENCH_PROFILE"); d != "" {
+		cmd.Args = append(cmd.Args, "--cpuprofile", d+"/start.prof")
+	}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return err

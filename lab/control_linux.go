@@ -62,9 +62,13 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 		return changes, err
 	}
 	var agents []service
+	resync := l.Resync
+	if resync == 0 {
+		resync = 2 * time.Second
+	}
 	for _, st := range fab.Nodes {
 		args := []string{"agent", "--node", st.Name,
-			"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", "2s", "--debug"}
+			"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
 		if st.Plan.Foreign {
 			// Standing in for the foreign cloud's own Neutron agent.
 			args = append(args, "--foreign-stand-in")

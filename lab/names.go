@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"time"
 )
 
 // Lab names a lab on this machine.
@@ -31,6 +32,9 @@ type Lab struct {
 	// agent per node namespace) and converge the nodes through it, as
 	// real hosts are; without it Up converges each node directly.
 	Agents bool
+	// Resync is the agents' read-back interval; 0 is 2 s, so that tests
+	// see drift repaired quickly (a real host's agent defaults to 10 s).
+	Resync time.Duration
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
