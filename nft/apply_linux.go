@@ -328,6 +328,10 @@ type elemRun struct {
 // netlink attribute, whose length is 16 bits.
 const maxRunElems = 256
 
+// maxElemLines is the most elements of one set an apply reports one by
+// one; more are reported as a count.
+const maxElemLines = 64
+
 // appendRun adds elements to the open run of the set, or opens a new run
 // (queued as one operation on ops) when the set differs or the run is full.
 func (b *batch) appendRun(run **elemRun, ops *[]func(), ns *nftables.Set, els []nftables.SetElement, del bool) {
@@ -438,28 +442,55 @@ func (a *Applier) plan(b *batch, tk string) error {
 			b.note("add %d elements %s %s", len(elems), tk, name)
 		}
 	}
+	// Dirty elements, set by set: consecutive elements of one set share a
+	// message, and the dirty map's own order would interleave the sets
+	// (180,000 elements went as nearly as many messages, each waiting for
+	// its acknowledgement).
+	bySet := map[string][]string{}
 	for item := range a.dirty[tk] {
 		if item[0] != 'e' {
 			continue
 		}
 		name, k, _ := strings.Cut(item[1:], "\x00")
-		if newSets[name] {
+		if !newSets[name] {
+			bySet[name] = append(bySet[name], k)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(bySet)) {
+		added, deleted := 0, 0
+		var lines []string
+		for _, k := range bySet[name] {
+			we, wok := want.elems[name][k]
+			he, hok := have.elems[name][k]
+			if wok && hok && SameElem(we, he) {
+				continue
+			}
+			if hok && have.sets[name] != nil {
+				hs := have.sets[name]
+				b.delElem(nset(name, hs), he, hs)
+				if deleted++; added+deleted <= maxElemLines {
+					lines = append(lines, fmt.Sprintf("delete element %s %s { %s }", tk, name, he.Text))
+				}
+			}
+			if wok && want.sets[name] != nil {
+				ws := want.sets[name]
+				b.addElem(nset(name, ws), we, ws)
+				if added++; added+deleted <= maxElemLines {
+					lines = append(lines, fmt.Sprintf("add element %s %s { %s }", tk, name, we.Text))
+				}
+			}
+		}
+		if added+deleted <= maxElemLines {
+			slices.Sort(lines)
+			b.changes = append(b.changes, lines...)
 			continue
 		}
-		we, wok := want.elems[name][k]
-		he, hok := have.elems[name][k]
-		if wok && hok && SameElem(we, he) {
-			continue
+		// Thousands of ports changed at once: one line per set.
+		if added > 0 {
+			b.note("add %d elements %s %s", added, tk, name)
 		}
-		if hok && have.sets[name] != nil {
-			hs := have.sets[name]
-			b.delElem(nset(name, hs), he, hs)
-			b.note("delete element %s %s { %s }", tk, name, he.Text)
-		}
-		if wok && want.sets[name] != nil {
-			ws := want.sets[name]
-			b.addElem(nset(name, ws), we, ws)
-			b.note("add element %s %s { %s }", tk, name, we.Text)
+		if deleted > 0 {
+			b.note("delete %d elements %s %s", deleted, tk, name)
 		}
 	}
 	// Chains.
