@@ -29,6 +29,10 @@ const (
 	idBits  = 16
 )
 
+// markEstablished is the mark of a frame of an established (or related)
+// connection: no port ID is 0xffff, so no dispatch mark equals it.
+const markEstablished = 0xffffffff
+
 func inMark(id uint16) uint32  { return uint32(id) << 16 }
 func outMark(id uint16) uint32 { return uint32(id) }
 
@@ -37,10 +41,13 @@ const (
 	setPorts   = "ports"
 	setSpoof4  = "spoof-v4"
 	setSpoof6  = "spoof-v6"
+	setNets4   = "spoof-v4-nets"
+	setNets6   = "spoof-v6-nets"
 	setMACs    = "port-macs"
 	setARPMACs = "arp-macs"
 	mapInMarks = "in-marks"
 	setDHCP    = "dhcp-servers"
+	setBridges = "bridges"
 	chToPort   = "to-port"
 	chEgress   = "egress-groups"
 	chIngress  = "ingress-groups"
@@ -128,8 +135,14 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 	arpT, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeEtherAddr)
 	l2.Sets = []*nft.Set{
 		{Name: setPorts, KeyType: nftables.TypeIFName},
-		{Name: setSpoof4, KeyType: spoof4T, Interval: true, Concat: true},
-		{Name: setSpoof6, KeyType: spoof6T, Interval: true, Concat: true},
+		// A port's own addresses are exact keys, found by hash whatever
+		// the number of ports; only allowed address pairs wider than one
+		// address need an interval set, whose lookup (pipapo) grows with
+		// its elements. Most ports have none, so the second set is small.
+		{Name: setSpoof4, KeyType: spoof4T, Concat: true},
+		{Name: setSpoof6, KeyType: spoof6T, Concat: true},
+		{Name: setNets4, KeyType: spoof4T, Interval: true, Concat: true},
+		{Name: setNets6, KeyType: spoof6T, Interval: true, Concat: true},
 		{Name: setMACs, KeyType: macsT, Concat: true},
 		{Name: setARPMACs, KeyType: arpT, Concat: true},
 		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
@@ -138,10 +151,18 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 	// priority tag around IPv4 or IPv6: a tagged frame from an unsecured
 	// port or the uplink would otherwise pass the groups unseen, since
 	// the inet hooks never see what they cannot parse as IP.
+	// The ether type is compared before the port lookup: an untagged
+	// frame, nearly every frame, then costs no lookup here.
 	fwdRules := []nft.Rule{
-		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDSTag).Counter().Drop(),
-		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDCTag).VlanIDNeq(0).Counter().Drop(),
-		nft.R().InSet(setPorts, false, nft.FOifname).EtherType(TPIDCTag).MetaProtocolNot(nft.EtherIPv4, nft.EtherIPv6).Counter().Drop(),
+		nft.R().EtherType(TPIDSTag).InSet(setPorts, false, nft.FOifname).Counter().Drop(),
+		nft.R().EtherType(TPIDCTag).VlanIDNeq(0).InSet(setPorts, false, nft.FOifname).Counter().Drop(),
+		nft.R().EtherType(TPIDCTag).MetaProtocolNot(nft.EtherIPv4, nft.EtherIPv6).InSet(setPorts, false, nft.FOifname).Counter().Drop(),
+		// A frame of an established connection is accepted by the inet
+		// forward chain whatever its ports, so it needs no dispatch mark:
+		// it skips the seventeen lookups below, in sets that grow with
+		// the node's ports (the inet prerouting chain "established",
+		// after conntrack, marked it).
+		nft.R().MarkMaskEq(0xffffffff, markEstablished).Accept(),
 		nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done(),
 	}
 	for k := 0; k < idBits; k++ {
@@ -157,7 +178,7 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 			Rules: fwdRules},
 	}
 
-	fw.Sets = []*nft.Set{{Name: setDHCP, KeyType: nftables.TypeIPAddr}}
+	fw.Sets = []*nft.Set{{Name: setDHCP, KeyType: nftables.TypeIPAddr}, {Name: setBridges, KeyType: nftables.TypeIFName}}
 	var zones []nft.Rule
 	seenNet := map[string]bool{}
 	groups := map[string]bool{}
@@ -167,6 +188,7 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 			seenNet[p.Network] = true
 			nw := f.Networks[p.Network]
 			zones = append(zones, nft.R().Iifname(nw.Bridge).CtZoneSet(zoneOf[nw.Bridge]).Done())
+			fw.Sets[1].Elems = append(fw.Sets[1].Elems, nft.KeyElem(fmt.Sprintf("%q", nw.Bridge), nft.IfName(nw.Bridge)))
 			for _, d := range nw.DHCP {
 				dhcp[d] = true
 			}
@@ -176,6 +198,7 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		}
 	}
 	sort.Slice(zones, func(i, j int) bool { return zones[i].Text < zones[j].Text })
+	sort.Slice(fw.Sets[1].Elems, func(i, j int) bool { return fw.Sets[1].Elems[i].Text < fw.Sets[1].Elems[j].Text })
 	for _, d := range sortedAddrs(dhcp) {
 		fw.Sets[0].Elems = append(fw.Sets[0].Elems, nft.KeyElem(d.String(), d.AsSlice()))
 	}
@@ -184,6 +207,16 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 	fw.Sets = append(fw.Sets, sets...)
 	fw.Chains = []*nft.Chain{
 		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300}, Rules: zones},
+		// After conntrack (-200), before the bridge forward hook: frames
+		// of established connections on bothnia's bridges are marked so
+		// that the bridge forward chain skips their dispatch lookups.
+		// Only bothnia's bridges: a host's other traffic keeps its marks.
+		{Name: "established", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -150}, Rules: []nft.Rule{
+			nft.R().InSet(setBridges, false, nft.FIifname).CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").MarkSet(markEstablished).Accept(),
+			// A frame out of a VXLAN tunnel keeps the outer packet's
+			// mark: only this chain may say "established".
+			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(0xffffffff, markEstablished).MarkSet(0).Done(),
+		}},
 		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0}, Rules: egressRules()},
 		{Name: chEgress, Rules: egress},
 		{Name: chToPort, Rules: ingressRules()},
@@ -220,10 +253,13 @@ func antiSpoof() []nft.Rule {
 		nft.R().MetaProtocol(nft.EtherIPv4).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).IPDaddr(netip.MustParsePrefix("255.255.255.255/32")).
 			L4Proto(17).Sport("udp", 68).Dport("udp", 67, 67).InSet(setMACs, false, nft.FIifname, nft.FEtherSrc).Return(),
 		nft.R().MetaProtocol(nft.EtherIPv4).InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FIPSrc).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv4).InSet(setNets4, false, nft.FIifname, nft.FEtherSrc, nft.FIPSrc).Return(),
 		// ARP: the sender MAC is the frame's source MAC, and that MAC with
 		// the sender address is one of the port's pairs.
 		nft.R().MetaProtocol(nft.EtherARP).InSet(setARPMACs, false, nft.FIifname, nft.FEtherSrc, nft.FArpSha).
 			InSet(setSpoof4, false, nft.FIifname, nft.FEtherSrc, nft.FArpSpa).Return(),
+		nft.R().MetaProtocol(nft.EtherARP).InSet(setARPMACs, false, nft.FIifname, nft.FEtherSrc, nft.FArpSha).
+			InSet(setNets4, false, nft.FIifname, nft.FEtherSrc, nft.FArpSpa).Return(),
 		// From :: only duplicate address detection and MLD, to link scope.
 	}
 	for _, t := range ndUnspec {
@@ -232,6 +268,7 @@ func antiSpoof() []nft.Rule {
 	}
 	return append(rs,
 		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setSpoof6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
+		nft.R().MetaProtocol(nft.EtherIPv6).InSet(setNets6, false, nft.FIifname, nft.FEtherSrc, nft.FIP6Src).Return(),
 		// ARP that failed its check, counted apart from other spoofing.
 		nft.R().MetaProtocol(nft.EtherARP).Counter().Drop(),
 		nft.R().Counter().Drop())
@@ -366,10 +403,8 @@ func portElems(f *Fabric, p *Port) PortElems {
 		// IPv6 link-local (from the MAC); :: has rules of its own.
 		prefixes := append(slices.Clone(byMAC[m]), netip.PrefixFrom(plan.LinkLocal(m), 128))
 		for _, pfx := range Normalize(prefixes) {
-			set := setSpoof4
-			if pfx.Addr().Is6() {
-				set = setSpoof6
-			}
+			v6, host := pfx.Addr().Is6(), pfx.IsSingleIP()
+			set := map[[2]bool]string{{false, true}: setSpoof4, {true, true}: setSpoof6, {false, false}: setNets4, {true, false}: setNets6}[[2]bool{v6, host}]
 			l2[set] = append(l2[set], spoofElem(p.Name, m, pfx))
 		}
 	}
@@ -381,7 +416,12 @@ func portElems(f *Fabric, p *Port) PortElems {
 	return PortElems{L2Table: l2, FWTable: fw}
 }
 
+// spoofElem is a pair's element: an exact key for one address, a range
+// for a wider prefix.
 func spoofElem(tap, mac string, p netip.Prefix) nft.Elem {
+	if p.IsSingleIP() {
+		return nft.KeyElem(fmt.Sprintf("%q . %s . %s", tap, mac, p.Addr()), nft.Key(nft.IfName(tap), nft.MAC(mac), p.Addr().AsSlice()))
+	}
 	first, last := p.Masked().Addr(), nft.LastAddr(p)
 	return nft.ConcatElem(fmt.Sprintf("%q . %s . %s", tap, mac, p),
 		nft.Key(nft.IfName(tap), nft.MAC(mac), first.AsSlice()),
