@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -53,7 +55,7 @@ type datapathResult struct {
 // VMs on different nodes: with no firewall, and with the nftables and the
 // iptables renderings with each number of other ports programmed on both
 // nodes (ports without taps: their elements and rules are all there).
-func Datapath(w io.Writer, prefix string, sizes []int, secs int) error {
+func Datapath(w io.Writer, prefix string, firewalls []string, sizes []int, secs int) error {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return fmt.Errorf("bench: iperf3 is missing; run scripts/install-bench-deps.sh")
 	}
@@ -63,7 +65,7 @@ func Datapath(w io.Writer, prefix string, sizes []int, secs int) error {
 		r        datapathResult
 	}
 	var rows []row
-	for _, renderer := range []string{"none", "nftables", "iptables"} {
+	for _, renderer := range firewalls {
 		s, err := spec.Parse([]byte(datapathYAML))
 		if err != nil {
 			return err
@@ -97,7 +99,7 @@ func Datapath(w io.Writer, prefix string, sizes []int, secs int) error {
 					return err
 				}
 			}
-			r, err := measureDatapath(l, secs)
+			r, err := measureDatapath(l, secs, fmt.Sprintf("%s-%d", renderer, n))
 			if err != nil {
 				_, _ = l.Down()
 				return fmt.Errorf("bench: %s with %d ports: %w", renderer, n, err)
@@ -162,7 +164,11 @@ func programExtra(l *lab.Lab, s *spec.Spec, renderer string, n int) error {
 	return nil
 }
 
-func measureDatapath(l *lab.Lab, secs int) (datapathResult, error) {
+// measureDatapath runs iperf3 three times and the request/response
+// exchanges. With BOTHNIA_BENCH_PERF=DIR the machine's CPUs are sampled
+// (perf record -a -g) during the first iperf3 run, into DIR/NAME.data: where
+// the cycles of one configuration go, to compare with another's.
+func measureDatapath(l *lab.Lab, secs int, name string) (datapathResult, error) {
 	var r datapathResult
 	var runs []float64
 	for i := 0; i < 3; i++ {
@@ -171,8 +177,20 @@ func measureDatapath(l *lab.Lab, secs int) (datapathResult, error) {
 			return r, err
 		}
 		time.Sleep(200 * time.Millisecond)
+		var perf *exec.Cmd
+		if dir := os.Getenv("BOTHNIA_BENCH_PERF"); dir != "" && i == 0 {
+			perf = exec.Command("perf", "record", "-a", "-g", "-q", "-o", filepath.Join(dir, name+".data"), "--", "sleep", strconv.Itoa(secs))
+			if err := perf.Start(); err != nil {
+				return r, fmt.Errorf("bench: perf: %w", err)
+			}
+		}
 		out, err := exec.Command("ip", "netns", "exec", l.VMNS("a"), "iperf3", "-c", "10.101.128.11", "-t", strconv.Itoa(secs), "-J").Output()
 		_ = srv.Wait()
+		if perf != nil {
+			if perr := perf.Wait(); perr != nil {
+				return r, fmt.Errorf("bench: perf record: %w", perr)
+			}
+		}
 		if err != nil {
 			return r, fmt.Errorf("iperf3: %v: %s", err, out)
 		}

@@ -84,7 +84,7 @@ server's highest rate within 1%, and the ratio.`,
 	dh.Flags().StringVar(&rates, "rates", "1000,2000,4000,8000,11700,16000,24000,32000,48000", "offered DORA rates per second, rising")
 	dh.Flags().IntVar(&secs, "seconds", 5, "seconds per rate")
 	c.AddCommand(dh)
-	var dpSizes string
+	var dpSizes, dpFirewalls string
 	var dpSecs int
 	dp := &cobra.Command{
 		Use:   "datapath",
@@ -94,16 +94,30 @@ stream's throughput (iperf3, median of three runs) and the p50/p99 of
 1-byte request/response exchanges: with no firewall (port security off),
 then with the nftables and the iptables renderings with each --sizes other
 ports programmed on both nodes. Prints every configuration and the
-throughput relative to no firewall. Needs iperf3 (scripts/install-bench-deps.sh).`,
+throughput relative to no firewall. Needs iperf3 (scripts/install-bench-deps.sh).
+
+BOTHNIA_BENCH_PERF=DIR samples every CPU (perf record -a -g) during each
+configuration's first iperf3 run into DIR/<firewall>-<ports>.data, to see
+where the cycles go: perf report -i DIR/nftables-10000.data --no-children.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, err := intsFrom(dpSizes, 0)
 			if err != nil {
 				return err
 			}
-			return bench.Datapath(cmd.OutOrStdout(), "bndp", ns, dpSecs)
+			fws := strings.Split(dpFirewalls, ",")
+			for _, f := range fws {
+				if f != "none" && f != "nftables" && f != "iptables" {
+					return fmt.Errorf("--firewalls: %q is not none, nftables or iptables", f)
+				}
+			}
+			if fws[0] != "none" {
+				return fmt.Errorf("--firewalls must start with none: the other rows are ratios to it")
+			}
+			return bench.Datapath(cmd.OutOrStdout(), "bndp", fws, ns, dpSecs)
 		},
 	}
+	dp.Flags().StringVar(&dpFirewalls, "firewalls", "none,nftables,iptables", "configurations measured, none first")
 	dp.Flags().StringVar(&dpSizes, "sizes", "0,1000,10000", "other ports programmed on each node")
 	dp.Flags().IntVar(&dpSecs, "seconds", 5, "seconds per iperf3 run")
 	c.AddCommand(dp)
