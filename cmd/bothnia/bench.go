@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -139,6 +142,9 @@ bench. Needs scripts/install-bench-deps.sh.`,
 	}
 	dn.Flags().IntVar(&dnsSecs, "seconds", 5, "seconds per step of the rate search")
 	c.AddCommand(dn)
+	for _, sub := range c.Commands() {
+		sub.RunE = oneBenchAtATime(sub.RunE)
+	}
 	return c
 }
 
@@ -155,4 +161,29 @@ func intsFrom(s string, lo int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// oneBenchAtATime runs a benchmark only while no other runs on this
+// machine: two at once measure each other, and two of a kind build the
+// same namespaces (a lab of one was torn down under the other's feet).
+// The lock is the kernel's (flock), so a killed run leaves none behind.
+func oneBenchAtATime(run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		const path = "/run/bothnia/bench.lock"
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			pid, _ := os.ReadFile(path)
+			return fmt.Errorf("bench: another benchmark is running (pid %s, lock %s); wait for it, or stop it first", strings.TrimSpace(string(pid)), path)
+		}
+		_ = f.Truncate(0)
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		return run(cmd, args)
+	}
 }
