@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,8 +57,9 @@ type Agent struct {
 	m    *metrics
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	status Status
+	mu      sync.Mutex
+	status  Status
+	changed chan struct{} // a token when the status changed
 }
 
 // Status is what the agent reports, in the store and on /readyz.
@@ -83,6 +85,7 @@ func New(cfg Config) *Agent {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target, StandIn: cfg.StandIn}, log: cfg.Log.With("node", cfg.Node)}
+	a.changed = make(chan struct{}, 1)
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
 	a.status.Node = cfg.Node
@@ -101,6 +104,10 @@ func (a *Agent) setStatus(f func(*Status)) {
 	f(&a.status)
 	a.status.Time = time.Now()
 	a.mu.Unlock()
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Run converges the node until ctx ends.
@@ -142,7 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // fails. Every event re-reads nothing: the watch carries the objects, the
 // agent keeps them, and the next converge takes the whole current set.
 func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan time.Time) error {
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	objs, rev, err := store.Load(lctx, cli)
 	cancel()
 	if err != nil {
@@ -156,15 +163,16 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 	// silently; a probe tells the agent (and /readyz) it is cut off. It
 	// runs beside the loop: a slow answer must not hold back a change
 	// the watch has already delivered.
-	probeErr := make(chan error, 1)
-	go probe(wctx, cli, probeErr)
 	// The watch is read all the time, beside the converges, into a
 	// batch: a watcher that stops reading while its node converges is
 	// one etcd treats as slow and feeds from its backlog a few revisions
 	// at a time, so a burst of writes became dozens of converges. Now
 	// the next converge takes everything that came during the last.
 	b := &batch{ready: make(chan struct{}, 1)}
+	b.last.Store(time.Now().UnixNano())
 	go b.follow(w)
+	probeErr := make(chan error, 1)
+	go probe(wctx, cli, b, probeErr)
 	for {
 		select {
 		case <-ctx.Done():
@@ -192,6 +200,7 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 // batch gathers a watch's events until the agent takes them.
 type batch struct {
 	ready chan struct{} // a token when there is something to take
+	last  atomic.Int64  // when the watch last answered (unix ns)
 	mu    sync.Mutex
 	evs   []*clientv3.Event
 	rev   int64
@@ -202,6 +211,7 @@ type batch struct {
 func (b *batch) follow(w clientv3.WatchChan) {
 	for {
 		resp, ok := <-w
+		b.last.Store(time.Now().UnixNano())
 		var err error
 		switch {
 		case !ok:
@@ -227,6 +237,9 @@ func (b *batch) follow(w clientv3.WatchChan) {
 	}
 }
 
+// heard is when the watch last answered.
+func (b *batch) heard() time.Time { return time.Unix(0, b.last.Load()) }
+
 // take returns the events gathered since the last take, the revision they
 // bring the store to (0: none), and the error that ended the watch.
 func (b *batch) take() ([]*clientv3.Event, int64, error) {
@@ -237,10 +250,13 @@ func (b *batch) take() ([]*clientv3.Event, int64, error) {
 	return evs, rev, b.err
 }
 
-// probe reads the store every second until ctx ends, and reports the
-// first read that fails (within a second) on errc.
-func probe(ctx context.Context, cli *clientv3.Client, errc chan<- error) {
-	t := time.NewTicker(time.Second)
+// probe asks the watch's member for a progress report twice a second
+// (etcd answers on the watch itself) and reports on errc when the watch
+// has heard nothing for two seconds: its member is gone, hangs, or cannot
+// reach the others. A read would not do: with several members, reads go
+// to any of them, while the watch stays with one.
+func probe(ctx context.Context, cli *clientv3.Client, b *batch, errc chan<- error) {
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -249,10 +265,10 @@ func probe(ctx context.Context, cli *clientv3.Client, errc chan<- error) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := cli.Get(pctx, store.FabricKey, clientv3.WithCountOnly())
+		_ = cli.RequestProgress(pctx) // a failure shows as silence
 		cancel()
-		if err != nil && ctx.Err() == nil {
-			errc <- err
+		if quiet := time.Since(b.heard()); quiet > 2*time.Second && ctx.Err() == nil {
+			errc <- fmt.Errorf("the watch heard nothing from its member for %v", quiet.Round(time.Second))
 			return
 		}
 	}
@@ -359,6 +375,7 @@ func (a *Agent) resync() {
 func (a *Agent) report(ctx context.Context, cli *clientv3.Client) {
 	var lease clientv3.LeaseID
 	var last Status
+	lost := make(chan clientv3.LeaseID, 1) // a lease whose keepalives ended
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -366,12 +383,21 @@ func (a *Agent) report(ctx context.Context, cli *clientv3.Client) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.changed:
+		case id := <-lost:
+			// Expired, or its keepalives could not reach the store: the
+			// status key went (or goes) with it, so write it again.
+			if id == lease {
+				lease = 0
+			}
 		}
 		st := a.Status()
 		if lease != 0 && st.Ready == last.Ready && st.Revision == last.Revision && st.Error == last.Error {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// Short tries: one that meets a hung member fails fast, and the
+		// next, 200 ms on, goes to another.
+		rctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
 		if lease == 0 {
 			l, err := cli.Grant(rctx, 10)
 			if err != nil {
@@ -380,10 +406,14 @@ func (a *Agent) report(ctx context.Context, cli *clientv3.Client) {
 			}
 			lease = l.ID
 			if ch, err := cli.KeepAlive(ctx, lease); err == nil {
-				go func() {
+				go func(id clientv3.LeaseID) {
 					for range ch {
 					}
-				}()
+					select {
+					case lost <- id:
+					default:
+					}
+				}(lease)
 			}
 		}
 		b, _ := json.Marshal(st)

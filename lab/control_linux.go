@@ -3,8 +3,8 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,15 +25,95 @@ import (
 // agent`, exactly as a real host runs it. The lab itself then only pushes
 // specs; the agents converge their nodes.
 
-// EtcdURL is the lab's store endpoint.
-func (l *Lab) EtcdURL() string { return "unix://" + filepath.Join(l.stateDir(), "etcd.sock") }
+// EtcdURL is the lab's first store endpoint (its only one, with one
+// member).
+func (l *Lab) EtcdURL() string { return l.EtcdEndpoints()[0] }
+
+// EtcdEndpoints are the lab's etcd members' client sockets.
+func (l *Lab) EtcdEndpoints() []string {
+	var out []string
+	for _, m := range l.etcdMembers() {
+		out = append(out, "unix://"+filepath.Join(l.stateDir(), m+".sock"))
+	}
+	return out
+}
+
+// clusterNames are the members of a three-member lab cluster, named as
+// deploy/README.md's: two at Knox, one at ePouta.
+var clusterNames = []string{"knox-1", "knox-2", "epouta-1"}
+
+// etcdMembers names the lab's etcd services: "etcd" alone, or one per
+// member of a cluster. A running lab says which in its state directory,
+// so that a later command (lab vm add) finds the cluster it started.
+func (l *Lab) etcdMembers() []string {
+	b, err := os.ReadFile(filepath.Join(l.stateDir(), "etcd-members"))
+	if err == nil && len(strings.Fields(string(b))) > 0 {
+		return strings.Fields(string(b))
+	}
+	if l.EtcdMembers > 1 {
+		var out []string
+		for _, n := range clusterNames {
+			out = append(out, "etcd-"+n)
+		}
+		return out
+	}
+	return []string{"etcd"}
+}
+
+// etcdServices are the processes of the lab's store: one member, or a
+// cluster whose members reach each other on loopback ports.
+func (l *Lab) etcdServices() ([]service, error) {
+	members := l.etcdMembers()
+	if err := os.WriteFile(filepath.Join(l.stateDir(), "etcd-members"), []byte(strings.Join(members, "\n")+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if len(members) == 1 {
+		return []service{{name: "etcd", args: []string{"etcd", "--data-dir", filepath.Join(l.stateDir(), "etcd"), "--listen-client", l.EtcdURL()}}}, nil
+	}
+	// The peer ports are kept with the cluster: a member restarted later
+	// must find the others where the cluster was formed.
+	peersFile := filepath.Join(l.stateDir(), "etcd-peers")
+	var peers []string
+	if b, err := os.ReadFile(peersFile); err == nil {
+		peers = strings.Fields(string(b))
+	}
+	if len(peers) != len(members) {
+		peers = nil
+		for _, m := range members {
+			port, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			peers = append(peers, fmt.Sprintf("%s=http://127.0.0.1:%d", strings.TrimPrefix(m, "etcd-"), port))
+		}
+		if err := os.WriteFile(peersFile, []byte(strings.Join(peers, "\n")+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	var svcs []service
+	for i, m := range members {
+		name, peer, _ := strings.Cut(peers[i], "=")
+		svcs = append(svcs, service{name: m, args: []string{"etcd", "--name", name, "--data-dir", filepath.Join(l.stateDir(), m),
+			"--listen-client", l.EtcdEndpoints()[i], "--listen-peer", peer, "--initial-cluster", strings.Join(peers, ",")}})
+	}
+	return svcs, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("lab: find a free loopback port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
 
 // AgentAddr is where a node's agent serves health and metrics, inside the
 // node's namespace.
 const AgentAddr = "127.0.0.1:9464"
 
 func (l *Lab) storeConfig() store.ClientConfig {
-	return store.ClientConfig{Endpoints: []string{l.EtcdURL()}}
+	return store.ClientConfig{Endpoints: l.EtcdEndpoints()}
 }
 
 // controlPlane starts etcd and the agents that are not running yet,
@@ -43,7 +123,11 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	if err := os.MkdirAll(l.stateDir(), 0o755); err != nil {
 		return nil, err
 	}
-	changes, err := l.startServices([]service{{name: "etcd", args: []string{"etcd", "--data-dir", filepath.Join(l.stateDir(), "etcd"), "--listen-client", l.EtcdURL()}}})
+	members, err := l.etcdServices()
+	if err != nil {
+		return nil, err
+	}
+	changes, err := l.startServices(members)
 	if err != nil {
 		return changes, err
 	}
@@ -68,7 +152,7 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	}
 	for _, st := range fab.Nodes {
 		args := []string{"agent", "--node", st.Name,
-			"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
+			"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
 		if st.Plan.Foreign {
 			// Standing in for the foreign cloud's own Neutron agent.
 			args = append(args, "--foreign-stand-in")
@@ -87,12 +171,7 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 // under it (nothing else pushes to the lab's store; a conflict is a race
 // with the previous push's own writes).
 func pushSpec(ctx context.Context, cli *clientv3.Client, s *spec.Spec) ([]store.Change, int64, error) {
-	for {
-		changes, rev, err := store.Push(ctx, cli, s, true)
-		if !errors.Is(err, store.ErrConflict) {
-			return changes, rev, err
-		}
-	}
+	return store.PushRetrying(ctx, cli, s, true, 2*time.Second)
 }
 
 // waitConverged waits until every node's agent reports the revision (or
@@ -115,7 +194,11 @@ func (l *Lab) waitConverged(ctx context.Context, cli *clientv3.Client, fab *node
 }
 
 func (l *Lab) agentsBehind(ctx context.Context, cli *clientv3.Client, fab *node.Fabric, rev int64) ([]string, error) {
-	resp, err := cli.Get(ctx, store.Prefix+store.KindStatus+"/", clientv3.WithPrefix())
+	// A member that hangs holds a read until the client gives up on its
+	// connection (seconds); the next try goes to another member.
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := cli.Get(rctx, store.Prefix+store.KindStatus+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +252,10 @@ func (l *Lab) Push(s *spec.Spec) ([]store.Change, error) {
 
 // AgentsRunning reports whether the lab runs a control plane.
 func (l *Lab) AgentsRunning() bool {
-	_, ok := running(l.pidFile("etcd"))
-	return ok
+	for _, m := range l.etcdMembers() {
+		if _, ok := running(l.pidFile(m)); ok {
+			return true
+		}
+	}
+	return false
 }

@@ -159,7 +159,7 @@ func trickle(c net.Conn, every time.Duration, stop <-chan struct{}) <-chan error
 	return done
 }
 
-func newAgentLab(t *testing.T, raw string) (*Lab, *spec.Spec) {
+func newAgentLab(t *testing.T, raw string, opts ...func(*Lab)) (*Lab, *spec.Spec) {
 	t.Helper()
 	s, err := spec.Parse([]byte(raw))
 	if err != nil {
@@ -172,6 +172,9 @@ func newAgentLab(t *testing.T, raw string) (*Lab, *spec.Spec) {
 		t.Fatal(err)
 	}
 	l.Agents = true
+	for _, o := range opts {
+		o(l)
+	}
 	t.Cleanup(func() {
 		if _, err := l.Down(); err != nil {
 			t.Errorf("lab down: %v", err)

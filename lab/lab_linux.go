@@ -417,8 +417,11 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 		lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, sv.name, sv.ns, l.ServiceLog(sv.name)))
 	}
 	// The control plane, when the lab runs one (lab up without --direct).
-	if _, err := os.Stat(l.pidFile("etcd")); err == nil {
-		procs := []struct{ name, what string }{{"etcd", "the store, " + l.EtcdURL()}}
+	if members := l.etcdMembers(); fileExists(l.pidFile(members[0])) {
+		var procs []struct{ name, what string }
+		for i, m := range members {
+			procs = append(procs, struct{ name, what string }{m, "the store, " + l.EtcdEndpoints()[i]})
+		}
 		for _, st := range fab.Nodes {
 			what := "converges " + st.Name
 			if st.Plan.Foreign {
@@ -449,4 +452,9 @@ func (l *Lab) VMNamespace(s *spec.Spec, vm string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("lab: no VM %q; the spec has %s", vm, strings.Join(names, ", "))
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

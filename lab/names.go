@@ -35,6 +35,10 @@ type Lab struct {
 	// Resync is the agents' read-back interval; 0 is 2 s, so that tests
 	// see drift repaired quickly (a real host's agent defaults to 10 s).
 	Resync time.Duration
+	// EtcdMembers is the size of the lab's etcd cluster: 0 or 1 is one
+	// embedded member; 3 is the sites' cluster of deploy/README.md
+	// (knox-1, knox-2, epouta-1), the agents given every member.
+	EtcdMembers int
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)

@@ -48,7 +48,10 @@ func Connect(c ClientConfig) (*clientv3.Client, error) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 2 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, TLS: tlsCfg, Logger: zap.NewNop()})
+	// Keepalive pings find a member that hangs, or a link cut under an
+	// open connection, within seconds; the client then uses the others.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, TLS: tlsCfg, Logger: zap.NewNop(),
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect %v: %w", c.Endpoints, err)
 	}
@@ -169,6 +172,25 @@ func Push(ctx context.Context, cli *clientv3.Client, s *spec.Spec, write bool) (
 	}
 	rev, err = Write(ctx, cli, want, changes, rev)
 	return changes, rev, err
+}
+
+// PushRetrying pushes as Push does, giving each attempt at most attempt:
+// a member that hangs (a stuck host, a link cut under an open
+// connection) holds a request until the client gives up its connection,
+// which gRPC does after ten seconds at the earliest, while the next
+// attempt goes to another member. An attempt that timed out or met a
+// conflict is made again from a fresh read until ctx ends; a push is a
+// diff, so one made again after an attempt that did land writes nothing.
+func PushRetrying(ctx context.Context, cli *clientv3.Client, s *spec.Spec, write bool, attempt time.Duration) ([]Change, int64, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		changes, rev, err := Push(actx, cli, s, write)
+		timedOut := actx.Err() != nil
+		cancel()
+		if err == nil || ctx.Err() != nil || !timedOut && !errors.Is(err, ErrConflict) {
+			return changes, rev, err
+		}
+	}
 }
 
 // Server is an embedded etcd member: the default store for the lab and

@@ -72,6 +72,7 @@ node plans are applied by the same code that runs on real hosts.`,
 func labUpCmd() *cobra.Command {
 	var name string
 	var verbose, direct bool
+	var members int
 	c := &cobra.Command{
 		Use:   "up [SPEC]",
 		Short: "Build the lab, or bring a running one in line with SPEC (idempotent)",
@@ -85,7 +86,11 @@ a unix socket in the lab's state directory), the spec pushed into it, and
 one "bothnia agent" per node namespace, which converges its node and keeps
 it converged. "lab up SPEC2" on a running lab pushes the difference and
 waits until every agent has converged to it. --direct converges each node
-once from this process instead, with no etcd and no agents.`,
+once from this process instead, with no etcd and no agents.
+
+--etcd-members 3 runs the store as the sites would (deploy/README.md): a
+cluster of knox-1, knox-2 and epouta-1, each agent given all three, so
+that stopping any one member changes nothing for the fabric.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, s, raw, err := openLab(name, args)
@@ -93,6 +98,10 @@ once from this process instead, with no etcd and no agents.`,
 				return err
 			}
 			l.Agents = !direct
+			if members != 1 && members != 3 {
+				return fmt.Errorf("--etcd-members %d: the lab runs 1 member or the sites' 3", members)
+			}
+			l.EtcdMembers = members
 			rep, err := l.Up(s, raw)
 			out := cmd.OutOrStdout()
 			if rep != nil {
@@ -116,6 +125,7 @@ once from this process instead, with no etcd and no agents.`,
 	labFlag(c, &name)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "list every change made")
 	c.Flags().BoolVar(&direct, "direct", false, "converge the nodes from this process, without etcd and agents")
+	c.Flags().IntVar(&members, "etcd-members", 1, "etcd members: 1, or the sites' cluster of 3 (set when the lab is first brought up)")
 	return c
 }
 

@@ -139,9 +139,9 @@ func push(ctx context.Context, cfg store.ClientConfig, path string, write bool) 
 		return nil, 0, err
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return store.Push(ctx, cli, s, write)
+	return store.PushRetrying(ctx, cli, s, write, 3*time.Second)
 }
 
 func getCmd() *cobra.Command {
