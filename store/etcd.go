@@ -48,10 +48,13 @@ func Connect(c ClientConfig) (*clientv3.Client, error) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 2 * time.Second
 	}
-	// Keepalive pings find a member that hangs, or a link cut under an
-	// open connection, within seconds; the client then uses the others.
+	// Keepalive pings find a connection to a member that hangs, or one
+	// cut with the link under it, and the client then uses the others;
+	// gRPC pings every 10 s at the most. Callers that cannot wait that
+	// long give each request a deadline of its own (PushRetrying, the
+	// agent's progress probe).
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, TLS: tlsCfg, Logger: zap.NewNop(),
-		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second})
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect %v: %w", c.Endpoints, err)
 	}
