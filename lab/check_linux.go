@@ -38,5 +38,5 @@ func (l *Lab) Check(ctx context.Context, s *spec.Spec, full bool) ([]check.Resul
 	if !full {
 		probes = check.Sample(s, fw, probes)
 	}
-	return check.Run(ctx, probes, p, 16), nil
+	return check.Run(ctx, probes, p, 16, check.NewPacer(check.NeighbourPairs(), check.NeighbourWindow)), nil
 }
