@@ -36,7 +36,12 @@ const traceTable = "bothnia-trace"
 // the lab, and returns the kernel's path and verdict: dropped if any rule or
 // chain policy dropped it, delivered if nothing did and (for a packet with
 // the VM's own source) it was answered.
-func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, fromVM string, forged bool) (*trace.Kernel, error) {
+//
+// A forged source address goes as a raw IPv4 packet, a forged source MAC
+// as a raw Ethernet frame from the VM's eth0 (to the target VM's MAC, or
+// broadcast when the target is not a VM of the spec).
+func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, r trace.Request) (*trace.Kernel, error) {
+	fromVM, forged := r.From, r.SrcIP != "" || r.SrcMAC != ""
 	if !t.Src.Is4() || !t.Dst.Is4() {
 		return nil, errors.New("trace --kernel: IPv4 only")
 	}
@@ -97,7 +102,13 @@ table ip %[1]s {
 		}
 	}
 	time.Sleep(150 * time.Millisecond) // the monitors subscribe
-	answered, sendErr := l.send(fromVM, t, forged)
+	var answered bool
+	var sendErr error
+	if r.SrcMAC != "" {
+		sendErr = l.sendFrame(s, fromVM, r.To, r.SrcMAC, t)
+	} else {
+		answered, sendErr = l.send(fromVM, t, forged)
+	}
 	time.Sleep(300 * time.Millisecond) // the last events arrive
 	stop()
 	if sendErr != nil {
@@ -181,8 +192,42 @@ func (l *Lab) send(vm string, t *trace.Trace, forged bool) (bool, error) {
 	return false, l.sendRaw(vm, t)
 }
 
-// sendRaw writes one IPv4 packet, header and all, from the VM.
-func (l *Lab) sendRaw(vm string, t *trace.Trace) error {
+// sendFrame writes one Ethernet frame from the VM's eth0 with the given
+// source MAC: the IPv4 packet sendRaw would send, to the target VM's MAC,
+// or to broadcast when the target is an address.
+func (l *Lab) sendFrame(s *spec.Spec, vm, to, srcMAC string, t *trace.Trace) error {
+	src, err := net.ParseMAC(srcMAC)
+	if err != nil {
+		return fmt.Errorf("trace --kernel: --src-mac %q: %w", srcMAC, err)
+	}
+	dst := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if v, _ := s.VM(to); v != nil {
+		if dst, err = net.ParseMAC(v.MAC); err != nil {
+			return err
+		}
+	}
+	pkt, err := ipPacket(t)
+	if err != nil {
+		return err
+	}
+	frame := append(append(append([]byte{}, dst...), src...), 0x08, 0x00)
+	frame = append(frame, pkt...)
+	return namespace.Do(l.VMNS(vm), func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		return syscall.Sendto(fd, frame, 0, &syscall.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6, Addr: [8]byte{dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]}})
+	})
+}
+
+// ipPacket is the IPv4 packet a trace describes, header and all.
+func ipPacket(t *trace.Trace) ([]byte, error) {
 	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice(), Protocol: layers.IPProtocol(t.Proto)}
 	var payload []gopacket.SerializableLayer
 	switch t.Proto {
@@ -199,9 +244,17 @@ func (l *Lab) sendRaw(vm string, t *trace.Trace) error {
 	}
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, payload...); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// sendRaw writes one IPv4 packet, header and all, from the VM.
+func (l *Lab) sendRaw(vm string, t *trace.Trace) error {
+	b, err := ipPacket(t)
+	if err != nil {
 		return err
 	}
-	b := buf.Bytes()
 	return namespace.Do(l.VMNS(vm), func() error {
 		c, err := net.ListenPacket("ip4:"+strconv.Itoa(t.Proto), "0.0.0.0")
 		if err != nil {

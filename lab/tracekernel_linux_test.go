@@ -25,10 +25,7 @@ func TestTraceKernelAgreesWithTheModel(t *testing.T) {
 	for _, ep := range Endpoints(s) {
 		eps = append(eps, check.Endpoint{Name: ep.Name, Addr: ep.Addr, Allowed: ep.Allowed})
 	}
-	type req struct {
-		r      trace.Request
-		forged bool
-	}
+	type req struct{ r trace.Request }
 	var reqs []req
 	probes := check.Expect(s, fw, eps)
 	if os.Getenv("BOTHNIA_TRACE_ALL") == "" {
@@ -50,7 +47,14 @@ func TestTraceKernelAgreesWithTheModel(t *testing.T) {
 		}
 		reqs = append(reqs, req{r: r})
 	}
-	reqs = append(reqs, req{trace.Request{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcIP: "10.101.128.99"}, true})
+	vm2, _ := s.VM("knox-vm2")
+	reqs = append(reqs,
+		// Forged: another address, another MAC (dropped by anti-spoofing),
+		// and the VM's own MAC in a raw frame (delivered: the frame path
+		// itself is sound).
+		req{trace.Request{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcIP: "10.101.128.99"}},
+		req{trace.Request{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcMAC: "fa:16:3e:00:00:99"}},
+		req{trace.Request{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcMAC: vm2.MAC}})
 	t0 := time.Now()
 	delivered, dropped := 0, 0
 	for _, q := range reqs {
@@ -58,12 +62,12 @@ func TestTraceKernelAgreesWithTheModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := l.TraceKernel(s, tr, q.r.From, q.forged)
+		k, err := l.TraceKernel(s, tr, q.r)
 		if err != nil {
 			t.Fatalf("%+v: %v", q.r, err)
 		}
 		if k.Verdict != tr.Verdict {
-			t.Errorf("%s %s -> %s (port %d, src %q): model %s, kernel %s\n%s\nkernel:\n%v", q.r.Proto, q.r.From, q.r.To, q.r.Port, q.r.SrcIP, tr.Verdict, k.Verdict, tr, k.Lines)
+			t.Errorf("%s %s -> %s (port %d, src %q %q): model %s, kernel %s\n%s\nkernel:\n%v", q.r.Proto, q.r.From, q.r.To, q.r.Port, q.r.SrcIP, q.r.SrcMAC, tr.Verdict, k.Verdict, tr, k.Lines)
 		}
 		if k.Verdict == "delivered" {
 			delivered++

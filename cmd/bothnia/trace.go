@@ -30,10 +30,12 @@ It reads SPEC, or without --spec the running lab's spec. With --kernel, in
 the running lab, the packet is also sent for real from the VM, with
 nftables tracing on in every node and router, and the kernel's path is
 printed after the model's; if the kernel's verdict differs from the
-model's, trace fails.`,
+model's, trace fails. A forged address goes as a raw IPv4 packet, a forged
+MAC as a raw Ethernet frame from the VM's eth0.`,
 		Example: `  bothnia trace epouta-vm1 knox-vm1 --proto tcp --port 7000
   bothnia trace knox-vm1 uu-dns -o json
-  bothnia trace knox-vm2 knox-vm1 --src-ip 10.101.128.99`,
+  bothnia trace knox-vm2 knox-vm1 --src-ip 10.101.128.99
+  bothnia trace knox-vm2 knox-vm1 --proto tcp --port 7000 --src-mac fa:16:3e:00:00:99 --kernel`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := loadSpec(specPath, name)
@@ -46,14 +48,11 @@ model's, trace fails.`,
 				return err
 			}
 			if kernel {
-				if r.SrcMAC != "" {
-					return fmt.Errorf("trace --kernel: a forged MAC (--src-mac) is traced in the model only; leave --kernel out")
-				}
 				l, err := lab.New(name)
 				if err != nil {
 					return err
 				}
-				if t.Kernel, err = l.TraceKernel(s, t, r.From, r.SrcIP != ""); err != nil {
+				if t.Kernel, err = l.TraceKernel(s, t, r); err != nil {
 					return err
 				}
 			}
