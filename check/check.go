@@ -150,9 +150,8 @@ type Prober interface {
 // One that fails is tried again before it counts as blocked (a neighbour
 // not yet resolved, a listener not yet scheduled), and marked slow if the
 // second try gets through. Probes expected to be blocked only wait out
-// their timeout, so sixteen times as many run at once. A pacer (nil: none)
-// holds back probes between hosts not yet paired.
-func Run(ctx context.Context, probes []Probe, p Prober, workers int, pace *Pacer) []Result {
+// their timeout, so sixteen times as many run at once.
+func Run(ctx context.Context, probes []Probe, p Prober, workers int) []Result {
 	out := make([]Result, len(probes))
 	var allowed, blocked []int
 	for i, pr := range probes {
@@ -186,7 +185,6 @@ func Run(ctx context.Context, probes []Probe, p Prober, workers int, pace *Pacer
 			go func(i int) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				pace.Wait(ctx, probes[i].From, probes[i].To.Name)
 				r := send(probes[i])
 				if retry && !r.Got && ctx.Err() == nil {
 					if again := send(probes[i]); again.Got {

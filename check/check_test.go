@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/spec"
@@ -105,7 +104,7 @@ func TestRunAndMatrix(t *testing.T) {
 			f.reach[key(p.From, p.To.Addr, p.Port)] = p.WantSource
 		}
 	}
-	rs := Run(context.Background(), ps, f, 4, nil)
+	rs := Run(context.Background(), ps, f, 4)
 	if n := Failed(rs); n != 0 {
 		t.Fatalf("a fabric that does what the spec says has %d failures:\n%s", n, Matrix(rs))
 	}
@@ -119,7 +118,7 @@ func TestRunAndMatrix(t *testing.T) {
 	f.reach[key("knox-vm1", netip.MustParseAddr("203.0.113.99"), 7000)] = "10.5.0.2"
 	f.reach[key("knox-vm2", netip.MustParseAddr("198.51.100.10"), 7000)] = "10.101.128.11"
 	f.reach[key("knox-vm2", netip.MustParseAddr("10.101.0.10"), 7001)] = "10.101.128.11"
-	rs = Run(context.Background(), ps, f, 4, nil)
+	rs = Run(context.Background(), ps, f, 4)
 	m = Matrix(rs)
 	for _, want := range []string{
 		"FAIL tcp/7000 knox-vm1 -> not-allowlisted (203.0.113.99): want blocked, got reachable seen from 10.5.0.2",
@@ -134,29 +133,3 @@ func TestRunAndMatrix(t *testing.T) {
 	}
 }
 
-// The pacer lets a window's worth of new pairs through at once, holds the
-// next new pair until the window has passed, and never holds a pair it has
-// seen.
-func TestPacerHoldsNewPairsOnly(t *testing.T) {
-	ctx := context.Background()
-	const window = 200 * time.Millisecond
-	p := NewPacer(2, window)
-	t0 := time.Now()
-	p.Wait(ctx, "a", "b")
-	p.Wait(ctx, "c", "a")
-	p.Wait(ctx, "b", "a") // seen, the other way round
-	if d := time.Since(t0); d > window/2 {
-		t.Fatalf("the window's own pairs waited %v", d)
-	}
-	p.Wait(ctx, "a", "d")
-	if d := time.Since(t0); d < window {
-		t.Fatalf("a third new pair went after %v, inside the window of %v", d, window)
-	}
-	t1 := time.Now()
-	p.Wait(ctx, "a", "b")
-	if d := time.Since(t1); d > window/2 {
-		t.Fatalf("a pair seen before waited %v", d)
-	}
-	var none *Pacer
-	none.Wait(ctx, "x", "y") // a nil pacer never waits
-}

@@ -256,6 +256,13 @@ protocol and port, and every VM to and from one like it; --full probes
 every pair. A probe expected to get through that fails is tried again
 before it counts as blocked, and reported slow if the retry gets through.
 
+The kernel's IPv4 neighbour table is one for the whole host (1024 entries
+by default, net.ipv4.neigh.default.gc_thresh3), and a full matrix of many
+VMs asks for more: when the kernel reports the table full during the run,
+the probes that failed are tried again once it has room. Raising that
+limit on the host makes --full at a hundred VMs faster; check only reads
+it.
+
 Then, for every VM configured by DHCP, that its lease (address, mask,
 router, DNS, domain, MTU, server) is the spec's and its own site's server
 gave it, and that the fabric's DNS resolves the VMs of both sites, their
