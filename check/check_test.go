@@ -132,4 +132,3 @@ func TestRunAndMatrix(t *testing.T) {
 		}
 	}
 }
-
