@@ -62,20 +62,6 @@ func TestAssembleDecodesManyPortsInParallel(t *testing.T) {
 		s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: fmt.Sprintf("many-%d", i), Node: "knox-c1",
 			IP: fmt.Sprintf("10.101.%d.%d", 140+i/250, i%250+1), MAC: fmt.Sprintf("fa:16:3e:90:%02x:%02x", i/256, i%256), SecurityGroups: []string{"mosler"}})
 	}
-	objs, err := Split(s)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var a Assembler
-	got, problems, err := a.Assemble(objs)
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("assemble: %v %v", err, problems)
-	}
-	again, err := Split(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := Diff(objs, again); len(d) != 0 {
-		t.Fatalf("a round trip through the parallel decoding changed %v", d[0])
-	}
+	roundTrip(t, s, a.Assemble)
 }
