@@ -58,6 +58,40 @@ type applier struct {
 	res     *Result
 	handles map[string]*netlink.Handle // by plan namespace
 	nss     map[string]netns.NsHandle
+	// neighDump is one neighbour dump per namespace and family, by device:
+	// netlink's NeighList dumps the whole table and keeps one device's, so
+	// a call per device read every entry of the node once per device.
+	neighDump map[string]map[int]map[int][]netlink.Neigh
+}
+
+// neighsOf returns a device's neighbour (or, with AF_BRIDGE, forwarding)
+// entries from the apply's one dump of its namespace and family. The dump
+// is taken before this apply changes the device's entries; each device is
+// read once per apply, and the forwarding entries of an uplink are read
+// twice over disjoint parts (fdb: tunnel entries; suppress: static master
+// entries without a destination), so none of them sees its own writes.
+func (a *applier) neighsOf(h *netlink.Handle, ns string, index, family int) ([]netlink.Neigh, error) {
+	if a.neighDump == nil {
+		a.neighDump = map[string]map[int]map[int][]netlink.Neigh{}
+	}
+	byFam := a.neighDump[ns]
+	if byFam == nil {
+		byFam = map[int]map[int][]netlink.Neigh{}
+		a.neighDump[ns] = byFam
+	}
+	byDev, ok := byFam[family]
+	if !ok {
+		all, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(0, family) })
+		if err != nil {
+			return nil, err
+		}
+		byDev = map[int][]netlink.Neigh{}
+		for _, n := range all {
+			byDev[n.LinkIndex] = append(byDev[n.LinkIndex], n)
+		}
+		byFam[family] = byDev
+	}
+	return byDev[index], nil
 }
 
 func (a *applier) changef(ns, format string, args ...any) {

@@ -261,7 +261,7 @@ func (a *applier) addrs(h *netlink.Handle, ns string, l netlink.Link, want []str
 
 // fdb makes a VXLAN device's remote entries exactly want.
 func (a *applier) fdb(h *netlink.Handle, ns string, l netlink.Link, want []plan.FDB) error {
-	have, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
+	have, err := a.neighsOf(h, ns, l.Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {
 		return fmt.Errorf("list fdb: %w", err)
 	}

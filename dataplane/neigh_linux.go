@@ -26,7 +26,7 @@ func (a *applier) neighs(h *netlink.Handle, ns string, l netlink.Link, want *pla
 		}
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		have, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(l.Attrs().Index, fam) })
+		have, err := a.neighsOf(h, ns, l.Attrs().Index, fam)
 		if err != nil {
 			return fmt.Errorf("list neighbours: %w", err)
 		}
@@ -88,7 +88,7 @@ func (a *applier) suppress(h *netlink.Handle, ns string, l netlink.Link, want *p
 	if want.Kind != plan.VXLAN && want.Kind != plan.VLAN {
 		return nil
 	}
-	have, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
+	have, err := a.neighsOf(h, ns, l.Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {
 		return fmt.Errorf("list fdb: %w", err)
 	}
