@@ -140,7 +140,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		// At most 2 s between tries: a store back after an outage is
+		// found soon, and a try is one connection attempt.
+		backoff = min(backoff*2, 2*time.Second)
 	}
 	return nil
 }

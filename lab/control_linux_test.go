@@ -373,13 +373,16 @@ func TestControlPlaneLive(t *testing.T) {
 	if _, err := l.controlPlane(mustDesired(t, l)); err != nil {
 		t.Fatalf("etcd back: %v", err)
 	}
-	code := 0
-	for i := 0; i < 80 && code != http.StatusOK; i++ {
-		time.Sleep(100 * time.Millisecond)
-		code = readyz(t, node)
-	}
-	if code != http.StatusOK {
-		t.Errorf("etcd back for 8 s, the agent's /readyz still says %d", code)
+	// Both sites' agents: the change below waits for every one of them.
+	for _, n := range []string{node, l.NodeNS("epouta-c1")} {
+		code := 0
+		for i := 0; i < 80 && code != http.StatusOK; i++ {
+			time.Sleep(100 * time.Millisecond)
+			code = readyz(t, n)
+		}
+		if code != http.StatusOK {
+			t.Errorf("etcd back for 8 s, the agent in %s still says %d on /readyz", n, code)
+		}
 	}
 	// And it converges changes again.
 	if d := push(t, l, edit(t, l, func(s *spec.Spec) { vm(s, "e1").SecurityGroups = []string{"default"} })); d > time.Second {
