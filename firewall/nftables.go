@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -108,16 +111,52 @@ type cachedPort struct {
 	pe     PortElems
 }
 
-// elems returns the port's elements, from the last render if it is the
-// same, and keeps them for the next, in next.
-func (c *portCache) elems(f *Fabric, p *Port, next map[string]cachedPort) PortElems {
-	if old, ok := c.m[p.Name]; ok && old.id == p.ID && slices.Equal(old.pairs, p.Pairs) && slices.Equal(old.groups, p.Groups) {
-		next[p.Name] = old
-		return old.pe
+// kept returns the port's elements from the last render if the port is
+// the same.
+func (c *portCache) kept(p *Port) (cachedPort, bool) {
+	old, ok := c.m[p.Name]
+	return old, ok && old.id == p.ID && slices.Equal(old.pairs, p.Pairs) && slices.Equal(old.groups, p.Groups)
+}
+
+// update renders the ports whose elements are not kept, on every CPU when
+// there are many (a starting agent renders all of a node's ports), and
+// returns every port's elements, keeping them for the next render.
+func (c *portCache) update(f *Fabric, ports []Port) []PortElems {
+	out := make([]PortElems, len(ports))
+	next := make(map[string]cachedPort, len(ports))
+	var todo []int
+	for i := range ports {
+		if old, ok := c.kept(&ports[i]); ok {
+			out[i], next[ports[i].Name] = old.pe, old
+		} else {
+			todo = append(todo, i)
+		}
 	}
-	pe := portElems(f, p)
-	next[p.Name] = cachedPort{p.ID, slices.Clone(p.Pairs), slices.Clone(p.Groups), pe}
-	return pe
+	workers := min(runtime.GOMAXPROCS(0), len(todo)/256)
+	if workers < 2 {
+		for _, i := range todo {
+			out[i] = portElems(f, &ports[i])
+		}
+	} else {
+		var nextJob atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := int(nextJob.Add(1) - 1); j < len(todo); j = int(nextJob.Add(1) - 1) {
+					out[todo[j]] = portElems(f, &ports[todo[j]])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for _, i := range todo {
+		p := &ports[i]
+		next[p.Name] = cachedPort{p.ID, slices.Clone(p.Pairs), slices.Clone(p.Groups), out[i]}
+	}
+	c.m = next
+	return out
 }
 
 func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache *portCache) *nft.Ruleset {
@@ -223,11 +262,9 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		{Name: chIngress, Rules: ingress},
 	}
 	fw.Chains = append(fw.Chains, groupChains...)
-	next := make(map[string]cachedPort, len(ports))
-	for i := range ports {
-		cache.elems(f, &ports[i], next).addTo(rs)
+	for _, pe := range cache.update(f, ports) {
+		pe.addTo(rs)
 	}
-	cache.m = next
 	return rs
 }
 

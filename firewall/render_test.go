@@ -2,8 +2,10 @@ package firewall
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -223,5 +225,32 @@ func TestRenderWithKeptPortsMatchesAFreshRender(t *testing.T) {
 		if len(cache.m) != len(f.Node(node)) {
 			t.Fatalf("%s: %d ports kept, the node has %d", st.name, len(cache.m), len(f.Node(node)))
 		}
+	}
+}
+
+// Enough ports on a node to be rendered on every CPU: the render is the
+// same as one port at a time, fresh and after a port changed.
+func TestRenderOfManyPortsMatches(t *testing.T) {
+	s, _ := example(t)
+	node := s.Networks[0].VMs[0].Node
+	for i := 0; i < 1500; i++ {
+		s.Networks[0].VMs = append(s.Networks[0].VMs, &spec.VM{Name: fmt.Sprintf("many-%d", i), Node: node,
+			IP: fmt.Sprintf("10.101.%d.%d", 140+i/250, i%250+1), MAC: fmt.Sprintf("fa:16:3e:90:%02x:%02x", i/256, i%256), SecurityGroups: []string{"mosler"}})
+	}
+	var cache portCache
+	for step := 0; step < 2; step++ {
+		f, err := Compile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zones, ids := f.Zones(node, nil), f.PortIDs(node, nil)
+		got := renderNFTNode(f, node, zones, ids, &cache).String()
+		prev := runtime.GOMAXPROCS(1) // the reference: one port at a time
+		want := RenderNFTNode(f, node, zones, ids).String()
+		runtime.GOMAXPROCS(prev)
+		if got != want {
+			t.Fatalf("step %d: the parallel render differs from a fresh one", step)
+		}
+		s.Networks[0].VMs[len(s.Networks[0].VMs)-1].SecurityGroups = []string{"default"}
 	}
 }
