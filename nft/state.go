@@ -60,8 +60,7 @@ func SameElem(a, b Elem) bool {
 	}
 	switch {
 	case a.Verdict != nil || b.Verdict != nil:
-		return a.Verdict != nil && b.Verdict != nil && verdictText(a.Verdict) == verdictText(b.Verdict) &&
-			(a.Verdict.Kind != expr.VerdictJump && a.Verdict.Kind != expr.VerdictGoto || a.Verdict.Chain == b.Verdict.Chain)
+		return a.Verdict != nil && b.Verdict != nil && verdictText(a.Verdict) == verdictText(b.Verdict)
 	case a.Val != nil || b.Val != nil:
 		return a.Val != nil && b.Val != nil && bytes.Equal(a.Val, b.Val)
 	}
