@@ -4,15 +4,13 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sort"
-	"sync"
-	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/bothnia/bothnia/internal/parallel"
 	"github.com/bothnia/bothnia/nft"
 	"github.com/bothnia/bothnia/plan"
 )
@@ -132,25 +130,7 @@ func (c *portCache) update(f *Fabric, ports []Port) []PortElems {
 			todo = append(todo, i)
 		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(todo)/256)
-	if workers < 2 {
-		for _, i := range todo {
-			out[i] = portElems(f, &ports[i])
-		}
-	} else {
-		var nextJob atomic.Int64
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := int(nextJob.Add(1) - 1); j < len(todo); j = int(nextJob.Add(1) - 1) {
-					out[todo[j]] = portElems(f, &ports[todo[j]])
-				}
-			}()
-		}
-		wg.Wait()
-	}
+	parallel.For(len(todo), func(j int) { out[todo[j]] = portElems(f, &ports[todo[j]]) })
 	for _, i := range todo {
 		p := &ports[i]
 		next[p.Name] = cachedPort{p.ID, slices.Clone(p.Pairs), slices.Clone(p.Groups), out[i]}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,7 +79,7 @@ func (l *Lab) etcdServices() ([]service, error) {
 	if len(peers) != len(members) {
 		peers = nil
 		for _, m := range members {
-			port, err := freePort()
+			port, err := store.FreeLoopbackPort()
 			if err != nil {
 				return nil, err
 			}
@@ -97,15 +96,6 @@ func (l *Lab) etcdServices() ([]service, error) {
 			"--listen-client", l.EtcdEndpoints()[i], "--listen-peer", peer, "--initial-cluster", strings.Join(peers, ",")}})
 	}
 	return svcs, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("lab: find a free loopback port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // AgentAddr is where a node's agent serves health and metrics, inside the

@@ -103,10 +103,6 @@ const MaxTxnOps = 128
 // their groups and networks.
 func Write(ctx context.Context, cli *clientv3.Client, want Objects, changes []Change, rev int64) (int64, error) {
 	rank := map[string]int{KindFabric: 0, KindNetwork: 1, KindGroup: 2, KindPort: 3}
-	kindOf := func(k string) string {
-		kind, _, _ := strings.Cut(strings.TrimPrefix(k, Prefix), "/")
-		return kind
-	}
 	ordered := slices.Clone(changes)
 	slices.SortStableFunc(ordered, func(a, b Change) int {
 		ra, rb := rank[kindOf(a.Key)], rank[kindOf(b.Key)]
@@ -250,7 +246,7 @@ func StartMember(m Member) (*Server, error) {
 	if m.PeerURL == "" {
 		// A single member still listens for peers: on a free loopback
 		// port (etcd cannot name a unix peer socket by an absolute path).
-		port, err := freePort()
+		port, err := FreeLoopbackPort()
 		if err != nil {
 			return nil, err
 		}
@@ -296,7 +292,9 @@ func (s *Server) Close() { s.e.Close() }
 // Err is closed with the member's fatal error, if it fails.
 func (s *Server) Err() <-chan error { return s.e.Err() }
 
-func freePort() (int, error) {
+// FreeLoopbackPort is a TCP port on 127.0.0.1 free at the time of the call,
+// for a member's peer listener.
+func FreeLoopbackPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("store: find a free loopback port: %w", err)

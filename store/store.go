@@ -24,15 +24,13 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/bothnia/bothnia/internal/parallel"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -143,18 +141,6 @@ type decoded struct {
 	err error
 }
 
-// decode decodes one object of the given kind, or returns its last
-// decoding if its bytes are the same.
-func (a *Assembler) decode(k, kind string, raw []byte, seen map[string]decoded) (any, error) {
-	if d, ok := a.decoded[k]; ok && bytes.Equal(d.raw, raw) {
-		seen[k] = d
-		return d.v, d.err
-	}
-	d := decodeObject(kind, raw)
-	seen[k] = d
-	return d.v, d.err
-}
-
 func decodeObject(kind string, raw []byte) decoded {
 	var v any
 	switch kind {
@@ -168,56 +154,47 @@ func decodeObject(kind string, raw []byte) decoded {
 	return decoded{raw, v, strictYAML(raw, v)}
 }
 
-// decodeNew decodes the objects whose bytes are new on every CPU, ahead
-// of the assembly that uses them: a starting agent decodes the whole
-// store, about 40 µs a port.
-func (a *Assembler) decodeNew(objs Objects) {
-	type job struct {
-		k, kind string
-		raw     []byte
+// kindOf is the kind a key names ("" for a key outside the layout).
+func kindOf(key string) string {
+	rest, ok := strings.CutPrefix(key, Prefix)
+	if !ok {
+		return ""
 	}
-	var jobs []job
+	kind, _, _ := strings.Cut(rest, "/")
+	return kind
+}
+
+// decodeAll returns the decoding of every network, port and group: the
+// last call's where the bytes are the same, else a new one, made on every
+// CPU when there are many (a starting agent decodes the whole store,
+// about 40 µs a port).
+func (a *Assembler) decodeAll(objs Objects) map[string]decoded {
+	all := make(map[string]decoded, len(objs))
+	var keys []string
 	for k, raw := range objs {
-		kind, _, _ := strings.Cut(strings.TrimPrefix(k, Prefix), "/")
-		if kind != KindNetwork && kind != KindPort && kind != KindGroup {
+		switch kindOf(k) {
+		case KindNetwork, KindPort, KindGroup:
+		default:
 			continue
 		}
 		if d, ok := a.decoded[k]; ok && bytes.Equal(d.raw, raw) {
-			continue
+			all[k] = d
+		} else {
+			keys = append(keys, k)
 		}
-		jobs = append(jobs, job{k, kind, raw})
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(jobs)/256)
-	if workers < 2 {
-		return // the assembly decodes the few itself
+	out := make([]decoded, len(keys))
+	parallel.For(len(keys), func(i int) { out[i] = decodeObject(kindOf(keys[i]), objs[keys[i]]) })
+	for i, k := range keys {
+		all[k] = out[i]
 	}
-	out := make([]decoded, len(jobs))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(jobs); i = int(next.Add(1) - 1) {
-				out[i] = decodeObject(jobs[i].kind, jobs[i].raw)
-			}
-		}()
-	}
-	wg.Wait()
-	if a.decoded == nil {
-		a.decoded = make(map[string]decoded, len(jobs))
-	}
-	for i, j := range jobs {
-		a.decoded[j.k] = out[i]
-	}
+	return all
 }
 
 // Assemble is the package's Assemble, decoding only what changed since
 // the last call.
 func (a *Assembler) Assemble(objs Objects) (*spec.Spec, []Problem, error) {
-	a.decodeNew(objs)
-	seen := make(map[string]decoded, len(objs))
-	defer func() { a.decoded = seen }()
+	a.decoded = a.decodeAll(objs)
 	var problems []Problem
 	hb, ok := objs[FabricKey]
 	if !ok {
@@ -244,9 +221,9 @@ func (a *Assembler) Assemble(objs Objects) (*spec.Spec, []Problem, error) {
 		var err error
 		switch kind {
 		case KindNetwork:
-			var v any
-			v, err = a.decode(k, kind, objs[k], seen)
-			n := v.(*network)
+			d := a.decoded[k]
+			err = d.err
+			n := d.v.(*network)
 			if err == nil && n.Name != name {
 				err = fmt.Errorf("its name %q is not its key's %q", n.Name, name)
 			}
@@ -255,12 +232,12 @@ func (a *Assembler) Assemble(objs Objects) (*spec.Spec, []Problem, error) {
 			}
 		case KindPort:
 			netName, vmName, _ := strings.Cut(name, "/")
-			var v any
-			v, err = a.decode(k, kind, objs[k], seen)
+			d := a.decoded[k]
+			err = d.err
 			// A copy: validation fills in defaults, and the decoding is
 			// kept for the next call.
 			vm := new(spec.VM)
-			*vm = *v.(*spec.VM)
+			*vm = *d.v.(*spec.VM)
 			if err == nil && vm.Name != vmName {
 				err = fmt.Errorf("its name %q is not its key's %q", vm.Name, vmName)
 			}
@@ -268,10 +245,10 @@ func (a *Assembler) Assemble(objs Objects) (*spec.Spec, []Problem, error) {
 				ports = append(ports, portObj{k, netName, vm})
 			}
 		case KindGroup:
-			var v any
-			v, err = a.decode(k, kind, objs[k], seen)
+			d := a.decoded[k]
+			err = d.err
 			g := new(spec.SecurityGroup)
-			*g = *v.(*spec.SecurityGroup)
+			*g = *d.v.(*spec.SecurityGroup)
 			if err == nil && g.Name != name {
 				err = fmt.Errorf("its name %q is not its key's %q", g.Name, name)
 			}
