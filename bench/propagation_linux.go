@@ -121,6 +121,13 @@ func Propagation(w io.Writer, prefix string, n int, bulk int) error {
 		fmt.Fprintf(w, "%-10s %10s %10s %10s\n", r.name, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), mx.Round(10*time.Microsecond))
 	}
 	if bulk > 0 {
+		// The kernel builds a change event for every element of every
+		// transaction, in every namespace, as long as anyone on the host
+		// listens to nftables' events (the listener bitmap is one per
+		// netlink protocol, not per namespace): with this monitor open, a
+		// starting agent's first programming of 10,000 ports took 1.6 to
+		// 1.9 times as long. What follows is not measured by events.
+		stop()
 		return bulkPorts(w, l, cli, bulk)
 	}
 	return nil
@@ -189,63 +196,84 @@ func bulkPorts(w io.Writer, l *lab.Lab, cli *clientv3.Client, n int) error {
 	}
 	defer func() { _ = syscall.Kill(epid, syscall.SIGCONT) }()
 	time.Sleep(time.Second)
-	return restartAgent(w, l, cli, pid, n, rev)
+	var starts []time.Duration
+	for i := 0; i < restarts; i++ {
+		d, p, err := restartAgent(l, cli, pid, n, rev)
+		if err != nil {
+			return err
+		}
+		starts, pid = append(starts, d), p
+	}
+	stopProcess(pid)
+	med, _, _ := quantiles(starts)
+	fmt.Fprintf(w, "a starting agent with %d ports and empty firewall tables: converged in %s (median of %d restarts: %s; process start to ready, store read included)\n",
+		n+1, med.Round(time.Millisecond), restarts, roundAll(starts))
+	return nil
 }
 
-// restartAgent stops the Knox node's agent, deletes its firewall tables
-// (so nothing is left to adopt), starts a new agent as the lab does, and
-// times it from its start until it reports the node converged: the full
-// programming of n ports by a starting agent, store read included. With
-// BOTHNIA_BENCH_PROFILE=DIR the new agent writes a CPU profile there; its
-// log is the lab's (kept with BOTHNIA_BENCH_KEEP=1).
-func restartAgent(w io.Writer, l *lab.Lab, cli *clientv3.Client, pid, n int, rev int64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		return err
+// stopProcess ends a process with SIGTERM and waits until it is gone.
+func stopProcess(pid int) {
+	if syscall.Kill(pid, syscall.SIGTERM) != nil {
+		return
 	}
 	for syscall.Kill(pid, 0) == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// restarts is how many times a starting agent is timed.
+const restarts = 3
+
+// restartAgent stops the Knox node's agent, deletes its firewall tables
+// (so nothing is left to adopt), starts a new agent as the lab does, and
+// times it from its start until it reports the node converged: the full
+// programming of n ports by a starting agent, store read included. It
+// returns that time and the new agent's pid; the agent keeps running (the
+// lab's Down stops it). With BOTHNIA_BENCH_PROFILE=DIR the new agent
+// writes a CPU profile there; its log is the lab's (kept with
+// BOTHNIA_BENCH_KEEP=1).
+func restartAgent(l *lab.Lab, cli *clientv3.Client, pid, n int, rev int64) (time.Duration, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stopProcess(pid)
 	ns := l.NodeNS("knox-c1")
 	for _, t := range []string{"bridge bothnia-l2", "inet bothnia-fw"} {
 		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "delete table "+t).CombinedOutput(); err != nil {
-			return fmt.Errorf("bench: delete %s: %v: %s", t, err, out)
+			return 0, 0, fmt.Errorf("bench: delete %s: %v: %s", t, err, out)
 		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	cmd := exec.Command("nsenter", "--net="+filepath.Join(namespace.Dir, ns), "--", exe, "agent", "--node", "knox-c1",
 		"--etcd-endpoints", l.EtcdURL(), "--ns-prefix", l.SubPrefix("knox-c1"), "--listen", "", "--resync", "10s")
 	if d := os.Getenv("BOTHNIA_BENCH_PROFILE"); d != "" {
 		cmd.Args = append(cmd.Args, "--cpuprofile", d+"/start.prof")
 	}
-	logf, err := os.Create(l.ServiceLog("agent-knox-c1-restarted"))
+	logf, err := os.OpenFile(l.ServiceLog("agent-knox-c1-restarted"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		return err
+		return 0, 0, err
 	}
-	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	go func() { _ = cmd.Wait() }()
 	for {
 		st, err := agentStatus(ctx, cli, "knox-c1")
 		if err == nil && st.Time.After(t0) && st.Ready && st.Revision >= rev && st.Ports >= n {
 			break
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("the restarted knox agent did not converge %d ports", n)
+			_ = cmd.Process.Kill()
+			return 0, 0, fmt.Errorf("the restarted knox agent did not converge %d ports", n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	fmt.Fprintf(w, "a starting agent with %d ports and empty firewall tables: converged in %s (process start to ready, store read included)\n",
-		n+1, time.Since(t0).Round(time.Millisecond))
-	return nil
+	return time.Since(t0), cmd.Process.Pid, nil
 }
 
 func knoxAddr(i int) netip.Addr {
@@ -316,6 +344,14 @@ func waitElem(evs chan elemEvent, a netip.Addr, added bool, t0 time.Time) (time.
 			return 0, fmt.Errorf("%s never appeared on the other site's node within 5 s", a)
 		}
 	}
+}
+
+func roundAll(ds []time.Duration) string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Round(time.Millisecond).String())
+	}
+	return strings.Join(out, ", ")
 }
 
 func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {

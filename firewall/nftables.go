@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -398,13 +399,16 @@ type PortElems map[string]map[string][]nft.Elem // table -> set -> elements
 
 func portElems(f *Fabric, p *Port) PortElems {
 	tap := nft.IfName(p.Name)
+	// One element for the port's name, shared (elements are never
+	// changed in place) by the sets keyed by it alone.
+	self := nft.KeyElem(strconv.Quote(p.Name), tap)
 	l2 := map[string][]nft.Elem{
-		setPorts:   {nft.KeyElem(fmt.Sprintf("%q", p.Name), tap)},
+		setPorts:   {self},
 		mapInMarks: {nft.IfMarkElem(p.Name, inMark(p.ID))},
 	}
 	for k := 0; k < idBits; k++ {
 		if p.ID&(1<<k) != 0 {
-			l2[outBitSet(k)] = append(l2[outBitSet(k)], nft.KeyElem(fmt.Sprintf("%q", p.Name), tap))
+			l2[outBitSet(k)] = append(l2[outBitSet(k)], self)
 		}
 	}
 	// The spoofing sets are interval sets, which refuse overlapping
@@ -420,8 +424,7 @@ func portElems(f *Fabric, p *Port) PortElems {
 		// IPv6 link-local (from the MAC); :: has rules of its own.
 		prefixes := append(slices.Clone(byMAC[m]), netip.PrefixFrom(plan.LinkLocal(m), 128))
 		for _, pfx := range Normalize(prefixes) {
-			v6, host := pfx.Addr().Is6(), pfx.IsSingleIP()
-			set := map[[2]bool]string{{false, true}: setSpoof4, {true, true}: setSpoof6, {false, false}: setNets4, {true, false}: setNets6}[[2]bool{v6, host}]
+			set := spoofSet(pfx)
 			l2[set] = append(l2[set], spoofElem(p.Name, m, pfx))
 		}
 	}
@@ -431,6 +434,21 @@ func portElems(f *Fabric, p *Port) PortElems {
 		fw[inSet(g)] = append(fw[inSet(g)], nft.MarkElem(outMark(p.ID)))
 	}
 	return PortElems{L2Table: l2, FWTable: fw}
+}
+
+// spoofSet is the anti-spoofing set of a pair's prefix: exact addresses
+// in a hash set, wider prefixes in an interval set, per family.
+func spoofSet(p netip.Prefix) string {
+	switch v6, host := p.Addr().Is6(), p.IsSingleIP(); {
+	case host && !v6:
+		return setSpoof4
+	case host:
+		return setSpoof6
+	case !v6:
+		return setNets4
+	default:
+		return setNets6
+	}
 }
 
 // spoofElem is a pair's element: an exact key for one address, a range

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -26,14 +25,14 @@ type Applier struct {
 	nsFD  int // network namespace, 0 for the caller's own
 	want  map[string]*tableState
 	have  map[string]*tableState // nil entry: table absent
-	dirty map[string]map[string]bool
+	dirty map[string]*dirtyTable
 	order []string // table keys in the order they were first wanted
 }
 
 // NewApplier returns an applier for the namespace open at nsFD (0: the
 // process's own). It knows nothing of the kernel until Resync.
 func NewApplier(nsFD int) *Applier {
-	return &Applier{nsFD: nsFD, want: map[string]*tableState{}, dirty: map[string]map[string]bool{}}
+	return &Applier{nsFD: nsFD, want: map[string]*tableState{}, dirty: map[string]*dirtyTable{}}
 }
 
 // Socket buffers for a transaction: the kernel answers every message of a
@@ -76,15 +75,6 @@ func (a *Applier) conn() (*nftables.Conn, error) {
 	return nftables.New(opts...)
 }
 
-func (a *Applier) mark(tk, item string) {
-	d := a.dirty[tk]
-	if d == nil {
-		d = map[string]bool{}
-		a.dirty[tk] = d
-	}
-	d[item] = true
-}
-
 func (a *Applier) table(f nftables.TableFamily, name string) (*tableState, string) {
 	tk := tableKey(f, name)
 	t, ok := a.want[tk]
@@ -92,7 +82,7 @@ func (a *Applier) table(f nftables.TableFamily, name string) (*tableState, strin
 		t = newTableState(f, name)
 		a.want[tk] = t
 		a.order = append(a.order, tk)
-		a.mark(tk, "t")
+		a.dirtyOf(tk).table = true
 	}
 	return t, tk
 }
@@ -110,7 +100,7 @@ func (a *Applier) Replace(rs *Ruleset) {
 		for _, name := range slices.Sorted(maps.Keys(ts.chains)) {
 			if !seen[name] {
 				delete(ts.chains, name)
-				a.mark(tk, "c"+name)
+				a.dirtyOf(tk).chains[name] = true
 			}
 		}
 		seenSet := map[string]bool{}
@@ -130,24 +120,25 @@ func (a *Applier) Replace(rs *Ruleset) {
 						a.delElem(ts, tk, s.Name, k)
 					}
 				}
-			} else {
 				for i, e := range s.Elems {
-					keys[i] = keyID(e)
+					a.setElemKey(ts, tk, s.Name, keys[i], e)
 				}
-				ts.elems[s.Name] = make(map[string]Elem, len(s.Elems))
+				continue
 			}
-			for i, e := range s.Elems {
-				a.setElemKey(ts, tk, s.Name, keys[i], e)
+			// Nothing wanted before: the set's content is marked whole.
+			m := make(map[string]Elem, len(s.Elems))
+			for _, e := range s.Elems {
+				m[keyID(e)] = e
 			}
+			ts.elems[s.Name] = m
+			a.dirtyOf(tk).allElems[s.Name] = true
 		}
 		for _, name := range slices.Sorted(maps.Keys(ts.sets)) {
 			if !seenSet[name] {
-				for k := range ts.elems[name] {
-					a.delElem(ts, tk, name, k)
-				}
 				delete(ts.sets, name)
 				delete(ts.elems, name)
-				a.mark(tk, "s"+name)
+				d := a.dirtyOf(tk)
+				d.sets[name], d.allElems[name] = true, true
 			}
 		}
 	}
@@ -158,7 +149,7 @@ func (a *Applier) setChain(ts *tableState, tk string, c *Chain) {
 		return
 	}
 	ts.chains[c.Name] = c
-	a.mark(tk, "c"+c.Name)
+	a.dirtyOf(tk).chains[c.Name] = true
 }
 
 func (a *Applier) setSet(ts *tableState, tk string, s *Set) {
@@ -169,7 +160,7 @@ func (a *Applier) setSet(ts *tableState, tk string, s *Set) {
 	if ts.elems[s.Name] == nil {
 		ts.elems[s.Name] = map[string]Elem{}
 	}
-	a.mark(tk, "s"+s.Name)
+	a.dirtyOf(tk).sets[s.Name] = true
 }
 
 func (a *Applier) setElem(ts *tableState, tk, set string, e Elem) {
@@ -181,7 +172,7 @@ func (a *Applier) setElemKey(ts *tableState, tk, set, k string, e Elem) {
 		return
 	}
 	ts.elems[set][k] = e
-	a.mark(tk, "e"+set+"\x00"+k)
+	a.dirtyOf(tk).elem(set, k)
 }
 
 func (a *Applier) delElem(ts *tableState, tk, set, k string) {
@@ -189,7 +180,7 @@ func (a *Applier) delElem(ts *tableState, tk, set, k string) {
 		return
 	}
 	delete(ts.elems[set], k)
-	a.mark(tk, "e"+set+"\x00"+k)
+	a.dirtyOf(tk).elem(set, k)
 }
 
 // SetChain makes one chain of a table desired as given.
@@ -203,7 +194,7 @@ func (a *Applier) DeleteChain(f nftables.TableFamily, table, chain string) {
 	ts, tk := a.table(f, table)
 	if _, ok := ts.chains[chain]; ok {
 		delete(ts.chains, chain)
-		a.mark(tk, "c"+chain)
+		a.dirtyOf(tk).chains[chain] = true
 	}
 }
 
@@ -247,7 +238,7 @@ func (a *Applier) Desired() *Ruleset {
 // Pending reports whether Apply has anything to compare.
 func (a *Applier) Pending() bool {
 	for _, d := range a.dirty {
-		if len(d) > 0 {
+		if !d.empty() {
 			return true
 		}
 	}
@@ -274,14 +265,14 @@ func (a *Applier) Apply() ([]string, error) {
 	}
 	b := &batch{c: c}
 	for _, tk := range a.order {
-		if len(a.dirty[tk]) > 0 {
+		if d := a.dirty[tk]; d != nil && !d.empty() {
 			if err := a.plan(b, tk); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if len(b.changes) == 0 {
-		a.dirty = map[string]map[string]bool{}
+		a.dirty = map[string]*dirtyTable{}
 		return nil, nil
 	}
 	if err := b.emit(); err != nil {
@@ -291,7 +282,7 @@ func (a *Applier) Apply() ([]string, error) {
 	for _, tk := range a.order {
 		a.commit(tk)
 	}
-	a.dirty = map[string]map[string]bool{}
+	a.dirty = map[string]*dirtyTable{}
 	return b.changes, nil
 }
 
@@ -406,12 +397,9 @@ func (a *Applier) plan(b *batch, tk string) error {
 		sets[name] = ns
 		return ns
 	}
+	d := a.dirty[tk]
 	newSets := map[string]bool{}
-	for item := range a.dirty[tk] {
-		if item[0] != 's' {
-			continue
-		}
-		name := item[1:]
+	for name := range d.sets {
 		ws, hs := want.sets[name], have.sets[name]
 		switch {
 		case ws != nil && hs == nil:
@@ -433,8 +421,18 @@ func (a *Applier) plan(b *batch, tk string) error {
 	for _, name := range slices.Sorted(maps.Keys(newSets)) {
 		ws := want.sets[name]
 		elems := want.elems[name]
-		for _, k := range slices.Sorted(maps.Keys(elems)) {
-			b.addElem(nset(name, ws), elems[k], ws)
+		ns := nset(name, ws)
+		if ws.Interval {
+			// Ranges go in order, as nft itself sends them.
+			for _, k := range slices.Sorted(maps.Keys(elems)) {
+				b.addElem(ns, elems[k], ws)
+			}
+		} else {
+			// A hash set takes its elements in any order; sorting the
+			// 170,000 of a first programming was a tenth of its plan.
+			for _, e := range elems {
+				b.addElem(ns, e, ws)
+			}
 		}
 		// One line for a new set's elements: a first programming of
 		// thousands of ports would otherwise report each of them.
@@ -447,13 +445,14 @@ func (a *Applier) plan(b *batch, tk string) error {
 	// (180,000 elements went as nearly as many messages, each waiting for
 	// its acknowledgement).
 	bySet := map[string][]string{}
-	for item := range a.dirty[tk] {
-		if item[0] != 'e' {
-			continue
+	for name, ks := range d.elems {
+		if !newSets[name] && !d.allElems[name] {
+			bySet[name] = slices.Collect(maps.Keys(ks))
 		}
-		name, k, _ := strings.Cut(item[1:], "\x00")
-		if !newSets[name] {
-			bySet[name] = append(bySet[name], k)
+	}
+	for name := range d.allElems {
+		if !newSets[name] && want.sets[name] != nil {
+			bySet[name] = union(want.elems[name], have.elems[name])
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(bySet)) {
@@ -494,11 +493,7 @@ func (a *Applier) plan(b *batch, tk string) error {
 		}
 	}
 	// Chains.
-	for item := range a.dirty[tk] {
-		if item[0] != 'c' {
-			continue
-		}
-		name := item[1:]
+	for name := range d.chains {
 		wc, hc := want.chains[name], have.chains[name]
 		switch {
 		case wc != nil && hc != nil && sameHook(wc.Hook, hc.Hook) && sameRules(wc.Rules, hc.Rules):
@@ -590,34 +585,48 @@ func (a *Applier) commit(tk string) {
 		have = newTableState(want.family, want.name)
 		a.have[tk] = have
 	}
-	for item := range a.dirty[tk] {
-		switch item[0] {
-		case 'c':
-			name := item[1:]
-			if c, ok := want.chains[name]; ok {
-				have.chains[name] = c
-			} else {
-				delete(have.chains, name)
+	d := a.dirty[tk]
+	if d == nil {
+		return
+	}
+	for name := range d.chains {
+		if c, ok := want.chains[name]; ok {
+			have.chains[name] = c
+		} else {
+			delete(have.chains, name)
+		}
+	}
+	whole := map[string]bool{}
+	for name := range d.sets {
+		if s, ok := want.sets[name]; ok {
+			if hs, ok := have.sets[name]; !ok || !sameSetType(hs, s) {
+				whole[name] = true
 			}
-		case 's':
-			name := item[1:]
-			if s, ok := want.sets[name]; ok {
-				if hs, ok := have.sets[name]; !ok || !sameSetType(hs, s) {
-					have.elems[name] = map[string]Elem{}
-					for k, e := range want.elems[name] {
-						have.elems[name][k] = e
-					}
-				}
-				have.sets[name] = s
-			} else {
-				delete(have.sets, name)
-				delete(have.elems, name)
-			}
-		case 'e':
-			name, k, _ := strings.Cut(item[1:], "\x00")
-			if have.elems[name] == nil {
-				continue
-			}
+			have.sets[name] = s
+		} else {
+			delete(have.sets, name)
+			delete(have.elems, name)
+		}
+	}
+	for name := range d.allElems {
+		if want.sets[name] != nil && have.sets[name] != nil {
+			whole[name] = true
+		}
+	}
+	for name := range whole {
+		// The kernel now holds exactly the wanted elements; the maps
+		// must not be shared, as the wanted one changes with the next
+		// Replace.
+		have.elems[name] = maps.Clone(want.elems[name])
+		if have.elems[name] == nil {
+			have.elems[name] = map[string]Elem{}
+		}
+	}
+	for name, ks := range d.elems {
+		if whole[name] || d.allElems[name] || have.elems[name] == nil {
+			continue
+		}
+		for k := range ks {
 			if e, ok := want.elems[name][k]; ok {
 				have.elems[name][k] = e
 			} else {
@@ -642,7 +651,7 @@ func (a *Applier) DeleteTables() error {
 		c.DelTable(&nftables.Table{Family: ts.family, Name: ts.name})
 		n++
 	}
-	a.want, a.have, a.dirty, a.order = map[string]*tableState{}, nil, map[string]map[string]bool{}, nil
+	a.want, a.have, a.dirty, a.order = map[string]*tableState{}, nil, map[string]*dirtyTable{}, nil
 	if n == 0 {
 		return nil
 	}

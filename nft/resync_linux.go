@@ -37,20 +37,20 @@ func (a *Applier) Resync() ([]string, error) {
 		have[tk] = hs
 		if hs == nil {
 			drift = append(drift, "missing table "+tk)
-			a.mark(tk, "t")
+			a.dirtyOf(tk).table = true
 			hs = newTableState(want.family, want.name)
 		}
 		for _, name := range union(want.chains, hs.chains) {
 			wc, hc := want.chains[name], hs.chains[name]
 			if wc == nil || hc == nil || !sameHook(wc.Hook, hc.Hook) || !sameRules(wc.Rules, hc.Rules) {
-				a.mark(tk, "c"+name)
+				a.dirtyOf(tk).chains[name] = true
 				drift = append(drift, fmt.Sprintf("chain %s %s differs", tk, name))
 			}
 		}
 		for _, name := range union(want.sets, hs.sets) {
 			ws, hset := want.sets[name], hs.sets[name]
 			if ws == nil || hset == nil || !sameSetType(ws, hset) {
-				a.mark(tk, "s"+name)
+				a.dirtyOf(tk).sets[name] = true
 				drift = append(drift, fmt.Sprintf("set %s %s differs", tk, name))
 				continue
 			}
@@ -58,7 +58,7 @@ func (a *Applier) Resync() ([]string, error) {
 				we, wok := want.elems[name][k]
 				he, hok := hs.elems[name][k]
 				if !wok || !hok || !SameElem(we, he) {
-					a.mark(tk, "e"+name+"\x00"+k)
+					a.dirtyOf(tk).elem(name, k)
 					drift = append(drift, fmt.Sprintf("element %s %s %s differs", tk, name, k))
 				}
 			}
