@@ -56,6 +56,7 @@ type Agent struct {
 	asm  store.Assembler // decodes only the objects that changed
 	m    *metrics
 	log  *slog.Logger
+	rev  *revoker
 
 	mu      sync.Mutex
 	status  Status
@@ -86,6 +87,7 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target, StandIn: cfg.StandIn}, log: cfg.Log.With("node", cfg.Node)}
 	a.changed = make(chan struct{}, 1)
+	a.rev = newRevoker()
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
 	a.status.Node = cfg.Node
@@ -126,6 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer cli.Close()
 	go a.report(ctx, cli)
+	go a.rev.run(ctx, a.revoked)
 	resync := time.NewTicker(a.cfg.Resync)
 	defer resync.Stop()
 	backoff := 100 * time.Millisecond
@@ -329,12 +332,7 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 				}
 				if err == nil {
 					// Anything changed may have narrowed what is allowed.
-					n, rerr := a.conv.Revoke()
-					a.m.revoked.Add(float64(n))
-					if n > 0 {
-						a.log.Info("revoked connections no longer allowed", "count", n)
-					}
-					err = rerr
+					a.rev.queue(a.conv.Revocation())
 				}
 			}
 			ports = len(st.Plan.Ports)
@@ -350,6 +348,22 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 		s.Ready, s.Revision, s.Error, s.Problems, s.Ports = true, rev, "", probs, ports
 	})
 	a.m.ready.Set(1)
+}
+
+// revoked reports a revocation. One that failed leaves the agent not
+// ready until the next converge, as a failed converge does: connections
+// the fabric no longer allows may still be open.
+func (a *Agent) revoked(n int, err error) {
+	a.m.revoked.Add(float64(n))
+	if n > 0 {
+		a.log.Info("revoked connections no longer allowed", "count", n)
+	}
+	if err != nil {
+		a.m.failures.Inc()
+		a.m.ready.Set(0)
+		a.log.Error("revoking connections failed", "err", err)
+		a.setStatus(func(s *Status) { s.Ready, s.Error = false, err.Error() })
+	}
 }
 
 func (a *Agent) fail(rev int64, probs []string, err error) {

@@ -19,11 +19,18 @@ import (
 // connection's first packet by the reference evaluator, in the network its
 // zone belongs to; entries of zones bothnia did not assign are left alone.
 // It returns how many entries it deleted.
-func (c *Converger) Revoke() (int, error) {
+func (c *Converger) Revoke() (int, error) { return c.Revocation()() }
+
+// Revocation returns Revoke for the last converged fabric, to run later:
+// it keeps what it judges by, so the converger may converge again while
+// it runs. Its cost is a dump of the conntrack table, which walks the
+// host's whole hash (262,144 buckets here: 20 to 50 ms per family, however
+// few entries the node has), so the agent runs it beside its converges.
+func (c *Converger) Revocation() func() (int, error) {
 	if c.last == nil || c.fw == nil {
-		return 0, nil
+		return func() (int, error) { return 0, nil }
 	}
-	f := c.last.Firewall
+	f, name, ns := c.last.Firewall, c.last.Name, c.Target.HostNS
 	zoneNet := map[uint16]string{}
 	for br, z := range c.fw.Zones() {
 		for name, nw := range f.Networks {
@@ -32,24 +39,26 @@ func (c *Converger) Revoke() (int, error) {
 			}
 		}
 	}
-	if len(zoneNet) == 0 {
-		return 0, nil
-	}
-	h, nsh, err := namespace.Netlink(c.Target.HostNS)
-	if err != nil {
-		return 0, err
-	}
-	defer nsh.Close()
-	defer h.Close()
-	total := 0
-	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revoked{f, zoneNet})
-		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("node %s: revoke connections: %w", c.last.Name, err)
+	return func() (int, error) {
+		if len(zoneNet) == 0 {
+			return 0, nil
 		}
+		h, nsh, err := namespace.Netlink(ns)
+		if err != nil {
+			return 0, err
+		}
+		defer nsh.Close()
+		defer h.Close()
+		total := 0
+		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revoked{f, zoneNet})
+			total += int(n)
+			if err != nil {
+				return total, fmt.Errorf("node %s: revoke connections: %w", name, err)
+			}
+		}
+		return total, nil
 	}
-	return total, nil
 }
 
 // revoked matches the entries the fabric no longer allows.
