@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bothnia/bothnia/dhcp"
@@ -82,14 +81,14 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int) error {
 	// opens another, so it can run in this process.
 	if err := namespace.Do(srv, func() error {
 		var err error
-		conn, err = server4.NewIPv4UDPConn("ds0", &net.UDPAddr{Port: 67})
+		conn, err = dhcp.Listen("ds0")
 		return err
 	}); err != nil {
 		return err
 	}
 	go func() { _ = server.Serve(conn) }()
 	fmt.Fprintln(w, "rate search (each step one perfdhcp run):")
-	bothnia, err := dhcpSearch(w, "bothnia", cli, rates, secs)
+	bothnia, err := dhcpSearch(w, "bothnia", srv, cli, rates, secs)
 	conn.Close()
 	if err != nil {
 		return err
@@ -109,14 +108,14 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int) error {
 	defer killPidFile(pid)
 	// dnsmasq reads its hosts file after it forks: wait until it offers.
 	for i := 0; ; i++ {
-		if _, err := perfdhcp(cli, 100, 1); err == nil {
+		if _, err := perfdhcp(cli, 100, 1, nil); err == nil {
 			break
 		} else if i == 20 {
 			b, _ := os.ReadFile(filepath.Join(dir, "dnsmasq.log"))
 			return fmt.Errorf("bench: dnsmasq never offered a lease: %w\ndnsmasq's log:\n%s", err, b)
 		}
 	}
-	dnsmasq, err := dhcpSearch(w, "dnsmasq", cli, rates, secs)
+	dnsmasq, err := dhcpSearch(w, "dnsmasq", srv, cli, rates, secs)
 	if err != nil {
 		return err
 	}
@@ -143,14 +142,16 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int) error {
 
 // dhcpSearch steps through the rates until the server drops more than 1%,
 // and returns the last step within 1% (zero if even the first was not).
-func dhcpSearch(w io.Writer, name, cli string, rates []int, secs int) (perf, error) {
+func dhcpSearch(w io.Writer, name, srv, cli string, rates []int, secs int) (perf, error) {
 	var best perf
 	for _, r := range rates {
-		p, err := perfdhcp(cli, r, secs)
+		ld := startLoad(srv, cli)
+		p, err := perfdhcp(cli, r, secs, ld)
 		if err != nil {
 			return best, err
 		}
 		fmt.Fprintf(w, "  %-8s offered %6d/s  acks %8.0f/s  dropped %7.3f%%\n", name, r, p.acks, p.dropPct)
+		fmt.Fprintf(w, "           %s\n", ld)
 		if p.dropPct > 1 {
 			break
 		}
@@ -171,10 +172,14 @@ var (
 	dropRE  = regexp.MustCompile(`drops ratio: ([\d.]+ ?%)`)
 )
 
-func perfdhcp(cli string, rate, secs int) (perf, error) {
+// perfdhcp runs one step; ld (nil: none) is closed when perfdhcp ends.
+func perfdhcp(cli string, rate, secs int, ld *load) (perf, error) {
 	cmd := exec.Command("ip", "netns", "exec", cli, "timeout", strconv.Itoa(secs+20), "perfdhcp", "-4", "-l", "dc0",
 		"-r", strconv.Itoa(rate), "-R", strconv.Itoa(dhcpClients), "-p", strconv.Itoa(secs), "-b", "mac=00:0c:01:00:00:00")
 	out, _ := cmd.CombinedOutput() // perfdhcp exits non-zero when it saw drops
+	if ld != nil {
+		ld.done(cmd)
+	}
 	p := perf{rate: rate}
 	section := ""
 	for _, line := range strings.Split(string(out), "\n") {

@@ -3,20 +3,48 @@ package dhcp
 import (
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server answers DHCPv4 for one site. Its configuration can be swapped at
 // any time (SetConfig); requests in flight see the old or the new one.
 type Server struct {
-	cfg atomic.Pointer[Config]
+	cfg atomic.Pointer[prepared]
 	log *slog.Logger
 	m   *Metrics
+}
+
+// prepared is a configuration with the options every reply of a kind
+// carries, encoded once: building them per reply was a fifth of the
+// server's time at thousands of leases per second.
+type prepared struct {
+	*Config
+	lease  dhcpv4.Options // OFFER and ACK: the network's options and the lease times
+	inform dhcpv4.Options // ACK to an INFORM: the network's options only
+}
+
+func prepare(c *Config) *prepared {
+	p := &prepared{Config: c}
+	opts := func(mods []dhcpv4.Modifier) dhcpv4.Options {
+		d := &dhcpv4.DHCPv4{Options: dhcpv4.Options{}}
+		for _, m := range mods {
+			m(d)
+		}
+		return d.Options
+	}
+	p.inform = opts(networkOptions(c))
+	p.lease = opts(append(networkOptions(c),
+		dhcpv4.WithLeaseTime(uint32(c.LeaseTime/time.Second)),
+		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(c.LeaseTime/2)),
+		dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(c.LeaseTime*7/8))))
+	return p
 }
 
 // Metrics are the server's Prometheus counters.
@@ -50,12 +78,12 @@ func New(c *Config, log *slog.Logger, m *Metrics) *Server {
 		m = NewMetrics(nil)
 	}
 	s := &Server{log: log, m: m}
-	s.cfg.Store(c)
+	s.cfg.Store(prepare(c))
 	return s
 }
 
 // SetConfig replaces the configuration, e.g. when a VM is added.
-func (s *Server) SetConfig(c *Config) { s.cfg.Store(c) }
+func (s *Server) SetConfig(c *Config) { s.cfg.Store(prepare(c)) }
 
 // Handle answers one request, or returns nil to stay silent: for MACs of
 // other sites and unknown MACs, requests meant for another server,
@@ -114,11 +142,12 @@ func (s *Server) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	return nil
 }
 
-func (s *Server) options(c *Config, host Host) []dhcpv4.Modifier {
+// networkOptions are the options of every reply with an address or
+// configuration; the host's name is added per reply.
+func networkOptions(c *Config) []dhcpv4.Modifier {
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithNetmask(c.Mask),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(c.ServerIP.AsSlice())),
-		dhcpv4.WithOption(dhcpv4.OptHostName(host.Hostname)),
 	}
 	if c.Router.IsValid() {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(c.Router.AsSlice())))
@@ -151,44 +180,60 @@ func (s *Server) options(c *Config, host Host) []dhcpv4.Modifier {
 	return mods
 }
 
-func (s *Server) reply(c *Config, req *dhcpv4.DHCPv4, host Host, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	mods := append([]dhcpv4.Modifier{
+// newReply is dhcpv4.NewReplyFromRequest without its random transaction
+// ID, which the request's replaces anyway: drawing it (a context, a timer
+// and a read of the kernel's random source per reply) was an eighth of the
+// server's time. opts (copied) are the reply's options before mods.
+func newReply(req *dhcpv4.DHCPv4, opts dhcpv4.Options, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		HWType:        iana.HWTypeEthernet,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       maps.Clone(opts),
+	}
+	if d.Options == nil {
+		d.Options = dhcpv4.Options{}
+	}
+	for _, m := range []dhcpv4.Modifier{
+		dhcpv4.WithReply(req),
+		dhcpv4.WithGatewayIP(req.GatewayIPAddr),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionRelayAgentInformation),
+		// RFC 6842: the client identifier goes back as the client sent it.
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientIdentifier),
+	} {
+		m(d)
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	return d
+}
+
+func (s *Server) reply(c *prepared, req *dhcpv4.DHCPv4, host Host, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	resp := newReply(req, c.lease,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithYourIP(host.IP.AsSlice()),
 		dhcpv4.WithServerIP(c.ServerIP.AsSlice()),
-		dhcpv4.WithLeaseTime(uint32(c.LeaseTime / time.Second)),
-		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(c.LeaseTime / 2)),
-		dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(c.LeaseTime * 7 / 8)),
-	}, s.options(c, host)...)
-	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
-	if err != nil {
-		s.log.Error("build reply", "err", err)
-		return nil
-	}
+		dhcpv4.WithOption(dhcpv4.OptHostName(host.Hostname)))
 	s.m.Replies.WithLabelValues(mt.String()).Inc()
 	return resp
 }
 
-func (s *Server) inform(c *Config, req *dhcpv4.DHCPv4, host Host) *dhcpv4.DHCPv4 {
+func (s *Server) inform(c *prepared, req *dhcpv4.DHCPv4, host Host) *dhcpv4.DHCPv4 {
 	// INFORM: configuration only, no address and no lease (RFC 2131 3.4).
-	mods := append([]dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck)}, s.options(c, host)...)
-	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
-	if err != nil {
-		return nil
-	}
-	resp.YourIPAddr = net.IPv4zero
+	resp := newReply(req, c.inform,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithOption(dhcpv4.OptHostName(host.Hostname)))
 	s.m.Replies.WithLabelValues("INFORM-ACK").Inc()
 	return resp
 }
 
-func (s *Server) nak(c *Config, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	resp, err := dhcpv4.NewReplyFromRequest(req,
+func (s *Server) nak(c *prepared, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	resp := newReply(req, nil,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(c.ServerIP.AsSlice())))
-	if err != nil {
-		return nil
-	}
-	resp.YourIPAddr = net.IPv4zero
 	// A NAK is broadcast: the client may not hold the address it asked for.
 	resp.SetBroadcast()
 	s.m.Replies.WithLabelValues(dhcpv4.MessageTypeNak.String()).Inc()
