@@ -94,7 +94,7 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int, generator string) e
 	go func() { _ = server.Serve(conn) }()
 	fmt.Fprintln(w, "rate search (each step one run of the load generator):")
 	fmt.Fprintf(w, "load generator: %s\n", generator)
-	bothnia, err := dhcpSearch(w, "bothnia", srv, cli, rates, secs, gen)
+	bothnia, err := dhcpSearch(w, "bothnia", srv, cli, 0, rates, secs, gen)
 	conn.Close()
 	if err != nil {
 		return err
@@ -121,7 +121,7 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int, generator string) e
 			return fmt.Errorf("bench: dnsmasq never offered a lease: %w\ndnsmasq's log:\n%s", err, b)
 		}
 	}
-	dnsmasq, err := dhcpSearch(w, "dnsmasq", srv, cli, rates, secs, gen)
+	dnsmasq, err := dhcpSearch(w, "dnsmasq", srv, cli, pidFrom(pid), rates, secs, gen)
 	if err != nil {
 		return err
 	}
@@ -148,10 +148,10 @@ func DHCP(w io.Writer, prefix string, rates []int, secs int, generator string) e
 
 // dhcpSearch steps through the rates until the server drops more than 1%,
 // and returns the last step within 1% (zero if even the first was not).
-func dhcpSearch(w io.Writer, name, srv, cli string, rates []int, secs int, gen dhcpGenerator) (perf, error) {
+func dhcpSearch(w io.Writer, name, srv, cli string, pid int, rates []int, secs int, gen dhcpGenerator) (perf, error) {
 	var best perf
 	for _, r := range rates {
-		ld := startLoad(srv, cli)
+		ld := startLoad(srv, cli, pid)
 		p, err := gen(cli, r, secs, ld)
 		if err != nil {
 			return best, err
@@ -252,6 +252,16 @@ func perfdhcp(cli string, rate, secs int, ld *load) (perf, error) {
 		return p, fmt.Errorf("bench: perfdhcp at %d/s got no offers:\n%s", rate, out)
 	}
 	return p, nil
+}
+
+// pidFrom reads a pid file; 0 (this process) if it cannot.
+func pidFrom(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func killPidFile(path string) {

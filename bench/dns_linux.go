@@ -92,7 +92,7 @@ func DNS(w io.Writer, prefix string, secs int) error {
 		return err
 	}
 	fmt.Fprintln(w, "rate search (each step one dnsperf run):")
-	bAuth, bCached, err := dnsRuns(w, "bothnia", cli, auth, cached, secs)
+	bAuth, bCached, err := dnsRuns(w, "bothnia", srv, cli, bn.Process.Pid, auth, cached, secs)
 	_ = bn.Process.Signal(syscall.SIGTERM)
 	_ = bn.Wait()
 	if err != nil {
@@ -114,7 +114,7 @@ func DNS(w io.Writer, prefix string, secs int) error {
 	if err := ready(); err != nil {
 		return err
 	}
-	dAuth, dCached, err := dnsRuns(w, "dnsmasq", cli, auth, cached, secs)
+	dAuth, dCached, err := dnsRuns(w, "dnsmasq", srv, cli, pidFrom(pid), auth, cached, secs)
 	if err != nil {
 		return err
 	}
@@ -194,14 +194,14 @@ var qpsRE = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
 // dnsRuns finds the highest rate for authoritative answers, then warms the
 // cache with one pass over the outside names and does the same for cached
 // answers.
-func dnsRuns(w io.Writer, server, cli, auth, cached string, secs int) (dnsStep, dnsStep, error) {
-	a, err := maxRate(w, server+" authoritative", cli, auth, secs)
+func dnsRuns(w io.Writer, server, srv, cli string, pid int, auth, cached string, secs int) (dnsStep, dnsStep, error) {
+	a, err := maxRate(w, server+" authoritative", srv, cli, pid, auth, secs)
 	if err != nil {
 		return a, dnsStep{}, err
 	}
-	if _, err := dnsperfAt(cli, cached, 2, dnsRates[0], false); err != nil {
+	if _, err := dnsperfAt(cli, cached, 2, dnsRates[0], false, nil); err != nil {
 		return a, dnsStep{}, err
 	}
-	c, err := maxRate(w, server+" cached", cli, cached, secs)
+	c, err := maxRate(w, server+" cached", srv, cli, pid, cached, secs)
 	return a, c, err
 }

@@ -29,7 +29,7 @@ var lostRE = regexp.MustCompile(`Queries lost:\s+\d+ \(([\d.]+)%\)`)
 // every answer (-v) and takes their p50 and p99. The run fails, and the
 // bench with it, when dnsperf does or prints no statistics: a load
 // generator's failure is never a zero.
-func dnsperfAt(cli, file string, secs, rate int, latencies bool) (dnsStep, error) {
+func dnsperfAt(cli, file string, secs, rate int, latencies bool, ld *load) (dnsStep, error) {
 	st := dnsStep{offered: rate}
 	args := []string{"netns", "exec", cli, "dnsperf", "-s", "10.101.128.0", "-d", file, "-l", strconv.Itoa(secs),
 		"-c", "8", "-T", "2", "-q", "2000", "-t", "1", "-Q", strconv.Itoa(rate)}
@@ -60,7 +60,11 @@ func dnsperfAt(cli, file string, secs, rate int, latencies bool) (dnsStep, error
 		}
 		summary.WriteString(line + "\n")
 	}
-	if err := cmd.Wait(); err != nil {
+	err = cmd.Wait()
+	if ld != nil {
+		ld.done(cmd)
+	}
+	if err != nil {
 		return st, fmt.Errorf("bench: dnsperf at %d/s: %v: %s%s", rate, err, summary.String(), stderr.String())
 	}
 	q, l := qpsRE.FindStringSubmatch(summary.String()), lostRE.FindStringSubmatch(summary.String())
@@ -81,14 +85,19 @@ func dnsperfAt(cli, file string, secs, rate int, latencies bool) (dnsStep, error
 // last step it sustained, its latencies measured in a run of their own at
 // that rate (printing every answer costs dnsperf time, so it is kept out
 // of the search).
-func maxRate(w io.Writer, what, cli, file string, secs int) (dnsStep, error) {
+func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int) (dnsStep, error) {
 	var best dnsStep
 	for _, r := range dnsRates {
-		st, err := dnsperfAt(cli, file, secs, r, false)
+		ld := startLoad(srv, cli, pid)
+		st, err := dnsperfAt(cli, file, secs, r, false, ld)
 		if err != nil {
 			return best, err
 		}
 		fmt.Fprintf(w, "  %-22s offered %7d/s  answered %9.0f/s  lost %6.2f%%\n", what, r, st.qps, st.lostPct)
+		fmt.Fprintf(w, "  %-22s %s\n", "", ld)
+		if ld.genCPU > ld.wall*9/10 {
+			fmt.Fprintf(w, "  %-22s the load generator used a whole core: this step measured it as much as the server\n", "")
+		}
 		if st.lostPct >= 1 || st.qps < 0.95*float64(r) {
 			break
 		}
@@ -97,7 +106,7 @@ func maxRate(w io.Writer, what, cli, file string, secs int) (dnsStep, error) {
 	if best.offered == 0 {
 		return best, fmt.Errorf("bench: the server lost 1%% or more already at %d queries/s", dnsRates[0])
 	}
-	lat, err := dnsperfAt(cli, file, secs, best.offered, true)
+	lat, err := dnsperfAt(cli, file, secs, best.offered, true, nil)
 	if err != nil {
 		return best, err
 	}

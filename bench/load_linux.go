@@ -16,17 +16,20 @@ import (
 type load struct {
 	wall     time.Duration
 	genCPU   time.Duration // the load generator (and what it forked)
-	selfCPU  time.Duration // this process: the server, when it runs here
+	srvCPU   time.Duration // the server's process (this one when it runs here)
 	srvDrops int64         // datagrams the server's namespace dropped: receive buffer full
 	genDrops int64         // the same on the generator's side
 	cli, srv string
+	pid      int // the server's process; 0: this one
 	drops0   [2]int64
 	t0       time.Time
 	cpu0     time.Duration
 }
 
-func startLoad(srv, cli string) *load {
-	l := &load{srv: srv, cli: cli, t0: time.Now(), cpu0: selfCPU()}
+// startLoad begins a step against the server in namespace srv, run by
+// process pid (0: this process), loaded from namespace cli.
+func startLoad(srv, cli string, pid int) *load {
+	l := &load{srv: srv, cli: cli, pid: pid, t0: time.Now(), cpu0: procCPU(pid)}
 	l.drops0 = [2]int64{udpRcvbufErrors(srv), udpRcvbufErrors(cli)}
 	return l
 }
@@ -34,7 +37,7 @@ func startLoad(srv, cli string) *load {
 // done closes the step; gen is the generator's finished command.
 func (l *load) done(gen *exec.Cmd) {
 	l.wall = time.Since(l.t0)
-	l.selfCPU = selfCPU() - l.cpu0
+	l.srvCPU = procCPU(l.pid) - l.cpu0
 	if gen != nil && gen.ProcessState != nil {
 		l.genCPU = gen.ProcessState.UserTime() + gen.ProcessState.SystemTime()
 	}
@@ -51,10 +54,13 @@ func (l *load) String() string {
 		return strconv.Itoa(int(100*d/l.wall)) + "%"
 	}
 	return fmt.Sprintf("generator CPU %s, server CPU %s, receive-buffer drops: server %d, generator %d",
-		pct(l.genCPU), pct(l.selfCPU), l.srvDrops, l.genDrops)
+		pct(l.genCPU), pct(l.srvCPU), l.srvDrops, l.genDrops)
 }
 
-func selfCPU() time.Duration {
+func procCPU(pid int) time.Duration {
+	if pid != 0 {
+		return cpuTime(pid)
+	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0

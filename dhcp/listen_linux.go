@@ -4,8 +4,8 @@ import (
 	"context"
 	"net"
 
+	"github.com/bothnia/bothnia/internal/sockbuf"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"golang.org/x/sys/unix"
 )
 
 // rcvBuf is the server socket's receive buffer. The kernel's default
@@ -22,24 +22,7 @@ func Listen(iface string) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	forced := false
-	if err := rc.Control(func(fd uintptr) {
-		// FORCE passes net.core.rmem_max; the server runs as root.
-		forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) == nil
-	}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if !forced {
-		// Without CAP_NET_ADMIN: as much as rmem_max allows, which still
-		// serves, only with less room for bursts.
-		_ = conn.SetReadBuffer(rcvBuf)
-	}
+	sockbuf.Receive(conn, rcvBuf)
 	return conn, nil
 }
 
