@@ -63,7 +63,8 @@ table ip %[1]s {
 			_ = exec.Command("ip", "netns", "exec", ns, "nft", "delete table bridge "+traceTable+"; delete table ip "+traceTable).Run()
 		}
 	}()
-	for _, ns := range nss {
+	for _, tn := range nss {
+		ns := tn.ns
 		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(rules)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -73,9 +74,10 @@ table ip %[1]s {
 	}
 	var mu sync.Mutex
 	var lines []string
+	var hops []trace.Hop
 	var mons []*exec.Cmd
-	for _, ns := range nss {
-		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "monitor", "trace")
+	for _, tn := range nss {
+		cmd := exec.Command("ip", "netns", "exec", tn.ns, "nft", "monitor", "trace")
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return nil, err
@@ -84,16 +86,19 @@ table ip %[1]s {
 			return nil, err
 		}
 		mons = append(mons, cmd)
-		go func(ns string) {
+		go func(tn traceNS) {
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				if line := sc.Text(); strings.HasPrefix(line, "trace id") {
 					mu.Lock()
-					lines = append(lines, ns+": "+line)
+					lines = append(lines, tn.ns+": "+line)
+					if h, ok := trace.KernelHop(tn.node, tn.router, line); ok {
+						hops = append(hops, h)
+					}
 					mu.Unlock()
 				}
 			}
-		}(ns)
+		}(tn)
 	}
 	stop := func() {
 		for _, m := range mons {
@@ -116,7 +121,7 @@ table ip %[1]s {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	k := &trace.Kernel{Lines: slices.Clone(lines), Verdict: "delivered"}
+	k := &trace.Kernel{Lines: slices.Clone(lines), Verdict: "delivered", Hops: compact(hops)}
 	for _, line := range lines {
 		if strings.Contains(line, "verdict drop") || strings.Contains(line, "policy drop") {
 			k.Verdict = "dropped"
@@ -134,6 +139,7 @@ table ip %[1]s {
 			}
 		}
 	}
+	k.Disagreements = t.Compare(k.Hops)
 	if len(lines) == 0 {
 		if answered {
 			return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
@@ -146,18 +152,47 @@ table ip %[1]s {
 	return k, nil
 }
 
+// compact keeps a hop per node in the order the kernel saw them, with the
+// first drop there.
+func compact(hops []trace.Hop) []trace.Hop {
+	var out []trace.Hop
+	at := map[trace.Hop]int{}
+	for _, h := range hops {
+		key := trace.Hop{Node: h.Node, Router: h.Router}
+		i, ok := at[key]
+		if !ok {
+			at[key] = len(out)
+			out = append(out, key)
+			i = len(out) - 1
+		}
+		if out[i].Drop == "" {
+			out[i].Drop = h.Drop
+		}
+	}
+	return out
+}
+
+// traceNS is a namespace trace --kernel watches: a node's, or its router's.
+type traceNS struct {
+	ns, node string
+	router   bool
+}
+
 // traceNamespaces are the lab's node namespaces and their router and DHCP
 // namespaces.
-func (l *Lab) traceNamespaces(s *spec.Spec) ([]string, error) {
+func (l *Lab) traceNamespaces(s *spec.Spec) ([]traceNS, error) {
 	have, err := namespace.List(l.All())
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []traceNS
 	for _, node := range s.NodeNames() {
 		for _, ns := range have {
-			if ns == l.NodeNS(node) || strings.HasPrefix(ns, l.SubPrefix(node)+"qrouter-") {
-				out = append(out, ns)
+			switch {
+			case ns == l.NodeNS(node):
+				out = append(out, traceNS{ns, node, false})
+			case strings.HasPrefix(ns, l.SubPrefix(node)+"qrouter-"):
+				out = append(out, traceNS{ns, node, true})
 			}
 		}
 	}

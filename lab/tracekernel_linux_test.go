@@ -69,6 +69,12 @@ func TestTraceKernelAgreesWithTheModel(t *testing.T) {
 		if k.Verdict != tr.Verdict {
 			t.Errorf("%s %s -> %s (port %d, src %q %q): model %s, kernel %s\n%s\nkernel:\n%v", q.r.Proto, q.r.From, q.r.To, q.r.Port, q.r.SrcIP, q.r.SrcMAC, tr.Verdict, k.Verdict, tr, k.Lines)
 		}
+		if len(k.Disagreements) > 0 {
+			t.Errorf("%s %s -> %s (port %d, src %q %q): the kernel's path disagrees with the model's stages: %v\n%s\nkernel hops %v\n%v", q.r.Proto, q.r.From, q.r.To, q.r.Port, q.r.SrcIP, q.r.SrcMAC, k.Disagreements, tr, k.Hops, k.Lines)
+		}
+		if len(k.Hops) == 0 && k.Verdict == "delivered" {
+			t.Errorf("%s -> %s: delivered with no hop traced", q.r.From, q.r.To)
+		}
 		if k.Verdict == "delivered" {
 			delivered++
 		} else {

@@ -45,6 +45,12 @@ type Trace struct {
 	Dst   netip.Addr `json:"dst"`
 	Proto int        `json:"proto"`
 	DPort int        `json:"dport,omitempty"`
+	// The nodes on the model's path, to hold the kernel's to it: the
+	// source VM's, the destination VM's (when the packet reaches one) and
+	// the router's (when it is routed).
+	SrcNode    string `json:"src_node"`
+	DstNode    string `json:"dst_node,omitempty"`
+	RouterNode string `json:"router_node,omitempty"`
 	// Kernel is the path the kernel took (trace --kernel), if asked.
 	Kernel *Kernel `json:"kernel,omitempty"`
 }
@@ -53,6 +59,10 @@ type Trace struct {
 type Kernel struct {
 	Lines   []string `json:"lines"`   // nft monitor trace, by node
 	Verdict string   `json:"verdict"` // delivered or dropped
+	Hops    []Hop    `json:"hops"`    // where the kernel saw the packet, in order
+	// Disagreements of the kernel's path with the model's stages (see
+	// Compare); the verdicts are compared apart.
+	Disagreements []string `json:"disagreements,omitempty"`
 }
 
 type endpoint struct {
@@ -137,7 +147,10 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 	if to.vm != nil {
 		fr.To = f.Port(to.vm.Name)
 	}
-	t := &Trace{From: from.name, To: to.name, Packet: packet(fr), Src: fr.Src, Dst: fr.Dst, Proto: fr.Proto, DPort: fr.DPort}
+	t := &Trace{From: from.name, To: to.name, Packet: packet(fr), Src: fr.Src, Dst: fr.Dst, Proto: fr.Proto, DPort: fr.DPort, SrcNode: from.vm.Node}
+	if to.vm != nil && to.net == from.net {
+		t.DstNode = to.vm.Node
+	}
 	add := func(stage, obj, res string) { t.Stages = append(t.Stages, Stage{stage, obj, res}) }
 	srcNode := p.Node(from.vm.Node)
 	br := plan.BridgeName(plan.NetworkID(s, from.net))
@@ -184,7 +197,7 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 		t.Verdict = "dropped"
 		return t, nil
 	default:
-		if !routeOut(s, p, from, to, add) {
+		if !routeOut(s, p, from, to, t, add) {
 			t.Verdict = "dropped"
 			return t, nil
 		}
@@ -206,7 +219,7 @@ func uplink(s *spec.Spec, n *spec.Network, from, to *plan.Node) string {
 
 // routeOut follows a packet to an address outside the fabric: the router,
 // its allowlist and SNAT.
-func routeOut(s *spec.Spec, p *plan.Plan, from, to endpoint, add func(string, string, string)) bool {
+func routeOut(s *spec.Spec, p *plan.Plan, from, to endpoint, t *Trace, add func(string, string, string)) bool {
 	fabric := netip.MustParsePrefix(s.Fabric.CIDR)
 	if fabric.Contains(to.addr) {
 		add("bridge", fmt.Sprintf("no VM of network %s has %s", from.net.Name, to.addr), "flooded, unanswered")
@@ -218,6 +231,7 @@ func routeOut(s *spec.Spec, p *plan.Plan, from, to endpoint, add func(string, st
 	}
 	r := s.Router
 	add("router", fmt.Sprintf("qrouter-%s on %s, gateway %s", plan.RouterID(s), r.Node, r.Address), "received")
+	t.RouterNode = r.Node
 	for _, al := range r.Allow {
 		if pfx := spec.AllowedPrefix(al.Prefix); pfx.Contains(to.addr) {
 			add("route", fmt.Sprintf("allowlist %s (%s) via %s dev gw", al.Name, pfx, r.External.Host), "routed")

@@ -103,7 +103,7 @@ func TestTraceStages(t *testing.T) {
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"from", "to", "packet", "stages", "verdict"} {
+		for _, k := range []string{"from", "to", "packet", "stages", "verdict", "src_node"} {
 			if _, ok := m[k]; !ok {
 				t.Errorf("json has no %q: %s", k, b)
 			}

@@ -29,8 +29,14 @@ an address. --src-ip and --src-mac try a forged packet.
 It reads SPEC, or without --spec the running lab's spec. With --kernel, in
 the running lab, the packet is also sent for real from the VM, with
 nftables tracing on in every node and router, and the kernel's path is
-printed after the model's; if the kernel's verdict differs from the
-model's, trace fails. A forged address goes as a raw IPv4 packet, a forged
+printed after the model's, with the nodes it passed and where it was
+dropped. trace fails if the kernel's verdict differs from the model's, or
+if its path does: a packet the model drops must be dropped on the node of
+the stage that drops it (the source's for anti-spoofing and egress, the
+destination's for ingress) in a chain of that stage, or reach the router
+and go no further for want of a route; one it delivers must pass the
+source's node and the destination's (or the router) with no rule dropping
+it. A forged address goes as a raw IPv4 packet, a forged
 MAC as a raw Ethernet frame from the VM's eth0.`,
 		Example: `  bothnia trace epouta-vm1 knox-vm1 --proto tcp --port 7000
   bothnia trace knox-vm1 uu-dns -o json
@@ -66,14 +72,23 @@ MAC as a raw Ethernet frame from the VM's eth0.`,
 			case "table", "":
 				fmt.Fprint(cmd.OutOrStdout(), t.String())
 				if t.Kernel != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "\nthe kernel (nft monitor trace), sent for real:\n  %s\nkernel verdict: %s\n",
-						strings.Join(t.Kernel.Lines, "\n  "), t.Kernel.Verdict)
+					fmt.Fprintf(cmd.OutOrStdout(), "\nthe kernel (nft monitor trace), sent for real:\n  %s\n", strings.Join(t.Kernel.Lines, "\n  "))
+					for i, h := range t.Kernel.Hops {
+						fmt.Fprintf(cmd.OutOrStdout(), "%2d. %s\n", i+1, h)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "kernel verdict: %s\n", t.Kernel.Verdict)
+					for _, d := range t.Kernel.Disagreements {
+						fmt.Fprintf(cmd.OutOrStdout(), "disagrees: %s\n", d)
+					}
 				}
 			default:
 				return fmt.Errorf("trace: -o %q is not a format; use table or json", output)
 			}
 			if t.Kernel != nil && t.Kernel.Verdict != t.Verdict {
 				return fmt.Errorf("trace: the kernel disagrees with the model: the model says %s, the kernel %s", t.Verdict, t.Kernel.Verdict)
+			}
+			if t.Kernel != nil && len(t.Kernel.Disagreements) > 0 {
+				return fmt.Errorf("trace: the kernel's path disagrees with the model's: %s", strings.Join(t.Kernel.Disagreements, "; "))
 			}
 			return nil
 		},
@@ -84,7 +99,7 @@ MAC as a raw Ethernet frame from the VM's eth0.`,
 	c.Flags().StringVar(&r.SrcIP, "src-ip", "", "forge the source address")
 	c.Flags().StringVar(&r.SrcMAC, "src-mac", "", "forge the source MAC")
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	c.Flags().BoolVar(&kernel, "kernel", false, "also send the packet for real in the running lab, with nftables tracing on, and print the kernel's path; a different verdict is an error")
+	c.Flags().BoolVar(&kernel, "kernel", false, "also send the packet for real in the running lab, with nftables tracing on, and print the kernel's path; a different verdict or path is an error")
 	labFlag(c, &name)
 	return c
 }
