@@ -29,7 +29,7 @@ func dropReason(table, chain, text string) string {
 		return DropRogueDHCP
 	case strings.Contains(text, "icmpv6 type 134"):
 		return DropRogueRA
-	case strings.Contains(text, "ct state invalid"):
+	case strings.Contains(text, "ct state invalid"), strings.Contains(text, "tcp flags"):
 		return DropInvalid
 	case table == L2Table && chain == "prerouting" && text == "meta protocol arp counter drop":
 		return DropSpoofedARP

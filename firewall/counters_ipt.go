@@ -16,7 +16,7 @@ func iptDropReason(tool, chain, rule string) string {
 		return ""
 	}
 	switch {
-	case strings.Contains(rule, "--state INVALID"):
+	case strings.Contains(rule, "--state INVALID"), strings.Contains(rule, "--tcp-flags"):
 		return DropInvalid
 	case strings.Contains(rule, "--sport 67 --dport 68"), strings.Contains(rule, "--sport 547 --dport 546"):
 		return DropRogueDHCP

@@ -49,6 +49,10 @@ type Frame struct {
 	// with nothing to relate to) are INVALID where they are not
 	// established, without being told.
 	Invalid, Established, DestEstablished bool
+	// NotSYN: a TCP segment that is not a bare SYN. Where it is not
+	// established, conntrack would take it for a new connection (its loose
+	// pick-up of streams it has no entry for); bothnia drops it there.
+	NotSYN bool
 }
 
 // Tag is one VLAN tag.
@@ -213,6 +217,9 @@ func (f *Fabric) egress(v *Verdict, fr Frame) bool {
 	case fr.Invalid || icmpInvalid(fr):
 		v.drop("egress", obj+": invalid")
 		return false
+	case fr.Proto == 6 && fr.NotSYN:
+		v.drop("egress", obj+": a TCP segment other than a SYN cannot open a connection")
+		return false
 	case v6 && fr.Proto == 58 && fr.SPort == icmpv6RA:
 		v.drop("egress", obj+": router advertisement from a VM")
 		return false
@@ -242,6 +249,9 @@ func (f *Fabric) ingress(v *Verdict, fr Frame) {
 		return
 	case fr.Invalid || icmpInvalid(fr):
 		v.drop("ingress", obj+": invalid")
+		return
+	case fr.Proto == 6 && fr.NotSYN:
+		v.drop("ingress", obj+": a TCP segment other than a SYN cannot open a connection")
 		return
 	case v6 && fr.Proto == 58 && slices.Contains(ndIngress, fr.SPort):
 		v.step("ingress", obj+": neighbour discovery", "accept")

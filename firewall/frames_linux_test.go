@@ -24,7 +24,7 @@ type wireFrame struct {
 	DstMAC   string
 	Marker   string // unique bytes in the payload (or the ARP target) that the receiver looks for
 	ARPTpa   netip.Addr
-	TCPFlags string // "S" (SYN) or "SF" (SYN+FIN, INVALID)
+	TCPFlags string // "S" (SYN), "SF" (SYN+FIN, INVALID) or "A" (an ACK with no connection: NotSYN)
 	Fragment bool   // IPv4 sent as two fragments
 	ID       uint16 // ICMP echo identifier, unique per frame so conntrack never joins two
 }
@@ -83,7 +83,7 @@ func (w *wireFrame) bytes() ([][]byte, error) {
 func transport(w *wireFrame, ip gopacket.NetworkLayer) []gopacket.SerializableLayer {
 	switch w.Proto {
 	case 6:
-		t := &layers.TCP{SrcPort: layers.TCPPort(w.SPort), DstPort: layers.TCPPort(w.DPort), Seq: 1000, SYN: true, FIN: w.TCPFlags == "SF", Window: 64240, DataOffset: 5}
+		t := &layers.TCP{SrcPort: layers.TCPPort(w.SPort), DstPort: layers.TCPPort(w.DPort), Seq: 1000, SYN: w.TCPFlags != "A", FIN: w.TCPFlags == "SF", ACK: w.TCPFlags == "A", Ack: 1, Window: 64240, DataOffset: 5}
 		_ = t.SetNetworkLayerForChecksum(ip)
 		return []gopacket.SerializableLayer{t}
 	case 17:

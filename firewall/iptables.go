@@ -179,12 +179,15 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 	return r
 }
 
+// iptNewNotSYN is newTCPNotSYN in the iptables layout (see there).
+var iptNewNotSYN = IPTRule{"-p tcp -m state --state NEW -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j DROP"}
+
 func iptIngress(f *Fabric, p *Port) IPTChain {
 	c := IPTChain{Name: IPTChainName("i", p), Rules: []IPTRule{{"-m state --state RELATED,ESTABLISHED -j RETURN"}}}
 	for _, d := range f.Networks[p.Network].DHCP {
 		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s %s/32 -p udp -m udp --sport 67 --dport 68 -j RETURN", d)})
 	}
-	c.Rules = append(c.Rules, IPTRule{"-m state --state INVALID -j DROP"})
+	c.Rules = append(c.Rules, IPTRule{"-m state --state INVALID -j DROP"}, iptNewNotSYN)
 	c.Rules = append(c.Rules, iptGroupRules(f, p, true, false)...)
 	return appendFallback(c)
 }
@@ -197,6 +200,7 @@ func iptEgress(f *Fabric, p *Port) IPTChain {
 		{"-p udp -m udp --sport 67 --dport 68 -j DROP"},
 		{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		{"-m state --state INVALID -j DROP"},
+		iptNewNotSYN,
 	}}
 	c.Rules = append(c.Rules, iptGroupRules(f, p, false, false)...)
 	return appendFallback(c)
@@ -208,6 +212,7 @@ func iptIngress6(f *Fabric, p *Port) IPTChain {
 	c := IPTChain{Name: IPTChainName("i", p), Rules: []IPTRule{
 		{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		{"-m state --state INVALID -j DROP"},
+		iptNewNotSYN,
 	}}
 	for _, t := range ndIngress {
 		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})
@@ -229,6 +234,7 @@ func iptEgress6(f *Fabric, p *Port) IPTChain {
 		IPTRule{"-p udp -m udp --sport 546 --dport 547 -j RETURN"},
 		IPTRule{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		IPTRule{"-m state --state INVALID -j DROP"},
+		iptNewNotSYN,
 		IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j DROP", icmpv6RA)})
 	for _, t := range ndEgress {
 		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})

@@ -295,7 +295,8 @@ func antiSpoof() []nft.Rule {
 // egressRules check what a secured port sends; traffic from elsewhere goes
 // straight to the destination's checks. INVALID is dropped before the
 // group rules (Neutron drops it after them, so an allow-all egress rule
-// there lets INVALID through).
+// there lets INVALID through), and so is a new TCP connection that does
+// not begin with a SYN (newTCPNotSYN).
 func egressRules() []nft.Rule {
 	rs := []nft.Rule{
 		nft.R().MarkMaskEq(inMask, 0).Goto(chToPort),
@@ -303,12 +304,24 @@ func egressRules() []nft.Rule {
 		nft.R().NFProto(true).L4Proto(17).Sport("udp", 546).Dport("udp", 547, 547).Goto(chToPort),
 		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Goto(chToPort),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
+		newTCPNotSYN(),
 		nft.R().NFProto(true).L4Proto(58).ICMPType(true, icmpv6RA, -1).Counter().Drop(),
 	}
 	for _, t := range ndEgress {
 		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Goto(chToPort))
 	}
 	return append(rs, nft.R().Jump(chEgress), nft.R().Counter().Drop())
+}
+
+// newTCPNotSYN drops a TCP segment that would open a connection without
+// being a SYN. Conntrack takes a mid-stream segment it has no entry for as
+// a new connection (nf_conntrack_tcp_loose), so after a revocation deleted
+// a stream's entry, a segment from the side still allowed to send (the
+// server answering, under the default allow-all egress) opened an entry
+// in its own direction, and the revoked side's segments passed as its
+// replies: the stream was back. Neutron lets such a segment through.
+func newTCPNotSYN() nft.Rule {
+	return nft.R().CtState(expr.CtStateBitNEW, "new").L4Proto(6).TCPNotSYN().Counter().Drop()
 }
 
 // ingressRules check what reaches a secured port. Router advertisements
@@ -320,6 +333,7 @@ func ingressRules() []nft.Rule {
 		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Accept(),
 		nft.R().NFProto(false).IPAddrSet(true, false, setDHCP).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept(),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
+		newTCPNotSYN(),
 	}
 	for _, t := range ndIngress {
 		rs = append(rs, nft.R().NFProto(true).L4Proto(58).ICMPType(true, t, -1).Accept())

@@ -427,3 +427,80 @@ func readyz(t *testing.T, ns string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+// A revoked stream stays cut when the side still allowed to send speaks
+// first: conntrack picks a mid-stream packet up as a new connection, so
+// an answer from the server (allowed out by its default egress) would open
+// an entry in its direction, and the client's packets would pass as its
+// replies.
+func TestRevokedStreamStaysCutWhenTheServerSpeaks(t *testing.T) {
+	l, _ := newAgentLab(t, liveYAML)
+	k1 := l.VMNS("k1")
+	var ln net.Listener
+	if err := namespace.Do(k1, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ":7000")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	if _, err := l.AddVM(NewVM{Name: "e1", Network: "mgmt", Node: "epouta-c1", SecurityGroups: []string{"rg"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialFrom(l.VMNS("e1"), "10.101.128.10:7000", time.Second)
+	if err != nil {
+		t.Fatalf("e1 in rg cannot reach k1: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var srv net.Conn
+	select {
+	case srv = <-accepted:
+		t.Cleanup(func() { srv.Close() })
+	case <-time.After(2 * time.Second):
+		t.Fatal("k1 accepted nothing")
+	}
+	buf := make([]byte, 4096)
+	if _, err := c.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := srv.Read(buf); err != nil || string(buf[:n]) != "before" {
+		t.Fatalf("the stream does not work before the change: %q %v", buf[:n], err)
+	}
+
+	push(t, l, edit(t, l, func(s *spec.Spec) { vm(s, "e1").SecurityGroups = []string{"default"} }))
+	time.Sleep(500 * time.Millisecond) // the revocation runs beside the converge
+
+	// The server speaks first, then the client, for over a second.
+	if _, err := srv.Write([]byte("server speaks")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() {
+		total := 0
+		_ = srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			n, err := srv.Read(buf)
+			total += n
+			if err != nil {
+				got <- total
+				return
+			}
+		}
+	}()
+	for i := 0; i < 15; i++ {
+		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _ = c.Write([]byte("after"))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := <-got; n > 0 {
+		t.Errorf("after e1 left the group and k1 wrote to it, %d bytes from e1 reached k1: the revoked stream reopened in k1's direction", n)
+	}
+}

@@ -189,6 +189,15 @@ func (b *B) Dport(proto string, lo, hi int) *B {
 		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: binaryutil.BigEndian.PutUint16(uint16(lo)), ToData: binaryutil.BigEndian.PutUint16(uint16(hi))})
 }
 
+// TCPNotSYN matches a TCP segment that is not a bare SYN: of FIN, SYN,
+// RST and ACK, anything but SYN alone.
+func (b *B) TCPNotSYN() *B {
+	const finSynRstAck, syn = 0x17, 0x02
+	return b.add("tcp flags & (fin | syn | rst | ack) != syn", b.payload(expr.PayloadBaseTransportHeader, 13, 1),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{finSynRstAck}, Xor: []byte{0}},
+		b.cmp(expr.CmpOpNeq, []byte{syn}))
+}
+
 // ICMPType matches the ICMP (or ICMPv6) type and, if code >= 0, code.
 func (b *B) ICMPType(v6 bool, typ, code int) *B {
 	name := "icmp"
