@@ -49,7 +49,11 @@ networks:
 // DNS measures queries per second, authoritative (the fabric's VM names)
 // and cached (outside names, after a warm-up), for bothnia and dnsmasq,
 // with dnsperf as the load.
-func DNS(w io.Writer, prefix string, secs int) error {
+func DNS(w io.Writer, prefix string, secs int, generator string) error {
+	gen, ok := dnsGenerators[generator]
+	if !ok {
+		return fmt.Errorf("bench: no DNS load generator %q; use bothnia (batched, of this binary) or dnsperf", generator)
+	}
 	srv, cli, cleanup, err := pair(prefix, "10.101.128.0/16", "10.101.200.1/16")
 	if err != nil {
 		return err
@@ -91,8 +95,8 @@ func DNS(w io.Writer, prefix string, secs int) error {
 		_ = bn.Process.Kill()
 		return err
 	}
-	fmt.Fprintln(w, "rate search (each step one dnsperf run):")
-	bAuth, bCached, err := dnsRuns(w, "bothnia", srv, cli, bn.Process.Pid, auth, cached, secs)
+	fmt.Fprintf(w, "rate search (each step one run of %s):\n", generator)
+	bAuth, bCached, err := dnsRuns(w, "bothnia", srv, cli, bn.Process.Pid, auth, cached, secs, gen)
 	_ = bn.Process.Signal(syscall.SIGTERM)
 	_ = bn.Wait()
 	if err != nil {
@@ -114,11 +118,11 @@ func DNS(w io.Writer, prefix string, secs int) error {
 	if err := ready(); err != nil {
 		return err
 	}
-	dAuth, dCached, err := dnsRuns(w, "dnsmasq", srv, cli, pidFrom(pid), auth, cached, secs)
+	dAuth, dCached, err := dnsRuns(w, "dnsmasq", srv, cli, pidFrom(pid), auth, cached, secs, gen)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "DNS: the highest offered rate answered with under 1%% lost (dnsperf, 8 clients, %d s per step, %d names),\nand the latency at that rate\n", secs, dnsNames)
+	fmt.Fprintf(w, "DNS: the highest offered rate answered with under 1%% lost (%s, 8 sockets, %d s per step, %d names),\nand the latency at that rate\n", generator, secs, dnsNames)
 	fmt.Fprintf(w, "%-14s %-8s %10s %10s %7s %10s %10s\n", "answers", "server", "offered/s", "answered/s", "lost", "p50", "p99")
 	for _, r := range []struct {
 		kind string
@@ -194,14 +198,14 @@ var qpsRE = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
 // dnsRuns finds the highest rate for authoritative answers, then warms the
 // cache with one pass over the outside names and does the same for cached
 // answers.
-func dnsRuns(w io.Writer, server, srv, cli string, pid int, auth, cached string, secs int) (dnsStep, dnsStep, error) {
-	a, err := maxRate(w, server+" authoritative", srv, cli, pid, auth, secs)
+func dnsRuns(w io.Writer, server, srv, cli string, pid int, auth, cached string, secs int, gen dnsGenerator) (dnsStep, dnsStep, error) {
+	a, err := maxRate(w, server+" authoritative", srv, cli, pid, auth, secs, gen)
 	if err != nil {
 		return a, dnsStep{}, err
 	}
-	if _, err := dnsperfAt(cli, cached, 2, dnsRates[0], false, nil); err != nil {
+	if _, err := gen(cli, cached, 2, dnsRates[0], false, nil); err != nil {
 		return a, dnsStep{}, err
 	}
-	c, err := maxRate(w, server+" cached", srv, cli, pid, cached, secs)
+	c, err := maxRate(w, server+" cached", srv, cli, pid, cached, secs, gen)
 	return a, c, err
 }

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -24,6 +26,43 @@ type dnsStep struct {
 }
 
 var lostRE = regexp.MustCompile(`Queries lost:\s+\d+ \(([\d.]+)%\)`)
+
+// A dnsGenerator offers rate queries per second for secs from the client
+// namespace, the names of file, and reports what was answered (and, with
+// latencies, the p50 and p99); ld (nil: none) is closed when it ends.
+type dnsGenerator func(cli, file string, secs, rate int, latencies bool, ld *load) (dnsStep, error)
+
+var dnsGenerators = map[string]dnsGenerator{"bothnia": dnsLoadAt, "dnsperf": dnsperfAt}
+
+// dnsLoadAt runs DNSLoad in a process of its own in the client namespace.
+// It measures latency in every run (it costs it nothing).
+func dnsLoadAt(cli, file string, secs, rate int, _ bool, ld *load) (dnsStep, error) {
+	st := dnsStep{offered: rate}
+	exe, err := os.Executable()
+	if err != nil {
+		return st, err
+	}
+	cmd := exec.Command("ip", "netns", "exec", cli, "timeout", strconv.Itoa(secs+20), exe, "bench", "dnsload",
+		"--server", "10.101.128.0", "--names", file, "--rate", strconv.Itoa(rate), "--seconds", strconv.Itoa(secs))
+	out, err := cmd.Output()
+	if ld != nil {
+		ld.done(cmd)
+	}
+	if err != nil {
+		return st, fmt.Errorf("bench: the DNS load generator at %d/s: %w", rate, err)
+	}
+	var r DNSLoadResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return st, fmt.Errorf("bench: the DNS load generator's result: %w: %s", err, out)
+	}
+	if r.Sent == 0 || r.Answered == 0 {
+		return st, fmt.Errorf("bench: the DNS load generator at %d/s sent %d and had %d answers", rate, r.Sent, r.Answered)
+	}
+	st.qps = float64(r.Answered) / r.Seconds
+	st.lostPct = 100 * float64(r.Sent-r.Answered) / float64(r.Sent)
+	st.p50, st.p99 = time.Duration(r.P50Usec)*time.Microsecond, time.Duration(r.P99Usec)*time.Microsecond
+	return st, nil
+}
 
 // dnsperfAt runs dnsperf at one offered rate. With latencies it reports
 // every answer (-v) and takes their p50 and p99. The run fails, and the
@@ -87,11 +126,11 @@ func dnsperfAt(cli, file string, secs, rate int, latencies bool, ld *load) (dnsS
 // last step it sustained, its latencies measured in a run of their own at
 // that rate (printing every answer costs dnsperf time, so it is kept out
 // of the search).
-func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int) (dnsStep, error) {
+func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int, gen dnsGenerator) (dnsStep, error) {
 	var best dnsStep
 	for _, r := range dnsRates {
 		ld := startLoad(srv, cli, pid)
-		st, err := dnsperfAt(cli, file, secs, r, false, ld)
+		st, err := gen(cli, file, secs, r, false, ld)
 		if err != nil {
 			return best, err
 		}
@@ -108,7 +147,7 @@ func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int)
 	if best.offered == 0 {
 		return best, fmt.Errorf("bench: the server lost 1%% or more already at %d queries/s", dnsRates[0])
 	}
-	lat, err := dnsperfAt(cli, file, secs, best.offered, true, nil)
+	lat, err := gen(cli, file, secs, best.offered, true, nil)
 	if err != nil {
 		return best, err
 	}
