@@ -141,16 +141,9 @@ func query(id uint16, q []byte) []byte {
 // send paces the queries at rate for d, a batch per socket every
 // millisecond, cycling through the names.
 func (g *dnsGen) send(qs [][]byte, dst *net.UDPAddr, rate int, d time.Duration) {
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
 	sent := 0
 	batches := make([][]ipv4.Message, len(g.socks))
-	for now := range t.C {
-		el := now.Sub(g.t0)
-		if el >= d {
-			return
-		}
-		due := int(float64(rate) * el.Seconds())
+	pace(g.t0, rate, d, func(due int) {
 		for i := range batches {
 			batches[i] = batches[i][:0]
 		}
@@ -164,38 +157,20 @@ func (g *dnsGen) send(qs [][]byte, dst *net.UDPAddr, rate int, d time.Duration) 
 			batches[i] = append(batches[i], ipv4.Message{Buffers: [][]byte{b}, Addr: dst})
 		}
 		for i, msgs := range batches {
-			for len(msgs) > 0 {
-				n, err := g.socks[i].pc.WriteBatch(msgs, 0)
-				if err != nil {
-					g.sendErrors.Add(int64(len(msgs)))
-					break
-				}
-				g.sent.Add(int64(n))
-				msgs = msgs[n:]
+			n, err := writeBatch(g.socks[i].pc, msgs)
+			g.sent.Add(int64(n))
+			if err != nil {
+				g.sendErrors.Add(int64(len(msgs) - n))
 			}
 		}
-	}
+	})
 }
 
 // receive counts a socket's answers that come within a second.
 func (g *dnsGen) receive(s *dnsSock) {
-	msgs := make([]ipv4.Message, 64)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 1500)}
-	}
-	for {
-		n, err := s.pc.ReadBatch(msgs, 0)
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return
-			}
-			if strings.Contains(err.Error(), "closed") {
-				return
-			}
-			continue
-		}
+	readBatches(s.pc, func(msgs []ipv4.Message) {
 		now := time.Since(g.t0).Nanoseconds()
-		for _, m := range msgs[:n] {
+		for _, m := range msgs {
 			b := m.Buffers[0][:m.N]
 			if len(b) < 12 || b[2]&0x80 == 0 {
 				continue // not a response
@@ -210,5 +185,5 @@ func (g *dnsGen) receive(s *dnsSock) {
 				s.latency = append(s.latency, lat)
 			}
 		}
-	}
+	})
 }

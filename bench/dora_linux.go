@@ -39,15 +39,13 @@ func DORA(w io.Writer, relay, server netip.Addr, base net.HardwareAddr, clients,
 	g.acked = make([]atomic.Bool, total)
 	g.requested = make([]int64, total)
 	g.latency = make([]int64, total)
-	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); g.receive(done) }()
+	go func() { defer wg.Done(); g.receive() }()
 	g.t0 = time.Now()
 	sent := g.send(rate, total, d)
 	// A reply later than a second counts as lost, as perfdhcp's default.
 	time.Sleep(time.Second)
-	close(done)
 	_ = conn.SetReadDeadline(time.Now())
 	wg.Wait()
 	return json.NewEncoder(w).Encode(g.result(sent, d))
@@ -115,57 +113,29 @@ func (g *doraGen) message(xid uint32, msgType byte, yiaddr, sid []byte) []byte {
 
 // send paces DISCOVERs at rate for d, a batch every millisecond.
 func (g *doraGen) send(rate, total int, d time.Duration) int {
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
 	sent := 0
-	for now := range t.C {
-		el := now.Sub(g.t0)
-		if el >= d {
-			break
-		}
-		due := min(int(float64(rate)*el.Seconds()), total)
+	pace(g.t0, rate, d, func(due int) {
 		var msgs []ipv4.Message
-		for ; sent < due; sent++ {
+		for ; sent < min(due, total); sent++ {
 			g.discovered[sent].Store(time.Since(g.t0).Nanoseconds())
 			msgs = append(msgs, ipv4.Message{Buffers: [][]byte{g.message(uint32(sent), 1, nil, nil)}, Addr: g.server})
 		}
 		g.write(msgs)
-	}
+	})
 	return sent
 }
 
 func (g *doraGen) write(msgs []ipv4.Message) {
-	for len(msgs) > 0 {
-		n, err := g.pc.WriteBatch(msgs, 0)
-		if err != nil {
-			g.sendErrors.Add(int64(len(msgs)))
-			return
-		}
-		msgs = msgs[n:]
+	if n, err := writeBatch(g.pc, msgs); err != nil {
+		g.sendErrors.Add(int64(len(msgs) - n))
 	}
 }
 
-// receive answers OFFERs and counts ACKs until done.
-func (g *doraGen) receive(done chan struct{}) {
-	msgs := make([]ipv4.Message, 64)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 1500)}
-	}
-	for {
-		n, err := g.pc.ReadBatch(msgs, 0)
-		if err != nil {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return
-			}
-			continue
-		}
+// receive answers OFFERs and counts ACKs until the read deadline.
+func (g *doraGen) receive() {
+	readBatches(g.pc, func(msgs []ipv4.Message) {
 		var out []ipv4.Message
-		for _, m := range msgs[:n] {
+		for _, m := range msgs {
 			b := m.Buffers[0][:m.N]
 			xid, typ, sid, ok := parseReply(b)
 			if !ok || int(xid) >= len(g.offered) {
@@ -187,7 +157,7 @@ func (g *doraGen) receive(done chan struct{}) {
 			}
 		}
 		g.write(out)
-	}
+	})
 }
 
 // parseReply returns a reply's transaction ID, message type and server
