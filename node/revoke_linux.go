@@ -11,26 +11,25 @@ import (
 	"github.com/bothnia/bothnia/namespace"
 )
 
-// Revoke deletes the node's conntrack entries that the last converged
-// firewall no longer allows: a rule deleted, a port out of a group, a
-// member out of a remote group, a port removed. Without it an established
-// stream keeps flowing, since established traffic passes before any group
-// rule (Neutron deletes such entries too). Each entry is judged as the
-// connection's first packet by the reference evaluator, in the network its
-// zone belongs to; entries of zones bothnia did not assign are left alone.
-// It returns how many entries it deleted.
-func (c *Converger) Revoke() (int, error) { return c.Revocation()() }
-
-// Revocation returns Revoke for the last converged fabric, to run later:
-// it keeps what it judges by, so the converger may converge again while
-// it runs. Its cost is a dump of the conntrack table, which walks the
-// host's whole hash (262,144 buckets here: 20 to 50 ms per family, however
-// few entries the node has), so the agent runs it beside its converges.
+// Revocation returns the revocation of the last converged firewall, to
+// run later: it keeps what it judges by, so the converger may converge
+// again while it runs. Run, it deletes the node's conntrack entries that
+// the firewall no longer allows (a rule deleted, a port out of a group, a
+// member out of a remote group, a port removed) and returns how many.
+// Without it an established stream keeps flowing, since established
+// traffic passes before any group rule (Neutron deletes such entries too).
+// Each entry is judged as the connection's first packet by the reference
+// evaluator, in the network its zone belongs to; entries of zones bothnia
+// did not assign are left alone. Its cost is a dump of the conntrack
+// table, which walks the host's whole hash (262,144 buckets here: 20 to
+// 50 ms per family, however few entries the node has), so the agent runs
+// it beside its converges.
 func (c *Converger) Revocation() func() (int, error) {
+	none := func() (int, error) { return 0, nil }
 	if c.last == nil || c.fw == nil {
-		return func() (int, error) { return 0, nil }
+		return none
 	}
-	f, name, ns := c.last.Firewall, c.last.Name, c.Target.HostNS
+	f, node, ns := c.last.Firewall, c.last.Name, c.Target.HostNS
 	zoneNet := map[uint16]string{}
 	for br, z := range c.fw.Zones() {
 		for name, nw := range f.Networks {
@@ -39,10 +38,10 @@ func (c *Converger) Revocation() func() (int, error) {
 			}
 		}
 	}
+	if len(zoneNet) == 0 {
+		return none
+	}
 	return func() (int, error) {
-		if len(zoneNet) == 0 {
-			return 0, nil
-		}
 		h, nsh, err := namespace.Netlink(ns)
 		if err != nil {
 			return 0, err
@@ -54,7 +53,7 @@ func (c *Converger) Revocation() func() (int, error) {
 			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revoked{f, zoneNet})
 			total += int(n)
 			if err != nil {
-				return total, fmt.Errorf("node %s: revoke connections: %w", name, err)
+				return total, fmt.Errorf("node %s: revoke connections: %w", node, err)
 			}
 		}
 		return total, nil
