@@ -8,12 +8,11 @@ package nft
 // Replace of 10,000 ports would otherwise mark 170,000 elements, and then
 // walk them twice more to plan and to record them.
 type dirtyTable struct {
-	table     bool
-	chains    map[string]bool
-	sets      map[string]bool
-	allElems  map[string]bool
-	elems     map[string]map[string]bool // set name -> element keys
-	elemCount int
+	table    bool
+	chains   map[string]bool
+	sets     map[string]bool
+	allElems map[string]bool
+	elems    map[string]map[string]bool // set name -> element keys; a set is here only with a key
 }
 
 func newDirtyTable() *dirtyTable {
@@ -26,17 +25,14 @@ func (d *dirtyTable) elem(set, k string) {
 		m = map[string]bool{}
 		d.elems[set] = m
 	}
-	if !m[k] {
-		m[k] = true
-		d.elemCount++
-	}
+	m[k] = true
 }
 
 func (d *dirtyTable) empty() bool {
-	return !d.table && len(d.chains) == 0 && len(d.sets) == 0 && len(d.allElems) == 0 && d.elemCount == 0
+	return !d.table && len(d.chains) == 0 && len(d.sets) == 0 && len(d.allElems) == 0 && len(d.elems) == 0
 }
 
-// dirty returns the table's dirty record, made on first use.
+// dirtyOf returns the table's dirty record, made on first use.
 func (a *Applier) dirtyOf(tk string) *dirtyTable {
 	d := a.dirty[tk]
 	if d == nil {

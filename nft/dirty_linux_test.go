@@ -33,7 +33,7 @@ func TestDirtyMarksWholeSetsThenElements(t *testing.T) {
 	a := NewApplier(0)
 	a.Replace(elemsRuleset("a", "b", "c"))
 	d := a.dirty["bridge t"]
-	if d == nil || !d.table || !d.sets["ports"] || !d.allElems["ports"] || d.elemCount != 0 {
+	if d == nil || !d.table || !d.sets["ports"] || !d.allElems["ports"] || len(d.elems) != 0 {
 		t.Fatalf("first replace: %+v, want the table, the set and its whole content dirty, no single elements", d)
 	}
 	applied(a)
@@ -43,7 +43,7 @@ func TestDirtyMarksWholeSetsThenElements(t *testing.T) {
 
 	a.Replace(elemsRuleset("a", "b", "d"))
 	d = a.dirty["bridge t"]
-	if d.table || len(d.sets) != 0 || len(d.allElems) != 0 || d.elemCount != 2 ||
+	if d.table || len(d.sets) != 0 || len(d.allElems) != 0 || len(d.elems["ports"]) != 2 ||
 		!d.elems["ports"][keyID(KeyElem("c", IfName("c")))] || !d.elems["ports"][keyID(KeyElem("d", IfName("d")))] {
 		t.Fatalf("second replace: %+v, want only c (gone) and d (new) dirty", d)
 	}
