@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bothnia/bothnia/internal/sockbuf"
 	mdns "github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 )
@@ -43,8 +44,8 @@ func DNSLoad(w io.Writer, server netip.Addr, file string, rate int, d time.Durat
 			return err
 		}
 		defer c.Close()
-		_ = c.SetReadBuffer(4 << 20)
-		_ = c.SetWriteBuffer(4 << 20)
+		sockbuf.Receive(c, sockbuf.Burst)
+		_ = c.SetWriteBuffer(sockbuf.Burst)
 		g.socks = append(g.socks, &dnsSock{pc: ipv4.NewPacketConn(c), conn: c})
 	}
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bothnia/bothnia/internal/sockbuf"
 	"golang.org/x/net/ipv4"
 )
 
@@ -29,8 +30,9 @@ func DORA(w io.Writer, relay, server netip.Addr, base net.HardwareAddr, clients,
 		return fmt.Errorf("dora: listen on the relay address: %w", err)
 	}
 	defer conn.Close()
-	_ = conn.SetReadBuffer(4 << 20)
-	_ = conn.SetWriteBuffer(4 << 20)
+	// SetReadBuffer alone stays under rmem_max (about 200 KiB).
+	sockbuf.Receive(conn, sockbuf.Burst)
+	_ = conn.SetWriteBuffer(sockbuf.Burst)
 	g := &doraGen{pc: ipv4.NewPacketConn(conn), relay: relay.As4(), server: &net.UDPAddr{IP: server.AsSlice(), Port: 67},
 		base: base, clients: clients}
 	total := int(float64(rate)*d.Seconds()) + 1

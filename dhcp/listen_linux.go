@@ -8,21 +8,16 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 )
 
-// rcvBuf is the server socket's receive buffer. The kernel's default
-// (about 200 KiB, some 600 requests) overflowed in bursts at thousands of
-// requests per second whenever the server waited for a CPU: the bench
-// counted thousands of such drops per step at 8,000 leases/s.
-const rcvBuf = 4 << 20
-
 // Listen opens the server's socket on UDP port 67 of iface (all
 // interfaces if empty), bound to the device, so that a server in a
-// namespace with several legs answers on its own only.
+// namespace with several legs answers on its own only, and with room for
+// bursts (sockbuf.Burst).
 func Listen(iface string) (*net.UDPConn, error) {
 	conn, err := server4.NewIPv4UDPConn(iface, &net.UDPAddr{Port: 67})
 	if err != nil {
 		return nil, err
 	}
-	sockbuf.Receive(conn, rcvBuf)
+	sockbuf.Receive(conn, sockbuf.Burst)
 	return conn, nil
 }
 

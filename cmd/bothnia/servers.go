@@ -184,9 +184,6 @@ func reusePortUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The default buffer (about 200 KiB) overflowed in bench dns while the
-	// server used 60% of a core: queries came in bursts while it waited
-	// for a CPU.
-	sockbuf.Receive(pc.(*net.UDPConn), 4<<20)
+	sockbuf.Receive(pc.(*net.UDPConn), sockbuf.Burst)
 	return pc.(*net.UDPConn), nil
 }
