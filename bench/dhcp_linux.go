@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -158,7 +157,7 @@ func dhcpSearch(w io.Writer, name, srv, cli string, pid int, rates []int, secs i
 		}
 		fmt.Fprintf(w, "  %-8s offered %6d/s  acks %8.0f/s  dropped %7.3f%%\n", name, r, p.acks, p.dropPct)
 		fmt.Fprintf(w, "           %s\n", ld)
-		if ld.genCPU > ld.wall*9/10 {
+		if ld.generatorBound() {
 			fmt.Fprintf(w, "           the load generator used a whole core: this step measured it, not the server\n")
 		}
 		if p.dropPct > 1 {
@@ -183,23 +182,11 @@ var dhcpGenerators = map[string]dhcpGenerator{"bothnia": doraGenerator, "perfdhc
 
 // doraGenerator runs DORA in a process of its own in the client namespace.
 func doraGenerator(cli string, rate, secs int, ld *load) (perf, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return perf{}, err
-	}
-	cmd := exec.Command("ip", "netns", "exec", cli, "timeout", strconv.Itoa(secs+20), exe, "bench", "dora",
-		"--relay", "10.77.255.254", "--server", "10.77.0.1", "--base-mac", "00:0c:01:00:00:00",
-		"--clients", strconv.Itoa(dhcpClients), "--rate", strconv.Itoa(rate), "--seconds", strconv.Itoa(secs))
-	out, err := cmd.Output()
-	if ld != nil {
-		ld.done(cmd)
-	}
-	if err != nil {
-		return perf{}, fmt.Errorf("bench: the DORA generator at %d/s: %w", rate, err)
-	}
 	var r DORAResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		return perf{}, fmt.Errorf("bench: the DORA generator's result: %w: %s", err, out)
+	if err := runGenerator(cli, secs, ld, &r, "dora",
+		"--relay", "10.77.255.254", "--server", "10.77.0.1", "--base-mac", "00:0c:01:00:00:00",
+		"--clients", strconv.Itoa(dhcpClients), "--rate", strconv.Itoa(rate)); err != nil {
+		return perf{}, fmt.Errorf("bench: the DORA generator at %d/s: %w", rate, err)
 	}
 	if r.Offers == 0 {
 		return perf{}, fmt.Errorf("bench: the DORA generator at %d/s got no offers", rate)
@@ -265,11 +252,8 @@ func pidFrom(path string) int {
 }
 
 func killPidFile(path string) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-		}
+	if pid := pidFrom(path); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	_ = os.Remove(path)
 }

@@ -2,10 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -38,22 +36,9 @@ var dnsGenerators = map[string]dnsGenerator{"bothnia": dnsLoadAt, "dnsperf": dns
 // It measures latency in every run (it costs it nothing).
 func dnsLoadAt(cli, file string, secs, rate int, _ bool, ld *load) (dnsStep, error) {
 	st := dnsStep{offered: rate}
-	exe, err := os.Executable()
-	if err != nil {
-		return st, err
-	}
-	cmd := exec.Command("ip", "netns", "exec", cli, "timeout", strconv.Itoa(secs+20), exe, "bench", "dnsload",
-		"--server", "10.101.128.0", "--names", file, "--rate", strconv.Itoa(rate), "--seconds", strconv.Itoa(secs))
-	out, err := cmd.Output()
-	if ld != nil {
-		ld.done(cmd)
-	}
-	if err != nil {
-		return st, fmt.Errorf("bench: the DNS load generator at %d/s: %w", rate, err)
-	}
 	var r DNSLoadResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		return st, fmt.Errorf("bench: the DNS load generator's result: %w: %s", err, out)
+	if err := runGenerator(cli, secs, ld, &r, "dnsload", "--server", "10.101.128.0", "--names", file, "--rate", strconv.Itoa(rate)); err != nil {
+		return st, fmt.Errorf("bench: the DNS load generator at %d/s: %w", rate, err)
 	}
 	if r.Sent == 0 || r.Answered == 0 {
 		return st, fmt.Errorf("bench: the DNS load generator at %d/s sent %d and had %d answers", rate, r.Sent, r.Answered)
@@ -123,9 +108,10 @@ func dnsperfAt(cli, file string, secs, rate int, latencies bool, ld *load) (dnsS
 // the queries or answers less than 99% of the offered rate (dnsperf stops
 // sending while 2,000 queries are outstanding, so a server that falls
 // behind shows fewer answers, not lost ones), and returns the
-// last step it sustained, its latencies measured in a run of their own at
-// that rate (printing every answer costs dnsperf time, so it is kept out
-// of the search).
+// last step it sustained with its latencies: from the step when the
+// generator measures them there (bothnia's), else from a run of their own
+// at that rate (printing every answer costs dnsperf time, so it is kept
+// out of the search).
 func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int, gen dnsGenerator) (dnsStep, error) {
 	var best dnsStep
 	for _, r := range dnsRates {
@@ -136,7 +122,7 @@ func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int,
 		}
 		fmt.Fprintf(w, "  %-22s offered %7d/s  answered %9.0f/s  lost %6.2f%%\n", what, r, st.qps, st.lostPct)
 		fmt.Fprintf(w, "  %-22s %s\n", "", ld)
-		if ld.genCPU > ld.wall*9/10 {
+		if ld.generatorBound() {
 			fmt.Fprintf(w, "  %-22s the load generator used a whole core: this step measured it as much as the server\n", "")
 		}
 		if st.lostPct >= 1 || st.qps < 0.99*float64(r) {
@@ -146,6 +132,9 @@ func maxRate(w io.Writer, what, srv, cli string, pid int, file string, secs int,
 	}
 	if best.offered == 0 {
 		return best, fmt.Errorf("bench: the server lost 1%% or more already at %d queries/s", dnsRates[0])
+	}
+	if best.p50 > 0 {
+		return best, nil // the generator measured latency in the step itself
 	}
 	lat, err := gen(cli, file, secs, best.offered, true, nil)
 	if err != nil {

@@ -39,7 +39,6 @@ func DORA(w io.Writer, relay, server netip.Addr, base net.HardwareAddr, clients,
 	g.discovered = make([]atomic.Int64, total)
 	g.offered = make([]atomic.Bool, total)
 	g.acked = make([]atomic.Bool, total)
-	g.requested = make([]int64, total)
 	g.latency = make([]int64, total)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -77,7 +76,6 @@ type doraGen struct {
 	// REQUEST went (ns since t0, written before the message is sent), and
 	// whether the OFFER and ACK came.
 	discovered     []atomic.Int64
-	requested      []int64
 	offered, acked []atomic.Bool
 	latency        []int64
 	requests       atomic.Int64
@@ -148,7 +146,6 @@ func (g *doraGen) receive() {
 				if g.offered[xid].Swap(true) {
 					continue
 				}
-				g.requested[xid] = time.Since(g.t0).Nanoseconds()
 				g.requests.Add(1)
 				out = append(out, ipv4.Message{Buffers: [][]byte{g.message(xid, 3, b[16:20], sid)}, Addr: g.server})
 			case 5: // ACK

@@ -45,6 +45,11 @@ func (l *load) done(gen *exec.Cmd) {
 	l.genDrops = udpRcvbufErrors(l.cli) - l.drops0[1]
 }
 
+// generatorBound reports whether the load generator used a whole core
+// (more than 90% of the step's time): the step then measured it as much as
+// the server.
+func (l *load) generatorBound() bool { return l.genCPU > l.wall*9/10 }
+
 // String is the step's load in one line: CPU as a share of one core.
 func (l *load) String() string {
 	pct := func(d time.Duration) string {

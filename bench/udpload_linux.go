@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"strconv"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -12,6 +17,30 @@ import (
 // batch a millisecond, and writing and reading datagrams in batches
 // (sendmmsg, recvmmsg), so that the generator costs a fraction of what
 // it measures.
+
+// runGenerator runs `bothnia bench SUB ARGS --seconds secs` (one of the
+// generators above) in the client namespace, in a process of its own so
+// that ld (nil: none) counts its CPU apart, and decodes the JSON it writes
+// into result.
+func runGenerator(cli string, secs int, ld *load, result any, sub string, args ...string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", cli, "timeout", strconv.Itoa(secs + 20), exe, "bench", sub},
+		append(args, "--seconds", strconv.Itoa(secs))...)...)
+	out, err := cmd.Output()
+	if ld != nil {
+		ld.done(cmd)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(out, result); err != nil {
+		return fmt.Errorf("its result: %w: %s", err, out)
+	}
+	return nil
+}
 
 // pace calls send every millisecond for d with the number of messages due
 // by then at rate (a running total).
