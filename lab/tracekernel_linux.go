@@ -122,15 +122,15 @@ table ip %[1]s {
 	mu.Lock()
 	defer mu.Unlock()
 	k := &trace.Kernel{Lines: slices.Clone(lines), Verdict: "delivered", Hops: compact(hops)}
-	for _, line := range lines {
-		if strings.Contains(line, "verdict drop") || strings.Contains(line, "policy drop") {
+	for _, h := range k.Hops {
+		if h.Drop != "" {
 			k.Verdict = "dropped"
 		}
 	}
 	if k.Verdict == "delivered" && !forged && !answered {
 		k.Verdict = "not answered, and no rule dropped it"
-		for _, line := range lines {
-			if strings.Contains(line, "-qrouter-") {
+		for _, h := range k.Hops {
+			if h.Router {
 				// The router saw it and sent it nowhere: no route (the
 				// allowlist), a routing decision, not a rule.
 				k.Verdict = "dropped"
@@ -161,9 +161,9 @@ func compact(hops []trace.Hop) []trace.Hop {
 		key := trace.Hop{Node: h.Node, Router: h.Router}
 		i, ok := at[key]
 		if !ok {
-			at[key] = len(out)
+			i = len(out)
+			at[key] = i
 			out = append(out, key)
-			i = len(out) - 1
 		}
 		if out[i].Drop == "" {
 			out[i].Drop = h.Drop
