@@ -169,6 +169,7 @@ type diffRun struct {
 	t        *testing.T
 	l        *lab.Lab
 	renderer string
+	notSYN   int // TCP segments sent without a SYN and no connection
 	seq      int
 	// generic holds the address pairs a portless protocol (ESP) already
 	// used this round: conntrack keys such flows by addresses alone, so a
@@ -239,6 +240,9 @@ func (d *diffRun) round(seed uint64, frames int) {
 				w.Established, w.DestEstablished = atTo, atFrom
 			}
 			v := f.Decide(w.Frame)
+			if w.NotSYN {
+				d.notSYN++
+			}
 			bs, err := w.bytes()
 			if err != nil {
 				t.Fatalf("seed %d: encode %+v: %v", seed, w.Frame, err)
@@ -416,6 +420,9 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 			reply = true
 		case 3:
 			w.Proto, w.TCPFlags = 6, "S"
+			if d.seq%7 == 3 { // as for IPv4: an ACK with no connection
+				w.TCPFlags, w.NotSYN = "A", true
+			}
 		case 4: // from ::, as DAD and MLD do, or not
 			w.Src, w.Proto, w.SPort, w.DPort = netip.IPv6Unspecified(), 58, pick(r, 135, 131, 143, 128, 136), 0
 			if r.IntN(3) == 0 {
@@ -521,6 +528,9 @@ func runDifferential(t *testing.T, renderer string) {
 	d := newDiffRun(t, renderer, first)
 	for _, seed := range seeds {
 		d.round(seed, 150)
+	}
+	if d.notSYN == 0 {
+		t.Error("no TCP segment without a SYN was sent: the rule that a new connection begins with one went untested")
 	}
 }
 
