@@ -283,7 +283,11 @@ func (fx *fixture) sendFrame(vm string, frame []byte) {
 
 // synFin sends a TCP segment with SYN and FIN set, which conntrack marks
 // INVALID, from vm to dst:port through a raw IP socket.
-func (fx *fixture) synFin(vm, src, dst string, port int) {
+func (fx *fixture) synFin(vm, src, dst string, port int) { fx.rawTCP(vm, src, dst, port, 0x03) }
+
+// rawTCP sends a TCP segment with the given flags, three times, from vm to
+// dst:port through a raw IP socket.
+func (fx *fixture) rawTCP(vm, src, dst string, port int, flags byte) {
 	err := namespace.Do(fx.vm(vm), func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
 		if err != nil {
@@ -295,7 +299,7 @@ func (fx *fixture) synFin(vm, src, dst string, port int) {
 		binary.BigEndian.PutUint16(seg[2:], uint16(port))
 		binary.BigEndian.PutUint32(seg[4:], 1)
 		seg[12] = 5 << 4
-		seg[13] = 0x03 // FIN|SYN
+		seg[13] = flags
 		binary.BigEndian.PutUint16(seg[14:], 64240)
 		binary.BigEndian.PutUint16(seg[16:], tcpChecksum(net.ParseIP(src).To4(), net.ParseIP(dst).To4(), seg))
 		var sa unix.SockaddrInet4
@@ -434,6 +438,11 @@ var verdicts = []verdict{
 	}, false},
 	{"invalid segment is dropped", func(fx *fixture) bool {
 		return fx.sniffTCP("a", 8000, 0x03, func() { fx.synFin("c", "10.101.128.12", "10.101.128.10", 8000) })
+	}, false},
+	{"a segment without a SYN opens no connection, even to a port c may connect to", func(fx *fixture) bool {
+		// Conntrack would take the ACK for a stream it missed (loose
+		// pick-up) and the group rule would let it in.
+		return fx.sniffTCP("a", 8000, 0x10, func() { fx.rawTCP("c", "10.101.128.12", "10.101.128.10", 8000, 0x10) })
 	}, false},
 	{"duplicate address reaches only its own network", func(fx *fixture) bool {
 		// f (net2) shares c's address and d (net2) a's: f's datagram to
