@@ -11,10 +11,18 @@ const (
 	DropTagged        = "tagged-frame"
 	DropInvalid       = "invalid"
 	DropGroupDeny     = "group-deny"
+	// A neighbour solicitation or advertisement a port may not send
+	// (another port's target, a foreign link-layer option).
+	DropSpoofedND = "spoofed-nd"
+	// A tap on one of bothnia's bridges that has no rules yet.
+	DropUnprogrammed = "unprogrammed-port"
+	// A packet the node would route from or into one of its bridges.
+	DropRouted = "routed"
 )
 
 // DropReasons lists every reason, in the order operators read them.
-var DropReasons = []string{DropSpoofedSource, DropSpoofedARP, DropRogueDHCP, DropRogueRA, DropTagged, DropInvalid, DropGroupDeny}
+var DropReasons = []string{DropSpoofedSource, DropSpoofedARP, DropSpoofedND, DropRogueDHCP, DropRogueRA, DropTagged,
+	DropInvalid, DropUnprogrammed, DropRouted, DropGroupDeny}
 
 // dropReason names what a counting drop rule of the nftables rendering
 // drops, from its table, chain and text; "" for other rules.
@@ -25,15 +33,21 @@ func dropReason(table, chain, text string) string {
 	switch {
 	case strings.Contains(text, "ether type 0x88a8"), strings.Contains(text, "ether type 0x8100"):
 		return DropTagged
-	case strings.Contains(text, "udp sport 67 udp dport 68"), strings.Contains(text, "udp sport 547 udp dport 546"):
+	case strings.Contains(text, "udp dport 68 counter"), strings.Contains(text, "udp dport 546 counter"):
 		return DropRogueDHCP
+	case table == FWTable && strings.Contains(text, "0xfffe"):
+		return DropUnprogrammed
+	case table == FWTable && chain == "forward":
+		return DropRouted
+	case table == L2Table && chain == chND:
+		return DropSpoofedND
 	case strings.Contains(text, "icmpv6 type 134"):
 		return DropRogueRA
 	case strings.Contains(text, "ct state invalid"), strings.Contains(text, "tcp flags"):
 		return DropInvalid
-	case table == L2Table && chain == "prerouting" && text == "meta protocol arp counter drop":
+	case table == L2Table && chain == chSpoof && text == "meta protocol arp counter drop":
 		return DropSpoofedARP
-	case table == L2Table && chain == "prerouting" && text == "counter drop":
+	case table == L2Table && chain == chSpoof && text == "counter drop":
 		return DropSpoofedSource
 	case table == FWTable && text == "counter drop":
 		return DropGroupDeny

@@ -18,8 +18,14 @@ func iptDropReason(tool, chain, rule string) string {
 	switch {
 	case strings.Contains(rule, "--state INVALID"), strings.Contains(rule, "--tcp-flags"):
 		return DropInvalid
-	case strings.Contains(rule, "--sport 67 --dport 68"), strings.Contains(rule, "--sport 547 --dport 546"):
+	case strings.Contains(rule, "--dport 68 -j DROP"), strings.Contains(rule, "--dport 546 -j DROP"):
 		return DropRogueDHCP
+	case strings.Contains(rule, "! --physdev-is-bridged"):
+		return DropRouted
+	case chain == iptPrefix+"known-in", chain == iptPrefix+"known-out":
+		return DropUnprogrammed
+	case strings.HasPrefix(chain, iptPrefix+"n") && rule == "-j DROP":
+		return DropSpoofedND
 	case strings.Contains(rule, "--icmpv6-type 134"):
 		return DropRogueRA
 	case tool == "ebtables-save" && (strings.HasPrefix(rule, "-p 802_1Q") || strings.HasPrefix(rule, "-p S-TAG")):

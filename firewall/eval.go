@@ -53,7 +53,33 @@ type Frame struct {
 	// established, conntrack would take it for a new connection (its loose
 	// pick-up of streams it has no entry for); bothnia drops it there.
 	NotSYN bool
+	// A neighbour solicitation or advertisement (ICMPv6 135, 136): its
+	// target, invalid for a message too short to hold one, and its options
+	// in order.
+	NDTarget netip.Addr
+	NDOpts   []NDOpt
+	// ToNode: the frame is addressed to the node itself (the bridge's MAC
+	// and an address of the node); To is nil. Routed: addressed to the
+	// bridge's MAC but to an address elsewhere, so the node would route
+	// it; To is the port it would reach.
+	ToNode, Routed bool
 }
+
+// NDOpt is one neighbour discovery option of one 8-byte unit: a source
+// (1) or target (2) link-layer address, a nonce (14), or any other type.
+type NDOpt struct {
+	Type int
+	MAC  string // the option's six bytes, as a MAC
+}
+
+// Neighbour discovery message types and option types.
+const (
+	icmpv6NS   = 135
+	icmpv6NA   = 136
+	ndOptSLL   = 1
+	ndOptTLL   = 2
+	ndOptNonce = 14
+)
 
 // Tag is one VLAN tag.
 type Tag struct {
@@ -125,6 +151,13 @@ func (f *Fabric) Decide(fr Frame) Verdict {
 			return v
 		}
 	}
+	if fr.Routed {
+		return v.drop("node", "the node routes nothing from or to a network's bridge")
+	}
+	if fr.ToNode {
+		v.step("node", "the node itself", "accept")
+		return v
+	}
 	if fr.To != nil && badTags(fr) {
 		return v.drop("bridge", "port "+fr.To.Name+" ("+fr.To.VM+"): tagged frame into a secured port")
 	}
@@ -157,8 +190,10 @@ func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 			return false
 		}
 	case EtherIPv4:
-		if fr.Proto == 17 && fr.SPort == 67 && fr.DPort == 68 {
-			v.drop("anti-spoofing", obj+": DHCP server reply from a VM")
+		// Clients take a datagram to port 68 for a server's answer,
+		// whatever its source port.
+		if fr.Proto == 17 && fr.DPort == 68 {
+			v.drop("anti-spoofing", obj+": DHCP to a client port from a VM")
 			return false
 		}
 		dhcpClient := fr.Src == netip.IPv4Unspecified() && fr.Dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) &&
@@ -168,9 +203,15 @@ func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 			return false
 		}
 	case EtherIPv6:
-		if fr.Proto == 17 && fr.SPort == 547 && fr.DPort == 546 {
-			v.drop("anti-spoofing", obj+": DHCPv6 server reply from a VM")
+		if fr.Proto == 17 && fr.DPort == 546 {
+			v.drop("anti-spoofing", obj+": DHCPv6 to a client port from a VM")
 			return false
+		}
+		if fr.Proto == 58 && (fr.SPort == icmpv6NS || fr.SPort == icmpv6NA) {
+			if why := p.ndRefused(fr); why != "" {
+				v.drop("anti-spoofing", obj+": "+why)
+				return false
+			}
 		}
 		if fr.Src == netip.IPv6Unspecified() {
 			if !macOK || !linkScope6.Contains(fr.Dst) || fr.Proto != 58 || !slices.Contains(ndUnspec, fr.SPort) {
@@ -189,6 +230,41 @@ func (f *Fabric) antiSpoof(v *Verdict, fr Frame) bool {
 	}
 	v.step("anti-spoofing", obj, "pass")
 	return true
+}
+
+// ndRefused says why a neighbour solicitation or advertisement may not
+// leave the port, or "" if it may. As OVN's port security
+// (build_port_security_nd): an advertisement's target is one of the
+// port's addresses with the frame's MAC, and a link-layer option names
+// the frame's source MAC, so no VM can rebind another's address in its
+// neighbours' caches. Stricter than OVN: the message is exactly the
+// 24-byte header or that and one option (a solicitation from :: may carry
+// a nonce instead), which is all any stack sends.
+func (p *Port) ndRefused(fr Frame) string {
+	if !fr.NDTarget.IsValid() {
+		return "neighbour discovery message too short"
+	}
+	switch len(fr.NDOpts) {
+	case 0:
+	case 1:
+		o := fr.NDOpts[0]
+		switch {
+		case fr.SPort == icmpv6NS && o.Type == ndOptSLL, fr.SPort == icmpv6NA && o.Type == ndOptTLL:
+			if o.MAC != fr.SrcMAC || !slices.Contains(p.MACs(), fr.SrcMAC) {
+				return "neighbour discovery link-layer option " + o.MAC + " is not the frame's source " + fr.SrcMAC
+			}
+		case fr.SPort == icmpv6NS && o.Type == ndOptNonce && fr.Src == netip.IPv6Unspecified():
+		default:
+			return fmt.Sprintf("neighbour discovery option %d not allowed here", o.Type)
+		}
+	default:
+		return "neighbour discovery message with more than one option"
+	}
+	if fr.SPort == icmpv6NA && !p.pairAllows(fr.SrcMAC, fr.NDTarget) &&
+		!(fr.NDTarget == plan.LinkLocal(fr.SrcMAC) && slices.Contains(p.MACs(), fr.SrcMAC)) {
+		return "neighbour advertisement for " + fr.NDTarget.String() + ", not an address of the port with " + fr.SrcMAC
+	}
+	return ""
 }
 
 // badTags reports a frame with any tag but a single priority tag (802.1Q,
@@ -405,9 +481,11 @@ func (f *Fabric) Allows(from, to *Port, pkt Packet) bool {
 // the ICMPv6 types it leaves untracked (neighbour discovery, MLD): any
 // other ICMP message that belongs to no connection is INVALID.
 var (
-	icmpNew    = []int{8, 13, 15, 17}
-	icmpv6New  = []int{128, 139}
-	icmpv6NoCT = []int{130, 131, 132, 133, 134, 135, 136, 137, 143}
+	icmpNew   = []int{8, 13, 15, 17}
+	icmpv6New = []int{128, 139}
+	// nf_conntrack_proto_icmpv6.c's noct_valid_new: a redirect (137) is
+	// not among them, so conntrack marks it INVALID.
+	icmpv6NoCT = []int{130, 131, 132, 133, 134, 135, 136, 143}
 )
 
 func icmpInvalid(fr Frame) bool {

@@ -29,12 +29,39 @@ type wireFrame struct {
 	ID       uint16 // ICMP echo identifier, unique per frame so conntrack never joins two
 }
 
+// isND is a neighbour solicitation or advertisement: its marker is in
+// the flow label, since anything after its options would make it a
+// malformed message.
+func (w *wireFrame) isND() bool {
+	return w.EtherType == firewall.EtherIPv6 && w.Proto == 58 && (w.SPort == 135 || w.SPort == 136)
+}
+
+// nd makes the frame a well-formed neighbour discovery message with a
+// target and options, marked by its flow label.
+func (w *wireFrame) nd(target netip.Addr, opts ...firewall.NDOpt) *wireFrame {
+	w.NDTarget, w.NDOpts = target, opts
+	return w
+}
+
+// flowLabel is an ND frame's marker as a flow label: never 0, which is
+// what the kernel's own neighbour discovery sends.
+func (w *wireFrame) flowLabel() uint32 {
+	var n uint32
+	for _, c := range w.Marker {
+		n = n*31 + uint32(c)
+	}
+	return n&0x7ffff | 0x80000
+}
+
 // key is what the receiver must see: the marker in a frame of the same
 // protocol (and ICMP type), so that a kernel's echo reply or ICMP error
 // quoting the marker never counts as the frame itself.
 func (w *wireFrame) key() string {
 	if w.EtherType == firewall.EtherARP {
 		return w.Marker
+	}
+	if w.isND() {
+		return fmt.Sprintf("ND%05x/58.%d", w.flowLabel(), w.SPort)
 	}
 	if w.Proto == 1 || w.Proto == 58 {
 		return fmt.Sprintf("%s/%d.%d", w.Marker, w.Proto, w.SPort)
@@ -75,6 +102,12 @@ func (w *wireFrame) bytes() ([][]byte, error) {
 		return serialize(append(append(ls, ip), append(l4, payload)...))
 	case firewall.EtherIPv6:
 		ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocol(w.Proto), SrcIP: w.Src.AsSlice(), DstIP: w.Dst.AsSlice()}
+		if w.isND() {
+			ip.FlowLabel = w.flowLabel()
+			c := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(uint8(w.SPort), 0)}
+			_ = c.SetNetworkLayerForChecksum(ip)
+			return serialize(append(ls, ip, c, gopacket.Payload(ndBody(w))))
+		}
 		return serialize(append(append(ls, ip), append(transport(w, ip), payload)...))
 	}
 	return nil, fmt.Errorf("ethertype %#x", w.EtherType)
@@ -100,6 +133,25 @@ func transport(w *wireFrame, ip gopacket.NetworkLayer) []gopacket.SerializableLa
 		return []gopacket.SerializableLayer{c, gopacket.Payload([]byte{byte(w.ID >> 8), byte(w.ID), 0, 1})}
 	}
 	return nil // another protocol: the marker is the whole payload
+}
+
+// ndBody is what follows an ND message's checksum: flags (an
+// advertisement overrides, as a poisoning one would), the target, the
+// options; without a target, four bytes only, too short a message.
+func ndBody(w *wireFrame) []byte {
+	b := []byte{0, 0, 0, 0}
+	if w.SPort == 136 {
+		b[0] = 0x20
+	}
+	if !w.NDTarget.IsValid() {
+		return b
+	}
+	b = append(b, w.NDTarget.AsSlice()...)
+	for _, o := range w.NDOpts {
+		m, _ := net.ParseMAC(o.MAC)
+		b = append(append(b, byte(o.Type), 1), m...)
+	}
+	return b
 }
 
 func serialize(ls []gopacket.SerializableLayer) ([][]byte, error) {
@@ -216,6 +268,10 @@ func (c *capture) saw(vm, marker string) bool {
 func findMarkers(b []byte) []string {
 	var out []string
 	proto := frameProto(b)
+	if i := ndAt(b); i > 0 {
+		label := uint32(b[i+1]&0x0f)<<16 | uint32(b[i+2])<<8 | uint32(b[i+3])
+		out = append(out, fmt.Sprintf("ND%05x/%s", label, proto))
+	}
 	for i := 0; i+12 <= len(b); i++ {
 		if b[i] == 'B' && b[i+1] == 'N' && bytes.IndexFunc(b[i+2:i+12], func(r rune) bool { return !isHex(r) }) < 0 {
 			out = append(out, string(b[i:i+12])+"/"+proto)
@@ -254,6 +310,19 @@ func frameProto(b []byte) string {
 		return fmt.Sprintf("%d.%d", proto, ip[l4])
 	}
 	return fmt.Sprint(proto)
+}
+
+// ndAt is the offset of the IPv6 header of a neighbour solicitation or
+// advertisement in a frame, or 0.
+func ndAt(b []byte) int {
+	i := 12
+	for i+2 <= len(b) && (b[i] == 0x81 && b[i+1] == 0x00 || b[i] == 0x88 && b[i+1] == 0xa8) {
+		i += 4
+	}
+	if i+2+41 > len(b) || b[i] != 0x86 || b[i+1] != 0xdd || b[i+2+6] != 58 || (b[i+2+40] != 135 && b[i+2+40] != 136) {
+		return 0
+	}
+	return i + 2
 }
 
 func isHex(r rune) bool { return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bothnia/bothnia/nft"
 	"github.com/bothnia/bothnia/plan"
 )
 
@@ -61,12 +62,17 @@ func (s IPSet) Family() string {
 type IPTables struct {
 	Filter, Raw   []IPTChain // bothnia's iptables chains
 	Filter6, Raw6 []IPTChain // and ip6tables chains, of the same names
-	// FilterJump and RawJump hook bothnia's chains into the built-in ones
-	// (in both families).
-	FilterJump, RawJump IPTRule
-	Eb                  []IPTChain // ebtables nat chains
-	EbJumps             []IPTRule  // ebtables nat rules in built-in chains: "PREROUTING -i tap... -j ..."
-	Sets                []IPSet
+	Eb            []IPTChain // ebtables nat chains
+	EbJumps       []IPTRule  // ebtables nat rules in built-in chains: "PREROUTING -i tap... -j ..."
+	Sets          []IPSet
+}
+
+// IPTJumps are the rules that hook bothnia's chains into the built-in
+// ones, by built-in chain, in both families: the same for every node.
+var IPTJumps = map[string]IPTRule{
+	"PREROUTING": {"-j " + iptPrefix + "PREROUTING"}, // raw: conntrack zones
+	"FORWARD":    {"-j " + iptPrefix + "FORWARD"},
+	"INPUT":      {"-j " + iptPrefix + "INPUT"},
 }
 
 // Hash is the rule's identity, carried in its comment: felix's way of
@@ -113,13 +119,24 @@ func RenderIPTables(f *Fabric, node string) *IPTables {
 func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTables {
 	ports := f.Node(node)
 	fwd := IPTChain{Name: iptPrefix + "FORWARD"}
+	input := IPTChain{Name: iptPrefix + "INPUT"}
 	sg := IPTChain{Name: iptPrefix + "sg-chain"}
 	fallback := IPTChain{Name: iptPrefix + "sg-fallback", Rules: []IPTRule{{"-j DROP"}}}
 	pre := IPTChain{Name: iptPrefix + "PREROUTING"}
-	r := &IPTables{
-		FilterJump: IPTRule{"-j " + fwd.Name},
-		RawJump:    IPTRule{"-j " + pre.Name},
+	knownIn, knownOut := knownTaps(f, node)
+	// The node routes nothing from or into its networks' bridges (a
+	// routed packet meets neither port's groups), and a tap on them that
+	// is neither a secured port nor an open one sends and receives
+	// nothing (fail closed: plugged before its rules are in).
+	for _, br := range f.Bridges() {
+		fwd.Rules = append(fwd.Rules,
+			IPTRule{fmt.Sprintf("-i %s -m physdev ! --physdev-is-bridged -j DROP", br)},
+			IPTRule{fmt.Sprintf("-o %s -m physdev ! --physdev-is-bridged -j DROP", br)},
+			IPTRule{fmt.Sprintf("-i %s -m physdev --physdev-is-bridged -j %s", br, knownIn.Name)},
+			IPTRule{fmt.Sprintf("-o %s -m physdev --physdev-is-bridged -j %s", br, knownOut.Name)})
+		input.Rules = append(input.Rules, IPTRule{fmt.Sprintf("-i %s -j %s", br, knownIn.Name)})
 	}
+	r := &IPTables{}
 	var portChains, portChains6 []IPTChain
 	groups := map[string]bool{}
 	bridges := map[string]bool{}
@@ -129,11 +146,15 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 		fwd.Rules = append(fwd.Rules,
 			IPTRule{fmt.Sprintf("-m physdev --physdev-out %s --physdev-is-bridged -j %s", tap, sg.Name)},
 			IPTRule{fmt.Sprintf("-m physdev --physdev-in %s --physdev-is-bridged -j %s", tap, sg.Name)})
+		// Neutron sends what a port delivers to the node itself through
+		// its egress chain too (without --physdev-is-bridged, which no
+		// locally delivered packet matches).
+		input.Rules = append(input.Rules, IPTRule{fmt.Sprintf("-m physdev --physdev-in %s -j %s", tap, IPTChainName("o", p))})
 		sg.Rules = append(sg.Rules,
 			IPTRule{fmt.Sprintf("-m physdev --physdev-out %s --physdev-is-bridged -j %s", tap, IPTChainName("i", p))},
 			IPTRule{fmt.Sprintf("-m physdev --physdev-in %s --physdev-is-bridged -j %s", tap, IPTChainName("o", p))})
 		portChains = append(portChains, iptIngress(f, p), iptEgress(f, p), iptSource(p, false))
-		portChains6 = append(portChains6, iptIngress6(f, p), iptEgress6(f, p), iptSource(p, true))
+		portChains6 = append(portChains6, iptIngress6(f, p), iptEgress6(f, p), iptSource(p, true), iptND(p))
 		r.Eb = append(r.Eb, ebPort(p))
 		r.EbJumps = append(r.EbJumps, IPTRule{fmt.Sprintf("PREROUTING -i %s -j %s", tap, ebChain(p))},
 			IPTRule{fmt.Sprintf("POSTROUTING -o %s -j %s", tap, ebTagged)})
@@ -149,8 +170,8 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 	for _, br := range slices.Sorted(maps.Keys(bridges)) {
 		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zoneOf[br])})
 	}
-	r.Filter = append([]IPTChain{fwd, sg, fallback}, portChains...)
-	r.Filter6 = append([]IPTChain{fwd, sg, fallback}, portChains6...)
+	r.Filter = append([]IPTChain{fwd, input, sg, fallback, knownIn, knownOut}, portChains...)
+	r.Filter6 = append([]IPTChain{fwd, input, sg, fallback, knownIn, knownOut}, portChains6...)
 	r.Raw, r.Raw6 = []IPTChain{pre}, []IPTChain{pre}
 	type setKey struct {
 		group string
@@ -171,12 +192,48 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 		s := IPSet{Name: IPSetName(k.group, k.v6), V6: k.v6}
 		for _, m := range f.Sets[k.group] {
 			if m.Addr().Is6() == k.v6 {
-				s.Members = append(s.Members, m)
+				s.Members = append(s.Members, hashNet(m)...)
 			}
 		}
 		r.Sets = append(r.Sets, s)
 	}
 	return r
+}
+
+// hashNet is a member as ipset's hash:net takes it: a /0 (an allowed
+// address pair of 0.0.0.0/0) is refused there, and would fail the whole
+// restore, so it goes in as its two halves, as Neutron's ipset manager
+// does.
+func hashNet(p netip.Prefix) []netip.Prefix {
+	if p.Bits() != 0 {
+		return []netip.Prefix{p}
+	}
+	lo, hi := netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")
+	if p.Addr().Is6() {
+		lo, hi = netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")
+	}
+	return []netip.Prefix{lo, hi}
+}
+
+// knownTaps are the chains that pass the taps the firewall knows on the
+// node (its secured ports and open ones) and drop any other tap: in the
+// iptables layout every rule names its tap, so a tap with no rules would
+// otherwise pass unfiltered.
+func knownTaps(f *Fabric, node string) (in, out IPTChain) {
+	in, out = IPTChain{Name: iptPrefix + "known-in"}, IPTChain{Name: iptPrefix + "known-out"}
+	var taps []string
+	for _, p := range f.Node(node) {
+		taps = append(taps, p.Name)
+	}
+	taps = append(taps, f.OpenOn(node)...)
+	slices.Sort(taps)
+	for _, t := range taps {
+		in.Rules = append(in.Rules, IPTRule{"-m physdev --physdev-in " + t + " -j RETURN"})
+		out.Rules = append(out.Rules, IPTRule{"-m physdev --physdev-out " + t + " -j RETURN"})
+	}
+	in.Rules = append(in.Rules, IPTRule{"-m physdev --physdev-in tap+ -j DROP"})
+	out.Rules = append(out.Rules, IPTRule{"-m physdev --physdev-out tap+ -j DROP"})
+	return in, out
 }
 
 // iptNewNotSYN is newTCPNotSYN in the iptables layout (see there).
@@ -197,7 +254,9 @@ func iptEgress(f *Fabric, p *Port) IPTChain {
 		{"-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN"},
 		{"-j " + IPTChainName("s", p)},
 		{"-p udp -m udp --sport 68 --dport 67 -j RETURN"},
-		{"-p udp -m udp --sport 67 --dport 68 -j DROP"},
+		// Clients take a datagram to port 68 for an answer, whatever
+		// its source port.
+		{"-p udp -m udp --dport 68 -j DROP"},
 		{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		{"-m state --state INVALID -j DROP"},
 		iptNewNotSYN,
@@ -225,12 +284,15 @@ func iptIngress6(f *Fabric, p *Port) IPTChain {
 // chain, no DHCPv6 server and no router advertisement from a VM.
 func iptEgress6(f *Fabric, p *Port) IPTChain {
 	c := IPTChain{Name: IPTChainName("o", p)}
+	for _, t := range []int{icmpv6NS, icmpv6NA} {
+		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j %s", t, IPTChainName("n", p))})
+	}
 	for _, t := range ndUnspec {
 		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s ::/128 -d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN", t)})
 	}
 	c.Rules = append(c.Rules,
 		IPTRule{"-j " + IPTChainName("s", p)},
-		IPTRule{"-p udp -m udp --sport 547 --dport 546 -j DROP"},
+		IPTRule{"-p udp -m udp --dport 546 -j DROP"},
 		IPTRule{"-p udp -m udp --sport 546 --dport 547 -j RETURN"},
 		IPTRule{"-m state --state RELATED,ESTABLISHED -j RETURN"},
 		IPTRule{"-m state --state INVALID -j DROP"},
@@ -241,6 +303,69 @@ func iptEgress6(f *Fabric, p *Port) IPTChain {
 	}
 	c.Rules = append(c.Rules, iptGroupRules(f, p, false, true)...)
 	return appendFallback(c)
+}
+
+// iptND is ndRules in ip6tables: u32 reads the payload length and next
+// header (bytes 4-6 of the IPv6 header), an option's type and length
+// (bytes 64-65, after the 24-byte message) and MAC (66-71), and the
+// target (48-63). Each of the port's IPv6 pairs and link-local addresses
+// comes with its MAC, so an advertisement's target is the port's with the
+// frame's MAC.
+func iptND(p *Port) IPTChain {
+	c := IPTChain{Name: IPTChainName("n", p)}
+	const (
+		len24 = "4&0xffffff00=0x00183a00"
+		len32 = "4&0xffffff00=0x00203a00"
+	)
+	optWith := func(typ byte, mac string) string {
+		m := nft.MAC(mac)
+		return fmt.Sprintf("64=0x%02x01%02x%02x&&68=0x%02x%02x%02x%02x", typ, m[0], m[1], m[2], m[3], m[4], m[5])
+	}
+	ns := "-p ipv6-icmp -m icmp6 --icmpv6-type 135"
+	na := "-p ipv6-icmp -m icmp6 --icmpv6-type 136"
+	c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("%s -m u32 --u32 %q -j RETURN", ns, len24)})
+	for _, m := range p.MACs() {
+		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", ns, strings.ToUpper(m), len32+"&&"+optWith(ndOptSLL, m))})
+	}
+	c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s ::/128 %s -m u32 --u32 %q -j RETURN", ns, len32+"&&64>>16=0x0e01")})
+	for _, t := range ndTargets(p) {
+		c.Rules = append(c.Rules,
+			IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", na, strings.ToUpper(t.MAC), len24+"&&"+u32Prefix(48, t.Prefix))},
+			IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", na, strings.ToUpper(t.MAC), len32+"&&"+optWith(ndOptTLL, t.MAC)+"&&"+u32Prefix(48, t.Prefix))})
+	}
+	c.Rules = append(c.Rules, IPTRule{"-j DROP"})
+	return c
+}
+
+// ndTargets are the IPv6 prefixes a port may advertise, each with its
+// MAC: its IPv6 pairs and the link-local address of each MAC.
+func ndTargets(p *Port) []Pair {
+	var out []Pair
+	for _, pr := range p.Pairs {
+		if pr.Prefix.Addr().Is6() {
+			out = append(out, pr)
+		}
+	}
+	for _, m := range p.MACs() {
+		out = append(out, Pair{netip.PrefixFrom(plan.LinkLocal(m), 128), m})
+	}
+	return out
+}
+
+// u32Prefix tests a prefix at a byte offset, a 32-bit word at a time.
+func u32Prefix(off int, p netip.Prefix) string {
+	a := p.Masked().Addr().AsSlice()
+	var tests []string
+	for w := 0; w*32 < p.Bits(); w++ {
+		bits := min(p.Bits()-w*32, 32)
+		mask := uint32(0xffffffff) << (32 - bits)
+		v := uint32(a[4*w])<<24 | uint32(a[4*w+1])<<16 | uint32(a[4*w+2])<<8 | uint32(a[4*w+3])
+		tests = append(tests, fmt.Sprintf("%d&0x%08x=0x%08x", off+4*w, mask, v&mask))
+	}
+	if len(tests) == 0 {
+		return fmt.Sprintf("%d&0x0=0x0", off)
+	}
+	return strings.Join(tests, "&&")
 }
 
 func appendFallback(c IPTChain) IPTChain {
@@ -367,11 +492,11 @@ func (r *IPTables) String() string {
 			fmt.Fprintf(&b, "# ipset add %s %s\n", s.Name, m)
 		}
 	}
-	writeTable(&b, "raw", "PREROUTING", r.RawJump, r.Raw)
-	writeTable(&b, "filter", "FORWARD", r.FilterJump, r.Filter)
+	writeTable(&b, "raw", []string{"PREROUTING"}, r.Raw)
+	writeTable(&b, "filter", []string{"FORWARD", "INPUT"}, r.Filter)
 	b.WriteString("# ip6tables\n")
-	writeTable(&b, "raw", "PREROUTING", r.RawJump, r.Raw6)
-	writeTable(&b, "filter", "FORWARD", r.FilterJump, r.Filter6)
+	writeTable(&b, "raw", []string{"PREROUTING"}, r.Raw6)
+	writeTable(&b, "filter", []string{"FORWARD", "INPUT"}, r.Filter6)
 	b.WriteString("# ebtables\n*nat\n")
 	for _, c := range r.Eb {
 		fmt.Fprintf(&b, ":%s RETURN\n", c.Name)
@@ -387,12 +512,14 @@ func (r *IPTables) String() string {
 	return b.String()
 }
 
-func writeTable(b *strings.Builder, table, builtin string, jump IPTRule, chains []IPTChain) {
+func writeTable(b *strings.Builder, table string, builtins []string, chains []IPTChain) {
 	fmt.Fprintf(b, "*%s\n", table)
 	for _, c := range chains {
 		fmt.Fprintf(b, ":%s - [0:0]\n", c.Name)
 	}
-	fmt.Fprintln(b, jump.Line(builtin))
+	for _, bi := range builtins {
+		fmt.Fprintln(b, IPTJumps[bi].Line(bi))
+	}
 	for _, c := range chains {
 		for _, rule := range c.Rules {
 			fmt.Fprintln(b, rule.Line(c.Name))

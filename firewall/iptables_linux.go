@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -47,35 +48,37 @@ type IPT struct {
 	lastNode string
 }
 
-// iptTable is one of the four tables bothnia writes chains into.
+// iptTable is one of the four tables bothnia writes chains into, and the
+// built-in chains it hooks them into (IPTJumps).
 type iptTable struct {
-	cmd, table, builtin string // ip6tables-nft, raw, PREROUTING
+	cmd, table string // ip6tables-nft, raw
+	builtins   []string
 }
 
 var iptTables = []iptTable{
-	{"iptables-nft", "raw", "PREROUTING"}, {"iptables-nft", "filter", "FORWARD"},
-	{"ip6tables-nft", "raw", "PREROUTING"}, {"ip6tables-nft", "filter", "FORWARD"},
+	{"iptables-nft", "raw", []string{"PREROUTING"}}, {"iptables-nft", "filter", []string{"FORWARD", "INPUT"}},
+	{"ip6tables-nft", "raw", []string{"PREROUTING"}}, {"ip6tables-nft", "filter", []string{"FORWARD", "INPUT"}},
 }
 
 func (t iptTable) key() string { return t.cmd + " " + t.table }
 
-// chains returns the rendering's chains and jump for the table.
-func (r *IPTables) chains(t iptTable) ([]IPTChain, IPTRule) {
+// chains returns the rendering's chains for the table.
+func (r *IPTables) chains(t iptTable) []IPTChain {
 	switch t.key() {
 	case "iptables-nft raw":
-		return r.Raw, r.RawJump
+		return r.Raw
 	case "iptables-nft filter":
-		return r.Filter, r.FilterJump
+		return r.Filter
 	case "ip6tables-nft raw":
-		return r.Raw6, r.RawJump
+		return r.Raw6
 	default:
-		return r.Filter6, r.FilterJump
+		return r.Filter6
 	}
 }
 
 type iptState struct {
 	tables  map[string]map[string][]string // table key -> chain -> rule hashes
-	jumps   map[string]bool                // table key -> the built-in chain jumps to bothnia's
+	jumps   map[string]bool                // table key + " " + built-in chain -> it jumps to bothnia's
 	eb      map[string][]string            // chain -> rule args
 	ebJumps map[string]bool
 	sets    map[string]map[string]bool
@@ -102,11 +105,12 @@ func NewIPT(ns string, run Runner) *IPT {
 func (r *IPTables) state() *iptState {
 	st := newIPTState()
 	for _, t := range iptTables {
-		chains, _ := r.chains(t)
-		for _, c := range chains {
+		for _, c := range r.chains(t) {
 			st.tables[t.key()][c.Name] = hashes(c)
 		}
-		st.jumps[t.key()] = true
+		for _, bi := range t.builtins {
+			st.jumps[t.key()+" "+bi] = true
+		}
 	}
 	for _, c := range r.Eb {
 		for _, rule := range c.Rules {
@@ -139,9 +143,6 @@ func hashes(c IPTChain) []string {
 
 var hashRE = regexp.MustCompile(`bn:[0-9a-f]{16}`)
 
-// jumpRules are the rules bothnia puts into the built-in chains.
-var jumpRules = map[string]IPTRule{"raw": {"-j " + iptPrefix + "PREROUTING"}, "filter": {"-j " + iptPrefix + "FORWARD"}}
-
 // read learns what the kernel holds from the save commands.
 func (x *IPT) read() error {
 	st := newIPTState()
@@ -151,7 +152,6 @@ func (x *IPT) read() error {
 			return err
 		}
 		chains := st.tables[t.key()]
-		jump := jumpRules[t.table]
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line)
 			switch {
@@ -166,8 +166,8 @@ func (x *IPT) read() error {
 				if t.key() == "iptables-nft raw" {
 					maps.Copy(st.zones, ParseZones([]string{line}))
 				}
-			case len(f) > 1 && f[0] == "-A" && f[1] == t.builtin && hashRE.FindString(line) == jump.Hash(t.builtin):
-				st.jumps[t.key()] = true
+			case len(f) > 1 && f[0] == "-A" && slices.Contains(t.builtins, f[1]) && hashRE.FindString(line) == IPTJumps[f[1]].Hash(f[1]):
+				st.jumps[t.key()+" "+f[1]] = true
 			}
 		}
 	}
@@ -265,18 +265,26 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 	}
 	ws := want.state()
 	var changes []string
-	var setsIn, setsOut strings.Builder
+	// Each set is restored on its own: ipset restore stops at the first
+	// line it refuses, and one set's trouble must not keep the others'
+	// members (or their removal) from the kernel.
+	var setsIn []string
+	var setsOut strings.Builder
 	for _, s := range want.Sets {
+		var in strings.Builder
 		have := x.have.sets[s.Name]
 		if have == nil {
-			fmt.Fprintf(&setsIn, "create %s hash:net family %s -exist\n", s.Name, s.Family())
+			fmt.Fprintf(&in, "create %s hash:net family %s -exist\n", s.Name, s.Family())
 			changes = append(changes, "ipset create "+s.Name)
 		}
 		for _, m := range s.Members {
 			if !have[m.String()] {
-				fmt.Fprintf(&setsIn, "add %s %s -exist\n", s.Name, m)
+				fmt.Fprintf(&in, "add %s %s -exist\n", s.Name, m)
 				changes = append(changes, fmt.Sprintf("ipset add %s %s", s.Name, m))
 			}
+		}
+		if in.Len() > 0 {
+			setsIn = append(setsIn, in.String())
 		}
 		for m := range have {
 			if !ws.sets[s.Name][m] {
@@ -293,17 +301,24 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 	}
 	restores := map[string]*strings.Builder{"iptables-nft": {}, "ip6tables-nft": {}}
 	for _, t := range iptTables {
-		chains, jump := want.chains(t)
-		changes = append(changes, restoreTable(restores[t.cmd], t, jump, chains, x.have.tables[t.key()], x.have.jumps[t.key()])...)
+		changes = append(changes, restoreTable(restores[t.cmd], t, want.chains(t), x.have.tables[t.key()], x.have.jumps)...)
 	}
 	var eb strings.Builder
 	changes = append(changes, restoreEb(&eb, want, x.have)...)
 
-	steps := []struct{ stdin, name string }{
-		{setsIn.String(), "ipset"}, {restores["iptables-nft"].String(), "iptables-nft-restore"},
-		{restores["ip6tables-nft"].String(), "ip6tables-nft-restore"},
-		{eb.String(), "ebtables-nft-restore"}, {setsOut.String(), "ipset"},
+	type step struct{ stdin, name string }
+	var steps []step
+	for _, in := range setsIn {
+		steps = append(steps, step{in, "ipset"})
 	}
+	steps = append(steps, step{restores["iptables-nft"].String(), "iptables-nft-restore"},
+		step{restores["ip6tables-nft"].String(), "ip6tables-nft-restore"},
+		step{eb.String(), "ebtables-nft-restore"}, step{setsOut.String(), "ipset"})
+	// Every step runs whatever an earlier one said: a refused set must
+	// not keep the chains of every other port (new taps' rules, removed
+	// rules) from the kernel. What failed is read back and tried again
+	// on the next Program.
+	var errs []error
 	for _, st := range steps {
 		if st.stdin == "" {
 			continue
@@ -313,9 +328,12 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 			args = []string{"restore"}
 		}
 		if _, err := x.run(x.ns, st.stdin, st.name, args...); err != nil {
-			x.have = nil
-			return changes, err
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		x.have = nil
+		return changes, errors.Join(errs...)
 	}
 	x.have = ws
 	return changes, nil
@@ -324,8 +342,8 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 // restoreTable writes the iptables-restore input for one table: changed
 // chains declared (which flushes them) and refilled, stale ones flushed and
 // removed, and the jump from the built-in chain inserted if missing.
-func restoreTable(b *strings.Builder, t iptTable, jump IPTRule, want []IPTChain, have map[string][]string, haveJump bool) []string {
-	table, builtin, cmd := t.table, t.builtin, strings.TrimSuffix(t.cmd, "-nft")
+func restoreTable(b *strings.Builder, t iptTable, want []IPTChain, have map[string][]string, haveJumps map[string]bool) []string {
+	table, cmd := t.table, strings.TrimSuffix(t.cmd, "-nft")
 	var changes []string
 	var decl, rules, del strings.Builder
 	wantNames := map[string]bool{}
@@ -348,9 +366,12 @@ func restoreTable(b *strings.Builder, t iptTable, jump IPTRule, want []IPTChain,
 			changes = append(changes, fmt.Sprintf("%s -t %s: delete chain %s", cmd, table, name))
 		}
 	}
-	if !haveJump {
-		fmt.Fprintf(&rules, "-I %s 1 %s -m comment --comment %s\n", builtin, jump.Args, jump.Hash(builtin))
-		changes = append(changes, fmt.Sprintf("%s -t %s: insert %s -> %s", cmd, table, builtin, jump.Args))
+	for _, builtin := range t.builtins {
+		if !haveJumps[t.key()+" "+builtin] {
+			jump := IPTJumps[builtin]
+			fmt.Fprintf(&rules, "-I %s 1 %s -m comment --comment %s\n", builtin, jump.Args, jump.Hash(builtin))
+			changes = append(changes, fmt.Sprintf("%s -t %s: insert %s -> %s", cmd, table, builtin, jump.Args))
+		}
 	}
 	if decl.Len()+rules.Len()+del.Len() == 0 {
 		return nil

@@ -54,6 +54,9 @@ security_groups:
       - {direction: ingress, protocol: udp, port_range: "5353", remote_group: web}
   - name: client
     rules: []
+  - name: quiet
+    no_default_egress: true
+    rules: []
 networks:
   - name: net1
     segment: 100
@@ -68,6 +71,7 @@ networks:
       - {name: c, node: knox-c1, ip: 10.101.128.12, mac: "fa:16:3e:00:00:0c", security_groups: [client]}
       - {name: e, node: epouta-c1, ip: 10.101.0.14, mac: "fa:16:3e:00:00:0e", security_groups: [web]}
       - {name: g, node: knox-c1, ip: 10.101.128.14, mac: "fa:16:3e:00:00:0f", port_security: false}
+      - {name: q, node: knox-c1, ip: 10.101.128.15, mac: "fa:16:3e:00:00:15", security_groups: [quiet]}
   - name: net2
     segment: 65633
     vms:
@@ -130,19 +134,27 @@ func (fx *fixture) sink(vm string, port int) *udpSink {
 		fx.t.Fatal(err)
 	}
 	fx.t.Cleanup(func() { s.conn.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := s.conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.got[from.(*net.UDPAddr).IP.String()+" "+string(buf[:n])] = true
-			s.mu.Unlock()
-		}
-	}()
+	go s.read()
 	return s
+}
+
+// read records each datagram's source and payload until the socket closes.
+func (s *udpSink) read() {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := s.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		ip := from.(*net.UDPAddr).IP
+		src := ip.String()
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			src = a.Unmap().String()
+		}
+		s.mu.Lock()
+		s.got[src+" "+string(buf[:n])] = true
+		s.mu.Unlock()
+	}
 }
 
 // received waits briefly for a datagram with this payload from src.
@@ -395,11 +407,20 @@ var verdicts = []verdict{
 		fx.sendUDP("c", "10.101.128.12", 67, "10.101.128.10", 68, "offer")
 		return s.received("10.101.128.12", "offer")
 	}, false},
-	{"same datagram from another port passes", func(fx *fixture) bool {
+	// Clients take a datagram to port 68 for a server's answer whatever
+	// its source port.
+	{"rogue dhcp from another source port is dropped", func(fx *fixture) bool {
 		s := fx.sink("a", 68)
-		fx.sendUDP("c", "10.101.128.12", 5000, "10.101.128.10", 68, "notdhcp")
+		fx.sendUDP("c", "10.101.128.12", 1067, "10.101.128.10", 68, "notdhcp")
 		return s.received("10.101.128.12", "notdhcp")
-	}, true},
+	}, false},
+	{"rogue dhcp to the broadcast address is dropped", func(fx *fixture) bool {
+		s := fx.sink("a", 68)
+		w := frame4(macC, "ff:ff:ff:ff:ff:ff", "10.101.128.12", "255.255.255.255", 1067, 68)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, fx.vm("c"), bs)
+		return s.received("10.101.128.12", w.Marker)
+	}, false},
 	{"allowed address pair passes", func(fx *fixture) bool {
 		s := fx.sink("a", 5353)
 		fx.addAddr("b", "192.168.0.5/24")
@@ -497,6 +518,11 @@ const (
 	macA = "fa:16:3e:00:00:0a"
 	macC = "fa:16:3e:00:00:0c"
 	macG = "fa:16:3e:00:00:0f"
+	macQ = "fa:16:3e:00:00:15"
+	macX = "fa:16:3e:00:00:77" // a stray tap's VM
+	// nodeAddr is an address the tests give knox-c1 on net1's bridge,
+	// as a host may have one.
+	nodeAddr = "10.101.128.250"
 )
 
 var llC, llG = plan.LinkLocal(macC), plan.LinkLocal(macG)
@@ -526,8 +552,91 @@ var holeVerdicts = []verdict{
 		return fx.arrives("c", "g", frame6(macC, macG, llC, llG.String(), 17, 547, 546))
 	}, false},
 	{"dad from :: to link scope passes", func(fx *fixture) bool {
-		return fx.arrives("c", "g", frame6(macC, "33:33:00:00:00:01", netip.IPv6Unspecified(), "ff02::1", 58, 135, 0))
+		w := frame6(macC, "33:33:00:00:00:01", netip.IPv6Unspecified(), "ff02::1", 58, 135, 0)
+		return fx.arrives("c", "g", w.nd(llC, firewall.NDOpt{Type: 14, MAC: "01:02:03:04:05:06"}))
 	}, true},
+	// Issue 16: neighbour cache poisoning. g admits everything, so a drop
+	// is c's.
+	{"neighbour advertisement for another port's address is dropped", func(fx *fixture) bool {
+		w := frame6(macC, "33:33:00:00:00:01", llC, "ff02::1", 58, 136, 0)
+		return fx.arrives("c", "g", w.nd(plan.LinkLocal(macA), firewall.NDOpt{Type: 2, MAC: macC}))
+	}, false},
+	{"neighbour advertisement for another's address without options is dropped", func(fx *fixture) bool {
+		w := frame6(macC, macG, llC, llG.String(), 58, 136, 0)
+		return fx.arrives("c", "g", w.nd(llG))
+	}, false},
+	{"neighbour advertisement for its own address passes", func(fx *fixture) bool {
+		w := frame6(macC, "33:33:00:00:00:01", llC, "ff02::1", 58, 136, 0)
+		return fx.arrives("c", "g", w.nd(llC, firewall.NDOpt{Type: 2, MAC: macC}))
+	}, true},
+	{"neighbour advertisement naming another MAC is dropped", func(fx *fixture) bool {
+		w := frame6(macC, macG, llC, llG.String(), 58, 136, 0)
+		return fx.arrives("c", "g", w.nd(llC, firewall.NDOpt{Type: 2, MAC: macA}))
+	}, false},
+	{"neighbour solicitation naming another MAC is dropped", func(fx *fixture) bool {
+		w := frame6(macC, macG, llC, llG.String(), 58, 135, 0)
+		return fx.arrives("c", "g", w.nd(llG, firewall.NDOpt{Type: 1, MAC: macA}))
+	}, false},
+	{"neighbour solicitation from its own MAC passes", func(fx *fixture) bool {
+		w := frame6(macC, macG, llC, llG.String(), 58, 135, 0)
+		return fx.arrives("c", "g", w.nd(llG, firewall.NDOpt{Type: 1, MAC: macC}))
+	}, true},
+	{"neighbour solicitation too short for a target is dropped", func(fx *fixture) bool {
+		return fx.arrives("c", "g", frame6(macC, macG, llC, llG.String(), 58, 135, 0))
+	}, false},
+	// Issue 16: a tap plugged into a bridge before its rules are in.
+	{"a tap the firewall does not know sends nothing", func(fx *fixture) bool {
+		x := fx.strayTap()
+		w := frame4(macX, macG, "10.101.128.77", "10.101.128.14", 40010, 7000)
+		return fx.arrivesFromNS(x, "g", w)
+	}, false},
+	{"a tap the firewall does not know receives nothing", func(fx *fixture) bool {
+		x := fx.strayTap()
+		c := newCapture(fx.t, func(string) string { return x }, []string{"x"}, findMarkers)
+		w := frame4(macG, macX, "10.101.128.14", "10.101.128.77", 40011, 7000)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, fx.vm("g"), bs)
+		return eventually(func() bool { return c.saw("x", w.key()) })
+	}, false},
+	// Issue 16: traffic to the node itself meets the sender's anti-spoofing
+	// and egress groups; the node routes nothing for a VM.
+	{"a port whose groups allow no egress reaches nothing on its node", func(fx *fixture) bool {
+		s := fx.nodeSink(6200)
+		fx.sendUDP("q", "10.101.128.15", 0, nodeAddr, 6200, "quiet")
+		return s.received("10.101.128.15", "quiet")
+	}, false},
+	{"a port whose groups allow no egress reaches not even the node's link-local address", func(fx *fixture) bool {
+		s := fx.nodeSink6(6201)
+		w := frame6(macQ, fx.bridgeMAC(), plan.LinkLocal(macQ), fx.bridgeLL().String(), 17, 40012, 6201)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, fx.vm("q"), bs)
+		return s.received(plan.LinkLocal(macQ).String(), w.Marker)
+	}, false},
+	{"a port reaches its node as its groups allow", func(fx *fixture) bool {
+		s := fx.nodeSink(6202)
+		fx.sendUDP("c", "10.101.128.12", 0, nodeAddr, 6202, "allowed")
+		return s.received("10.101.128.12", "allowed")
+	}, true},
+	{"ip spoof to the node is dropped", func(fx *fixture) bool {
+		s := fx.nodeSink(6203)
+		w := frame4(macC, fx.bridgeMAC(), "10.101.128.98", nodeAddr, 40014, 6203)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, fx.vm("c"), bs)
+		return s.received("10.101.128.98", w.Marker)
+	}, false},
+	{"the node routes nothing from a VM around the other's groups", func(fx *fixture) bool {
+		fx.nodeSink(6204) // the node's address on the bridge
+		fx.forwarding(true)
+		defer fx.forwarding(false)
+		s := fx.sink("c", 6204) // c admits no new connection at all
+		w := frame4(macA, fx.bridgeMAC(), "10.101.128.10", "10.101.128.12", 40013, 6204)
+		bs, _ := w.bytes()
+		for i := 0; i < 3; i++ {
+			sendFrames(fx.t, fx.vm("a"), bs)
+			time.Sleep(100 * time.Millisecond)
+		}
+		return s.received("10.101.128.10", w.Marker)
+	}, false},
 	{"echo from :: is dropped", func(fx *fixture) bool {
 		return fx.arrives("c", "g", frame6(macC, macG, netip.IPv6Unspecified(), llG.String(), 58, 128, 0))
 	}, false},

@@ -16,6 +16,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/bothnia/bothnia/plan"
@@ -29,6 +30,16 @@ type Fabric struct {
 	Sets   map[string][]netip.Prefix // remote-group members by group, normalised
 	// Networks holds the conntrack zone and bridge of each network.
 	Networks map[string]Network
+	// Open are the taps on the fabric's bridges that pass unfiltered:
+	// ports without port security and the router's and DHCP servers'
+	// legs. Any other tap on those bridges that is not a secured port
+	// passes nothing: a tap plugged before its rules are in is closed.
+	Open []OpenPort
+}
+
+// OpenPort is a tap that passes unfiltered, and its node.
+type OpenPort struct {
+	Name, Node string
 }
 
 // Network is what the firewall needs of a network.
@@ -104,6 +115,7 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 		f.Networks[n.Name] = nw
 		for _, vm := range n.VMs {
 			if !vm.Secured() {
+				f.Open = append(f.Open, OpenPort{plan.TapName(plan.PortID(s, n, vm)), vm.Node})
 				continue
 			}
 			mac := canonMAC(vm.MAC)
@@ -135,6 +147,17 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 	for g, ms := range members {
 		f.Sets[g] = Normalize(ms)
 	}
+	if infra != nil && s.Router != nil {
+		f.Open = append(f.Open, OpenPort{plan.TapName(plan.RouterPortID(s)), s.Router.Node})
+	}
+	if infra != nil {
+		for _, sn := range s.SiteNames() {
+			if d := s.Sites[sn].DHCP; d != nil {
+				f.Open = append(f.Open, OpenPort{plan.TapName(plan.DHCPPortID(s, sn)), d.Node})
+			}
+		}
+	}
+	sort.Slice(f.Open, func(i, j int) bool { return f.Open[i].Name < f.Open[j].Name })
 	sort.Slice(f.Ports, func(i, j int) bool { return f.Ports[i].Name < f.Ports[j].Name })
 	if len(f.Ports) > spec.MaxSecuredPorts {
 		return nil, fmt.Errorf("firewall: %d secured ports, more than the %d a fabric can number", len(f.Ports), spec.MaxSecuredPorts)
@@ -183,6 +206,27 @@ func (f *Fabric) Node(node string) []Port {
 		}
 	}
 	return out
+}
+
+// OpenOn returns the names of the taps on one node that pass unfiltered.
+func (f *Fabric) OpenOn(node string) []string {
+	var out []string
+	for _, o := range f.Open {
+		if o.Node == node {
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
+// Bridges returns every network's bridge, sorted.
+func (f *Fabric) Bridges() []string {
+	var out []string
+	for _, n := range f.Networks {
+		out = append(out, n.Bridge)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // Port returns the port of a VM, or nil if it has none or it is unsecured.
@@ -256,11 +300,16 @@ func canonMAC(s string) string {
 	return hw.String()
 }
 
+// maxPortID is the highest dispatch number: 0 is no port, 0xfffe a tap
+// the firewall does not know (idUnknown), and 0xffff the node itself
+// (outNode) or, twice, an established connection.
+const maxPortID = 0xfffd
+
 // freeID is id if no port uses it, else the next free dispatch number
-// (1-65534, wrapping).
+// (1-maxPortID, wrapping).
 func freeID(id uint16, used map[uint16]bool) uint16 {
-	for used[id] {
-		id = id%0xfffe + 1
+	for used[id] || id == 0 || id > maxPortID {
+		id = id%maxPortID + 1
 	}
 	return id
 }

@@ -222,10 +222,13 @@ func (x *NFT) Zones() map[string]uint16 { return x.zones }
 // NewProgrammer returns a programmer for the named renderer ("nftables",
 // the default, or "iptables") in the named namespace ("": this process's).
 func NewProgrammer(renderer, ns string) (Programmer, error) {
-	if renderer == "iptables" {
+	switch renderer {
+	case "iptables":
 		return NewIPT(ns, nil), nil
+	case "nftables", "":
+		return NewNFT(ns)
 	}
-	return NewNFT(ns)
+	return nil, fmt.Errorf("firewall renderer %q: unknown; set the spec's firewall to nftables or iptables", renderer)
 }
 
 // Program applies a node's firewall once with the named renderer

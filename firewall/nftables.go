@@ -35,6 +35,17 @@ const (
 // connection: no port ID is 0xffff, so no dispatch mark equals it.
 const markEstablished = 0xffffffff
 
+// outNode is the out-port half of the mark of a frame a bridge delivers
+// to the node itself (no port ID is 0xffff): the node's input chain holds
+// it to the sender's egress checks, and the forward chain drops it, since
+// a frame the node would route from a bridge goes around both ports'
+// groups.
+const outNode = 0x0000ffff
+
+// idUnknown is the dispatch ID of a tap the firewall does not know; no
+// port has it (see freeID).
+const idUnknown = 0xfffe
+
 func inMark(id uint16) uint32  { return uint32(id) << 16 }
 func outMark(id uint16) uint32 { return uint32(id) }
 
@@ -50,6 +61,10 @@ const (
 	mapInMarks = "in-marks"
 	setDHCP    = "dhcp-servers"
 	setBridges = "bridges"
+	setOpen    = "open-ports"
+	chSpoof    = "anti-spoof"
+	chND       = "nd"
+	chFromPort = "from-port"
 	chToPort   = "to-port"
 	chEgress   = "egress-groups"
 	chIngress  = "ingress-groups"
@@ -166,6 +181,8 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		{Name: setMACs, KeyType: macsT, Concat: true},
 		{Name: setARPMACs, KeyType: arpT, Concat: true},
 		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
+		{Name: setBridges, KeyType: nftables.TypeIFName, Elems: ifElems(f.Bridges())},
+		{Name: setOpen, KeyType: nftables.TypeIFName, Elems: ifElems(f.OpenOn(node))},
 	}
 	// What the bridge sends into a secured port carries no VLAN tag but a
 	// priority tag around IPv4 or IPv6: a tagged frame from an unsecured
@@ -184,33 +201,52 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		// after conntrack, marked it).
 		nft.R().MarkMaskEq(0xffffffff, markEstablished).Accept(),
 		nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done(),
+		unknownTap(false).MarkSet(inMark(idUnknown)).Done(),
 	}
 	for k := 0; k < idBits; k++ {
 		l2.Sets = append(l2.Sets, &nft.Set{Name: outBitSet(k), KeyType: nftables.TypeIFName})
 		fwdRules = append(fwdRules, nft.R().InSet(outBitSet(k), false, nft.FOifname).MarkOr(1<<k).Done())
 	}
+	fwdRules = append(fwdRules, unknownTap(true).MarkOr(outMark(idUnknown)).Done())
 	l2.Chains = []*nft.Chain{
 		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300},
-			Rules: antiSpoof()},
+			Rules: []nft.Rule{nft.R().InSet(setPorts, false, nft.FIifname).Goto(chSpoof)}},
+		{Name: chSpoof, Rules: antiSpoof()},
+		{Name: chND, Rules: ndRules()},
 		// Priority -200 runs before br_netfilter (-1) hands the packet to
 		// the inet forward hook.
 		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: -200},
 			Rules: fwdRules},
+		// What a bridge delivers to the node itself carries the sender's
+		// port (if secured) and outNode, which the inet input chain
+		// holds to the sender's egress checks and the forward chain
+		// drops. This kernel has no "meta ibrname" in the bridge family
+		// (CONFIG_NFT_BRIDGE_META), so the bridge is judged in the inet
+		// hooks: every bridge's frames to the node are marked.
+		{Name: "input", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookInput, Priority: -200},
+			Rules: []nft.Rule{
+				nft.R().MarkSet(outNode).Done(),
+				nft.R().MarkSetIifMap(mapInMarks).Done(),
+				nft.R().InSet(setPorts, false, nft.FIifname).MarkOr(outNode).Done(),
+				unknownTap(false).MarkSet(inMark(idUnknown) | outNode).Done(),
+			}},
 	}
 
-	fw.Sets = []*nft.Set{{Name: setDHCP, KeyType: nftables.TypeIPAddr}, {Name: setBridges, KeyType: nftables.TypeIFName}}
+	// A DHCP server's offers are accepted from its own network's bridge
+	// only, as the evaluator and the iptables layout do.
+	dhcpT, _ := nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
+	dhcpSet := &nft.Set{Name: setDHCP, KeyType: dhcpT, Concat: true}
+	fw.Sets = []*nft.Set{dhcpSet, {Name: setBridges, KeyType: nftables.TypeIFName, Elems: ifElems(f.Bridges())}}
 	var zones []nft.Rule
 	seenNet := map[string]bool{}
 	groups := map[string]bool{}
-	dhcp := map[netip.Addr]bool{}
 	for _, p := range ports {
 		if !seenNet[p.Network] {
 			seenNet[p.Network] = true
 			nw := f.Networks[p.Network]
 			zones = append(zones, nft.R().Iifname(nw.Bridge).CtZoneSet(zoneOf[nw.Bridge]).Done())
-			fw.Sets[1].Elems = append(fw.Sets[1].Elems, nft.KeyElem(fmt.Sprintf("%q", nw.Bridge), nft.IfName(nw.Bridge)))
 			for _, d := range nw.DHCP {
-				dhcp[d] = true
+				dhcpSet.Elems = append(dhcpSet.Elems, nft.KeyElem(fmt.Sprintf("%q . %s", nw.Bridge, d), nft.Key(nft.IfName(nw.Bridge), d.AsSlice())))
 			}
 		}
 		for _, g := range p.Groups {
@@ -218,10 +254,7 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		}
 	}
 	sort.Slice(zones, func(i, j int) bool { return zones[i].Text < zones[j].Text })
-	sort.Slice(fw.Sets[1].Elems, func(i, j int) bool { return fw.Sets[1].Elems[i].Text < fw.Sets[1].Elems[j].Text })
-	for _, d := range sortedAddrs(dhcp) {
-		fw.Sets[0].Elems = append(fw.Sets[0].Elems, nft.KeyElem(d.String(), d.AsSlice()))
-	}
+	sort.Slice(dhcpSet.Elems, func(i, j int) bool { return dhcpSet.Elems[i].Text < dhcpSet.Elems[j].Text })
 	names := slices.Sorted(maps.Keys(groups))
 	egress, ingress, groupChains, sets := groupRules(f, names)
 	fw.Sets = append(fw.Sets, sets...)
@@ -237,7 +270,27 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 			// mark: only this chain may say "established".
 			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(0xffffffff, markEstablished).MarkSet(0).Done(),
 		}},
-		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0}, Rules: egressRules()},
+		{Name: "forward", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0}, Rules: []nft.Rule{
+			// The node routes nothing from or into its networks' bridges:
+			// a routed packet meets neither port's groups (Neutron's
+			// linuxbridge layout lets it through in the same way).
+			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(outMask, outNode).MarkMaskNeq(0xffffffff, markEstablished).Counter().Drop(),
+			nft.R().InSet(setBridges, true, nft.FIifname).InSet(setBridges, false, nft.FOifname).Counter().Drop(),
+			// Fail closed: a tap on a bridge of bothnia's that is neither
+			// a secured port nor an open one (plugged before its rules
+			// are in) sends and receives nothing.
+			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(inMask, inMark(idUnknown)).Counter().Drop(),
+			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(outMask, outMark(idUnknown)).Counter().Drop(),
+			nft.R().Jump(chFromPort),
+		}},
+		// A VM reaches the node itself only as its anti-spoofing and
+		// egress groups would let it reach anything else.
+		{Name: "input", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookInput, Priority: 0}, Rules: []nft.Rule{
+			nft.R().InSet(setBridges, true, nft.FIifname).Accept(),
+			nft.R().MarkMaskEq(inMask, inMark(idUnknown)).Counter().Drop(),
+			nft.R().Jump(chFromPort),
+		}},
+		{Name: chFromPort, Rules: egressRules()},
 		{Name: chEgress, Rules: egress},
 		{Name: chToPort, Rules: ingressRules()},
 		{Name: chIngress, Rules: ingress},
@@ -253,7 +306,6 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 // the bridge family, before conntrack, so spoofed packets never create state.
 func antiSpoof() []nft.Rule {
 	rs := []nft.Rule{
-		nft.R().InSet(setPorts, true, nft.FIifname).Return(),
 		// A tagged frame from a VM would leave a VLAN uplink double-tagged,
 		// into another segment at the far end. A priority tag (VID 0)
 		// around IPv4 or IPv6 is let through: the kernel has moved it out
@@ -263,9 +315,13 @@ func antiSpoof() []nft.Rule {
 		nft.R().EtherType(TPIDSTag).Counter().Drop(),
 		nft.R().EtherType(TPIDCTag).VlanIDNeq(0).Counter().Drop(),
 		nft.R().EtherType(TPIDCTag).MetaProtocolNot(nft.EtherIPv4, nft.EtherIPv6).Counter().Drop(),
-		// A VM must not answer as a DHCP server, v4 or v6.
-		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Counter().Drop(),
-		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(17).Sport("udp", 547).Dport("udp", 546, 546).Counter().Drop(),
+		// A VM must not answer as a DHCP server, v4 or v6: clients take a
+		// datagram to their port for an answer whatever its source port.
+		nft.R().MetaProtocol(nft.EtherIPv4).L4Proto(17).Dport("udp", 68, 68).Counter().Drop(),
+		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(17).Dport("udp", 546, 546).Counter().Drop(),
+		// Neighbour solicitations and advertisements meet OVN's checks.
+		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(58).ICMPType(true, icmpv6NS, -1).Jump(chND),
+		nft.R().MetaProtocol(nft.EtherIPv6).L4Proto(58).ICMPType(true, icmpv6NA, -1).Jump(chND),
 		// DHCP discover/request come from 0.0.0.0 before the VM has an
 		// address, and only to the broadcast address.
 		nft.R().MetaProtocol(nft.EtherIPv4).IPSaddr(netip.MustParsePrefix("0.0.0.0/32")).IPDaddr(netip.MustParsePrefix("255.255.255.255/32")).
@@ -290,6 +346,61 @@ func antiSpoof() []nft.Rule {
 		// ARP that failed its check, counted apart from other spoofing.
 		nft.R().MetaProtocol(nft.EtherARP).Counter().Drop(),
 		nft.R().Counter().Drop())
+}
+
+// ndRules pass the neighbour solicitations and advertisements a port may
+// send (see Port.ndRefused): the 24-byte message alone or with one option
+// naming the frame's source MAC (the arp-macs set pairs each of the port's
+// MACs with itself), a nonce in a solicitation from ::, and an
+// advertisement's target among the port's addresses with that MAC. The
+// option and the target sit at fixed offsets only without extension
+// headers, so a message with any is dropped.
+func ndRules() []nft.Rule {
+	length := func(b *nft.B, n byte) *nft.B {
+		// IPv6 payload length and next header together.
+		return b.PayloadEq(fmt.Sprintf("ip6 plen %d ip6 nexthdr ipv6-icmp", n), expr.PayloadBaseNetworkHeader, 4, []byte{0, n, 58})
+	}
+	opt := func(b *nft.B, typ byte) *nft.B {
+		return b.PayloadEq(fmt.Sprintf("@th,192,16 0x%02x01", typ), expr.PayloadBaseTransportHeader, 24, []byte{typ, 1})
+	}
+	optMAC := nft.PayloadField("@th,208,48", expr.PayloadBaseTransportHeader, 26, 6)
+	target := nft.PayloadField("@th,64,128", expr.PayloadBaseTransportHeader, 8, 16)
+	ns := func() *nft.B { return nft.R().ICMPType(true, icmpv6NS, -1) }
+	na := func() *nft.B { return nft.R().ICMPType(true, icmpv6NA, -1) }
+	rs := []nft.Rule{
+		length(ns(), 24).Return(),
+		opt(length(ns(), 32), ndOptSLL).InSet(setARPMACs, false, nft.FIifname, nft.FEtherSrc, optMAC).Return(),
+		opt(length(ns(), 32).IPSaddr(netip.MustParsePrefix("::/128")), ndOptNonce).Return(),
+	}
+	for _, set := range []string{setSpoof6, setNets6} {
+		rs = append(rs,
+			length(na(), 24).InSet(set, false, nft.FIifname, nft.FEtherSrc, target).Return(),
+			opt(length(na(), 32), ndOptTLL).InSet(setARPMACs, false, nft.FIifname, nft.FEtherSrc, optMAC).
+				InSet(set, false, nft.FIifname, nft.FEtherSrc, target).Return())
+	}
+	return append(rs, nft.R().Counter().Drop())
+}
+
+// unknownTap matches a frame from (or to) a tap that is neither a
+// secured port nor an open one on this node: plugged before its rules are
+// in. The bridge family cannot tell here whose bridge the tap is on (no
+// "meta ibrname"), so the frame is marked, and the inet hooks, which see
+// the bridge, drop it there if the bridge is bothnia's. Frames that are
+// not IP (ARP) are not judged: see docs/firewall.md.
+func unknownTap(out bool) *nft.B {
+	if out {
+		return nft.R().OifnamePrefix("tap").InSet(setPorts, true, nft.FOifname).InSet(setOpen, true, nft.FOifname)
+	}
+	return nft.R().IifnamePrefix("tap").InSet(setPorts, true, nft.FIifname).InSet(setOpen, true, nft.FIifname)
+}
+
+// ifElems are the elements of an ifname set.
+func ifElems(names []string) []nft.Elem {
+	out := make([]nft.Elem, 0, len(names))
+	for _, n := range names {
+		out = append(out, nft.KeyElem(strconv.Quote(n), nft.IfName(n)))
+	}
+	return out
 }
 
 // egressRules check what a secured port sends; traffic from elsewhere goes
@@ -330,8 +441,10 @@ func newTCPNotSYN() nft.Rule {
 func ingressRules() []nft.Rule {
 	rs := []nft.Rule{
 		nft.R().MarkMaskEq(outMask, 0).Accept(),
+		// To the node itself: the sender's checks were all.
+		nft.R().MarkMaskEq(outMask, outNode).Accept(),
 		nft.R().CtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related").Accept(),
-		nft.R().NFProto(false).IPAddrSet(true, false, setDHCP).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept(),
+		nft.R().NFProto(false).InSet(setDHCP, false, nft.FIifname, nft.FIPSrc).L4Proto(17).Sport("udp", 67).Dport("udp", 68, 68).Accept(),
 		nft.R().CtState(expr.CtStateBitINVALID, "invalid").Counter().Drop(),
 		newTCPNotSYN(),
 	}
@@ -486,13 +599,4 @@ func (pe PortElems) addTo(rs *nft.Ruleset) {
 			}
 		}
 	}
-}
-
-func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
-	out := make([]netip.Addr, 0, len(m))
-	for a := range m {
-		out = append(out, a)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
-	return out
 }

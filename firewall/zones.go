@@ -76,7 +76,9 @@ func ParseZones(rules []string) map[string]uint16 {
 func (f *Fabric) PortIDs(node string, have map[string]uint16) map[string]uint16 {
 	ports := f.Node(node)
 	out := map[string]uint16{}
-	used := map[uint16]bool{0: true}
+	// An ID no port may have (read back from a kernel programmed before
+	// idUnknown was reserved) is given up.
+	used := map[uint16]bool{0: true, idUnknown: true, 0xffff: true}
 	for _, p := range ports {
 		if id, ok := have[p.Name]; ok && !used[id] {
 			out[p.Name], used[id] = id, true

@@ -45,6 +45,23 @@ func (b *B) Iifname(n string) *B {
 	return b.add("iifname \""+n+"\"", &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, b.cmp(expr.CmpOpEq, IfName(n)))
 }
 
+// IifnamePrefix matches input interfaces whose name begins with p
+// (nft's "tap*").
+func (b *B) IifnamePrefix(p string) *B {
+	return b.add(fmt.Sprintf("iifname %q", p+"*"), &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, b.cmp(expr.CmpOpEq, []byte(p)))
+}
+
+// OifnamePrefix matches output interfaces whose name begins with p.
+func (b *B) OifnamePrefix(p string) *B {
+	return b.add(fmt.Sprintf("oifname %q", p+"*"), &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, b.cmp(expr.CmpOpEq, []byte(p)))
+}
+
+// PayloadEq matches len(data) bytes at off from a header against data;
+// text is how nft would print the match.
+func (b *B) PayloadEq(text string, base expr.PayloadBase, off uint32, data []byte) *B {
+	return b.add(text, b.payload(base, off, uint32(len(data))), b.cmp(expr.CmpOpEq, data))
+}
+
 // Ethertype names for MetaProtocol.
 const (
 	EtherIPv4 = 0x0800
@@ -342,10 +359,18 @@ type Field struct {
 	Len  uint32
 }
 
+// PayloadField is a key part of n bytes at off from a header.
+func PayloadField(text string, base expr.PayloadBase, off, n uint32) Field {
+	return Field{text, func(r uint32) expr.Any { return &expr.Payload{DestRegister: r, Base: base, Offset: off, Len: n} }, n}
+}
+
 // Fields for concatenated keys.
 var (
-	FIifname  = Field{"iifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: r} }, 16}
-	FOifname  = Field{"oifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: r} }, 16}
+	FIifname = Field{"iifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: r} }, 16}
+	FOifname = Field{"oifname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: r} }, 16}
+	// The bridge of the input and output port (bridge family).
+	FIbrname  = Field{"meta ibrname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyBRIIIFNAME, Register: r} }, 16}
+	FObrname  = Field{"meta obrname", func(r uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyBRIOIFNAME, Register: r} }, 16}
 	FEtherSrc = Field{"ether saddr", func(r uint32) expr.Any {
 		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}
 	}, 6}
@@ -400,6 +425,11 @@ func (b *B) MarkInSet(mask uint32, set string) *B {
 // MarkMaskEq matches when the mark under a mask equals v.
 func (b *B) MarkMaskEq(mask, v uint32) *B {
 	return b.add(fmt.Sprintf("meta mark & 0x%08x == 0x%08x", mask, v), append(maskedMark(mask), b.cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(v)))...)
+}
+
+// MarkMaskNeq matches when the mark under a mask is not v.
+func (b *B) MarkMaskNeq(mask, v uint32) *B {
+	return b.add(fmt.Sprintf("meta mark & 0x%08x != 0x%08x", mask, v), append(maskedMark(mask), b.cmp(expr.CmpOpNeq, binaryutil.NativeEndian.PutUint32(v)))...)
 }
 
 // Key builds a concatenated key: each part padded to whole registers.

@@ -68,6 +68,16 @@ func PortID(s *spec.Spec, n *spec.Network, vm *spec.VM) string { return s.PortID
 // RouterID is the router's UUID, derived from its name.
 func RouterID(s *spec.Spec) string { return DeriveID("router", s.Fabric.Name+"/"+s.Router.Name) }
 
+// RouterPortID is the ID of the router's leg on the infra network.
+func RouterPortID(s *spec.Spec) string {
+	return DeriveID("router-port", RouterID(s)+"/"+NetworkID(s, InfraNetwork(s)))
+}
+
+// DHCPPortID is the ID of a site's DHCP server leg on the infra network.
+func DHCPPortID(s *spec.Spec, site string) string {
+	return DeriveID("dhcp-port", NetworkID(s, InfraNetwork(s))+"/"+site)
+}
+
 // InfraNetwork is the network the router, DHCP and DNS serve: the router's,
 // or the first one where there is no router.
 func InfraNetwork(s *spec.Spec) *spec.Network {
@@ -120,8 +130,7 @@ func (b *builder) network(n *spec.Network) error {
 
 	if infra && s.Router != nil {
 		r := s.Router
-		rid := RouterID(s)
-		pid := DeriveID("router-port", rid+"/"+netID)
+		rid, pid := RouterID(s), RouterPortID(s)
 		mac := InfraMAC(pid)
 		if err := addMember(mac, r.Node, r.Address, "router "+r.Name); err != nil {
 			return err
@@ -134,7 +143,7 @@ func (b *builder) network(n *spec.Network) error {
 			if d == nil {
 				continue
 			}
-			pid := DeriveID("dhcp-port", netID+"/"+sn)
+			pid := DHCPPortID(s, sn)
 			mac := InfraMAC(pid)
 			if err := addMember(mac, d.Node, d.Address, "dhcp "+sn); err != nil {
 				return err
