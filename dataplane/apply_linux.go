@@ -37,6 +37,10 @@ type Target struct {
 	// (qrouter-…, qdhcp-…). Namespaces with the prefix are bothnia's and
 	// removed when the plan no longer has them.
 	Prefix string
+	// HoldNewPorts leaves a VM's tap that is not in its bridge yet out of
+	// it (reported pending): the node's firewall could not be programmed,
+	// and a tap must never pass traffic before its rules are in.
+	HoldNewPorts bool
 }
 
 // NS returns the machine's name for a plan namespace.

@@ -329,6 +329,10 @@ func (a *applier) ports(node *plan.Node) error {
 			a.res.Pending = append(a.res.Pending, fmt.Sprintf("%s (vm %s)", p.Name, p.VM))
 			continue
 		}
+		if a.t.HoldNewPorts && !a.inBridge(l, p.Bridge, byName) {
+			a.res.Pending = append(a.res.Pending, fmt.Sprintf("%s (vm %s): held out of %s until the firewall holds its rules", p.Name, p.VM, p.Bridge))
+			continue
+		}
 		if l.Attrs().MTU != p.MTU {
 			if err := h.LinkSetMTU(l, p.MTU); err != nil {
 				errs = append(errs, fmt.Errorf("%s: set mtu: %w", p.Name, err))
@@ -345,6 +349,12 @@ func (a *applier) ports(node *plan.Node) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// inBridge reports whether a link is already a port of the named bridge.
+func (a *applier) inBridge(l netlink.Link, bridge string, byName map[string]netlink.Link) bool {
+	br, ok := byName[bridge]
+	return ok && l.Attrs().MasterIndex == br.Attrs().Index
 }
 
 // prune deletes owned links the plan no longer has and unplugs foreign

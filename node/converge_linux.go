@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/bothnia/bothnia/dataplane"
@@ -30,27 +31,41 @@ type Result struct {
 	Pending []string
 }
 
-// Converge makes the host match st and returns what it changed. Links
-// first, then the firewall: a new port's tap is in its bridge before its
-// elements are, and both before anything is sent through it (the tap
-// exists only once the VM boots, and the firewall drops what it does not
-// know).
+// Converge makes the host match st and returns what it changed. The
+// firewall first, then links: a new port's rules are in before its tap
+// joins its bridge, so no tap passes a frame its rules would not. If the
+// firewall could not be programmed, the links are still converged (a
+// removed port still leaves, a bridge still gets its uplink) but no new
+// tap joins its bridge: it stays pending until a converge programs the
+// firewall.
 func (c *Converger) Converge(st *State) (*Result, error) {
 	if st.Plan.Foreign && !c.StandIn {
 		return &Result{}, &ForeignError{Node: st.Name, Site: st.Plan.Site}
 	}
-	res, err := dataplane.Apply(&st.Plan, c.Target)
 	out := &Result{}
+	var fwErr error
+	if !c.NoFirewall {
+		ch, err := c.program(st)
+		out.Changes = append(out.Changes, c.where(ch)...)
+		if err != nil {
+			fwErr = fmt.Errorf("node %s: firewall: %w", st.Name, err)
+		}
+	}
+	t := c.Target
+	t.HoldNewPorts = fwErr != nil
+	res, err := dataplane.Apply(&st.Plan, t)
 	if res != nil {
-		out.Changes, out.Pending = res.Changes, res.Pending
+		out.Changes, out.Pending = append(out.Changes, res.Changes...), res.Pending
 	}
 	if err != nil {
-		return out, fmt.Errorf("node %s: %w", st.Name, err)
+		return out, errors.Join(fwErr, fmt.Errorf("node %s: %w", st.Name, err))
 	}
 	c.last = st
-	if c.NoFirewall {
-		return out, nil
-	}
+	return out, fwErr
+}
+
+// program programs the node's firewall with the renderer st asks for.
+func (c *Converger) program(st *State) ([]string, error) {
 	renderer := st.Renderer
 	if st.Plan.Foreign {
 		// The foreign cloud's Neutron filters its ports with its own
@@ -61,17 +76,14 @@ func (c *Converger) Converge(st *State) (*Result, error) {
 		if c.fw != nil {
 			c.fw.Close()
 		}
-		if c.fw, err = firewall.NewProgrammer(renderer, c.Target.HostNS); err != nil {
-			return out, fmt.Errorf("node %s: firewall: %w", st.Name, err)
+		fw, err := firewall.NewProgrammer(renderer, c.Target.HostNS)
+		if err != nil {
+			c.fw = nil
+			return nil, err
 		}
-		c.renderer = renderer
+		c.fw, c.renderer = fw, renderer
 	}
-	ch, err := c.fw.Program(st.Firewall, st.Name)
-	out.Changes = append(out.Changes, c.where(ch)...)
-	if err != nil {
-		return out, fmt.Errorf("node %s: firewall: %w", st.Name, err)
-	}
-	return out, nil
+	return c.fw.Program(st.Firewall, st.Name)
 }
 
 // Resync re-reads the kernel and repairs whatever differs from the last
@@ -81,22 +93,34 @@ func (c *Converger) Resync() ([]string, error) {
 	if c.last == nil {
 		return nil, nil
 	}
-	res, err := dataplane.Apply(&c.last.Plan, c.Target)
 	var out []string
-	if res != nil {
-		out = res.Changes
-	}
-	if err != nil {
-		return out, fmt.Errorf("node %s: %w", c.last.Name, err)
-	}
-	if c.fw != nil {
-		drift, err := c.fw.Resync()
+	var fwErr error
+	if !c.NoFirewall {
+		var drift []string
+		var err error
+		if c.fw == nil {
+			// The last converge could not even start a programmer.
+			drift, err = c.program(c.last)
+		} else {
+			drift, err = c.fw.Resync()
+		}
 		out = append(out, c.where(drift)...)
 		if err != nil {
-			return out, fmt.Errorf("node %s: firewall: %w", c.last.Name, err)
+			fwErr = fmt.Errorf("node %s: firewall: %w", c.last.Name, err)
 		}
 	}
-	return out, nil
+	t := c.Target
+	// As in Converge: no tap joins its bridge while the firewall is not
+	// programmed.
+	t.HoldNewPorts = fwErr != nil
+	res, err := dataplane.Apply(&c.last.Plan, t)
+	if res != nil {
+		out = append(out, res.Changes...)
+	}
+	if err != nil {
+		return out, errors.Join(fwErr, fmt.Errorf("node %s: %w", c.last.Name, err))
+	}
+	return out, fwErr
 }
 
 // Close releases the firewall programmer; what it programmed stays.
