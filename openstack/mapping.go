@@ -169,6 +169,11 @@ func groupNames(inv *Inventory, bad *[]Unmapped) map[string]string {
 			if bad != nil {
 				*bad = append(*bad, Unmapped{inv.Cloud, "security_group", g.ID, "", "the group has no name; groups are matched by name across sites, so name it"})
 			}
+		case spec.NameRule("security group", g.Name) != "":
+			if bad != nil {
+				*bad = append(*bad, Unmapped{inv.Cloud, "security_group", g.ID, g.Name,
+					fmt.Sprintf("the name %s (it is a key in the store and part of firewall set names); rename the group", spec.NameRule("security group", g.Name))})
+			}
 		default:
 			out[g.ID] = g.Name
 		}

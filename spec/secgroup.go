@@ -148,7 +148,7 @@ func (v *validator) port(s *Spec, f string, vm *VM) {
 			v.addf(pf+".ip", "%q is not an address or CIDR", p.IP)
 		}
 		if p.MAC != "" {
-			if hw, err := net.ParseMAC(p.MAC); err != nil || len(hw) != 6 || hw[0]&1 == 1 {
+			if hw, err := net.ParseMAC(p.MAC); err != nil || len(hw) != 6 || hw[0]&1 == 1 || isZeroMAC(hw) {
 				v.addf(pf+".mac", "%q is not a unicast MAC address", p.MAC)
 			}
 		}

@@ -61,6 +61,11 @@ type SGRule struct {
 type AddressPair struct {
 	IP  string `yaml:"ip"`            // an address or a CIDR
 	MAC string `yaml:"mac,omitempty"` // default: the port's own
+	// Shared lets the pair cover another port's address, the router or
+	// a DHCP server, or carry another port's MAC: the pair's owner can
+	// then answer as them. Only for addresses ports really share (a VRRP
+	// address, a nested cloud's gateway); validation refuses it otherwise.
+	Shared bool `yaml:"shared,omitempty"`
 }
 
 // Fabric is the address plan shared by both sites.

@@ -76,12 +76,51 @@ func (v *validator) uniqueName(kind, field, name string) {
 		v.addf(field, "a %s needs a name", kind)
 		return
 	}
+	if why := NameRule(kind, name); why != "" {
+		v.addf(field, "%s name %q %s", kind, clip(name), why)
+		return
+	}
 	k := kind + "/" + name
 	if prev, ok := v.names[k]; ok {
 		v.addf(field, "%s name %q is also used by %s; names must be unique", kind, name, prev)
 		return
 	}
 	v.names[k] = field
+}
+
+// NameRule says which rule a name breaks, or "". A VM's and a node's
+// names are DNS labels (a VM's is its name in the fabric's zone; both
+// name namespaces, devices' owners and log fields); a network's and a
+// group's are one store key each and appear in nftables, ipset and
+// iptables names, so they keep to letters, digits and -_. as well.
+func NameRule(kind, name string) string {
+	max := 63
+	label := kind == "vm" || kind == "node"
+	if len(name) > max {
+		return fmt.Sprintf("is %d characters long; a name has at most %d", len(name), max)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' ||
+			!label && (r == '_' || r == '.')
+		if !ok {
+			if label {
+				return fmt.Sprintf("has %q at %d; a DNS label has only letters, digits and -", r, i)
+			}
+			return fmt.Sprintf("has %q at %d; use only letters, digits and - _ .", r, i)
+		}
+	}
+	if label && (name[0] == '-' || name[len(name)-1] == '-') {
+		return "begins or ends with -, which a DNS label may not"
+	}
+	return ""
+}
+
+// clip shortens a long name for an error message.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
 }
 
 // Validate checks the whole spec and returns every problem found, joined.
@@ -158,7 +197,7 @@ func (s *Spec) Validate() error {
 				v.claim("underlay", nf+".underlay", a)
 			}
 			if len(n.Name) > 40 {
-				v.addf(nf+".name", "%q is longer than 40 characters", n.Name)
+				v.addf(nf+".name", "%q is longer than 40 characters", clip(n.Name))
 			}
 		}
 	}
@@ -365,6 +404,8 @@ func (s *Spec) Validate() error {
 				v.addf(vf+".mac", "%q is not a MAC address such as fa:16:3e:00:00:01", vm.MAC)
 			} else if hw[0]&1 == 1 {
 				v.addf(vf+".mac", "%s is a multicast address; a port needs a unicast MAC", hw)
+			} else if isZeroMAC(hw) {
+				v.addf(vf+".mac", "%s is the all-zero MAC, which no interface may send from (bridges drop it); use one such as fa:16:3e:00:00:01", hw)
 			} else {
 				k := strings.ToLower(hw.String())
 				if prev, ok := v.macs[k]; ok {
@@ -398,6 +439,7 @@ func (s *Spec) Validate() error {
 	if secured > MaxSecuredPorts {
 		v.addf("networks", "%d ports have port security, more than the %d the firewall can number; split the fabric or turn port security off where it is not needed", secured, MaxSecuredPorts)
 	}
+	v.pairs(s)
 	v.forwarders(s, fabric, fabricOK)
 	v.securityGroups(s)
 	for i, r := range s.DHCPOptions.Routes {
@@ -414,6 +456,79 @@ func (s *Spec) Validate() error {
 		allowedPrefix(v, fmt.Sprintf("lab.blocked[%d].prefix", i), b.Prefix)
 	}
 	return errors.Join(v.errs...)
+}
+
+// pairs refuses an allowed address pair that shadows another object:
+// one whose prefix covers another port's address, the router's or a DHCP
+// server's, or whose MAC is another port's, unless the pair says shared.
+// Neutron lets a network's owner do this; with it a VM answers ARP and
+// neighbour discovery as the other, pulls its forwarding entry onto its
+// own port and counts as a member of the other's remote groups, on both
+// sites.
+func (v *validator) pairs(s *Spec) {
+	type owner struct {
+		what string
+		addr netip.Addr
+		vm   *VM
+	}
+	var owners []owner
+	macs := map[string]string{}
+	for i, n := range s.Networks {
+		for j, vm := range n.VMs {
+			if a, err := netip.ParseAddr(vm.IP); err == nil {
+				owners = append(owners, owner{fmt.Sprintf("vm %s (networks[%d].vms[%d])", vm.Name, i, j), a, vm})
+			}
+			if hw, err := net.ParseMAC(vm.MAC); err == nil {
+				macs[hw.String()] = "vm " + vm.Name
+			}
+		}
+	}
+	if r := s.Router; r != nil {
+		if a, err := netip.ParseAddr(r.Address); err == nil {
+			owners = append(owners, owner{"the router's address", a, nil})
+		}
+	}
+	for _, sn := range s.SiteNames() {
+		if d := s.Sites[sn].DHCP; d != nil {
+			if a, err := netip.ParseAddr(d.Address); err == nil {
+				owners = append(owners, owner{sn + "'s DHCP server", a, nil})
+			}
+		}
+	}
+	for i, n := range s.Networks {
+		for j, vm := range n.VMs {
+			for k, p := range vm.AllowedAddressPairs {
+				if p.Shared {
+					continue
+				}
+				pf := fmt.Sprintf("networks[%d].vms[%d].allowed_address_pairs[%d]", i, j, k)
+				pfx, err := ParsePairIP(p.IP)
+				if err != nil {
+					continue
+				}
+				for _, o := range owners {
+					if o.vm != vm && pfx.Contains(o.addr) {
+						v.addf(pf+".ip", "%s covers %s, %s: vm %s could answer as it; narrow the pair, or set shared: true if the two really share it", pfx, o.addr, o.what, vm.Name)
+						break
+					}
+				}
+				if hw, err := net.ParseMAC(p.MAC); err == nil {
+					if other, ok := macs[hw.String()]; ok && other != "vm "+vm.Name {
+						v.addf(pf+".mac", "%s is %s's MAC: vm %s could take its frames; use a MAC of its own, or set shared: true if the two really share it", hw, other, vm.Name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func isZeroMAC(hw net.HardwareAddr) bool {
+	for _, b := range hw {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // allowedPrefix accepts a bare address as a /32.
@@ -439,8 +554,9 @@ func AllowedPrefix(s string) netip.Prefix {
 
 // MaxSecuredPorts is how many secured ports one fabric can hold: the
 // firewall carries a port's number in 16 bits of the packet mark, 0 meaning
-// "not a secured port".
-const MaxSecuredPorts = 0xffff - 1
+// "not a secured port", 0xfffe a tap it does not know and 0xffff the node
+// itself.
+const MaxSecuredPorts = 0xffff - 2
 
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().As4()

@@ -96,6 +96,38 @@ func TestValidateRejects(t *testing.T) {
 		{"vm on the broadcast address", func(s *Spec) { mgmt(s).VMs[0].IP = "10.101.255.255" }, "10.101.255.255 is the fabric 10.101.0.0/16's network or broadcast address"},
 		{"forwarder not on the allowlist", func(s *Spec) { s.DNS.Forwarders = []string{"9.9.9.9"} }, "dns.forwarders[0]: 9.9.9.9 is not on the router's allowlist"},
 		{"protocol name unknown", func(s *Spec) { s.SecurityGroups[0].Rules[0].Protocol = "tcpp" }, "is not a protocol; use a name Neutron knows"},
+		// Issue 16: inputs a new user tried that were accepted.
+		{"all-zero mac", func(s *Spec) { mgmt(s).VMs[0].MAC = "00:00:00:00:00:00" }, "networks[0].vms[0].mac: 00:00:00:00:00:00 is the all-zero MAC"},
+		{"all-zero pair mac", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "192.168.9.1", MAC: "00:00:00:00:00:00"}}
+		}, "networks[0].vms[0].allowed_address_pairs[0].mac: \"00:00:00:00:00:00\" is not a unicast MAC"},
+		{"vm name of 300 characters", func(s *Spec) { mgmt(s).VMs[0].Name = strings.Repeat("v", 300) }, "networks[0].vms[0].name: vm name \"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv...\" is 300 characters long; a name has at most 63"},
+		{"vm name with shell characters", func(s *Spec) { mgmt(s).VMs[0].Name = "vm;rm -rf /" }, "networks[0].vms[0].name: vm name \"vm;rm -rf /\" has ';' at 2; a DNS label has only letters, digits and -"},
+		{"vm name with a space", func(s *Spec) { mgmt(s).VMs[0].Name = "my vm" }, "has ' ' at 2; a DNS label"},
+		{"vm name with a leading hyphen", func(s *Spec) { mgmt(s).VMs[0].Name = "-vm" }, "begins or ends with -, which a DNS label may not"},
+		{"vm name with a dot", func(s *Spec) { mgmt(s).VMs[0].Name = "vm.knox" }, "has '.' at 2; a DNS label"},
+		{"node name with a slash", func(s *Spec) { knox(s).Nodes[0].Name = "knox/c1" }, "node name \"knox/c1\" has '/' at 4"},
+		{"network name with a slash", func(s *Spec) { mgmt(s).Name = "mgmt/x" }, "networks[0].name: network name \"mgmt/x\" has '/' at 4; use only letters, digits and - _ ."},
+		{"group name with a space", func(s *Spec) { s.SecurityGroups[0].Name = "web servers" }, "security group name \"web servers\" has ' ' at 3"},
+		// Issue 16: a pair that shadows another object.
+		{"pair covering another vm", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "10.101.0.0/24"}}
+		}, "networks[0].vms[0].allowed_address_pairs[0].ip: 10.101.0.0/24 covers 10.101.0.10, vm epouta-vm1 (networks[0].vms[2]): vm knox-vm1 could answer as it; narrow the pair, or set shared: true"},
+		{"pair covering the router", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "10.101.0.1"}}
+		}, "covers 10.101.0.1, the router's address"},
+		{"pair on another vm's address", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: mgmt(s).VMs[1].IP}}
+		}, "covers " + "10.101.128.11, vm knox-vm2 (networks[0].vms[1])"},
+		{"pair covering a dhcp server", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "10.101.128.0"}}
+		}, "covers 10.101.128.0, knox's DHCP server"},
+		{"pair of everything", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "0.0.0.0/0"}}
+		}, "0.0.0.0/0 covers"},
+		{"pair with another vm's mac", func(s *Spec) {
+			mgmt(s).VMs[0].AllowedAddressPairs = []AddressPair{{IP: "192.168.9.1", MAC: mgmt(s).VMs[1].MAC}}
+		}, "allowed_address_pairs[0].mac: fa:16:3e:80:00:0b is vm knox-vm2's MAC"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -112,6 +144,19 @@ func TestValidateRejects(t *testing.T) {
 				t.Errorf("errors start with spec: so the operator knows where they come from: %v", err)
 			}
 		})
+	}
+}
+
+// A pair that says shared may cover others: a VRRP address two ports
+// really share, or a nested cloud's gateway.
+func TestSharedPairsMayCoverOthers(t *testing.T) {
+	s := example(t)
+	vms := s.Networks[0].VMs
+	vms[0].AllowedAddressPairs = []AddressPair{{IP: "0.0.0.0/0", Shared: true}, {IP: "192.168.9.1", MAC: vms[1].MAC, Shared: true}}
+	vms[1].AllowedAddressPairs = []AddressPair{{IP: "10.101.128.200"}}
+	vms[2].AllowedAddressPairs = []AddressPair{{IP: "10.101.128.200"}} // both own the VIP: no port has it
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

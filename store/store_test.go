@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,44 @@ func TestAssembleRefusesOnePortAlone(t *testing.T) {
 	delete(objs, FabricKey)
 	if _, _, err := Assemble(objs); err == nil || !strings.Contains(err.Error(), "push a spec first") {
 		t.Fatalf("no header: %v", err)
+	}
+}
+
+// A port whose name breaks the naming rules (issue 16: a new user's
+// "vm;rm -rf /", 300 characters, an all-zero MAC) is refused alone, with
+// the rule it breaks, as validate refuses it in a spec.
+func TestAssembleRefusesBadNames(t *testing.T) {
+	s := example(t)
+	objs, _ := Split(s)
+	good := objs[PortKey("mgmt", "knox-vm2")]
+	for name, want := range map[string]string{
+		"vm;rm -rf /":            "has ';' at 2; a DNS label has only letters, digits and -",
+		strings.Repeat("v", 300): "is 300 characters long",
+	} {
+		o := Objects{}
+		for k, v := range objs {
+			o[k] = v
+		}
+		delete(o, PortKey("mgmt", "knox-vm2"))
+		o[PortKey("mgmt", name)] = []byte(strings.Replace(string(good), "name: knox-vm2", "name: "+strconv.Quote(name), 1))
+		got, problems, err := Assemble(o)
+		if err != nil {
+			t.Fatalf("the fabric must still build: %v", err)
+		}
+		if len(problems) != 1 || !strings.Contains(problems[0].Err.Error(), want) {
+			t.Fatalf("problems %v, want the port refused with %q", problems, want)
+		}
+		if len(got.Network("mgmt").VMs) != len(s.Network("mgmt").VMs)-1 {
+			t.Fatalf("%q was kept", name)
+		}
+	}
+	o := Objects{}
+	for k, v := range objs {
+		o[k] = v
+	}
+	o[PortKey("mgmt", "knox-vm2")] = []byte(strings.Replace(string(good), "fa:16:3e:80:00:0b", "00:00:00:00:00:00", 1))
+	if _, problems, err := Assemble(o); err != nil || len(problems) != 1 || !strings.Contains(problems[0].Err.Error(), "all-zero MAC") {
+		t.Fatalf("an all-zero MAC: problems %v, err %v; want the port refused", problems, err)
 	}
 }
 
