@@ -777,3 +777,44 @@ func TestDenialsNeedTheFirewall(t *testing.T) {
 		})
 	}
 }
+
+// An allowed address pair of 0.0.0.0/0 (shared: a nested cloud's gateway)
+// is programmed in both renderers: ipset's hash:net refuses a /0, which
+// once failed the iptables layout's whole restore, so no rule of any port
+// on the node changed again (issue 16, point 4).
+func TestZeroPrefixPair(t *testing.T) {
+	for _, renderer := range []string{"nftables", "iptables"} {
+		t.Run(renderer, func(t *testing.T) {
+			raw := strings.Replace(fmt.Sprintf(fabricYAML, renderer), "allowed_address_pairs: [{ip: 192.168.0.0/24}]",
+				"allowed_address_pairs: [{ip: 192.168.0.0/24}, {ip: 0.0.0.0/0, shared: true}]", 1)
+			s, err := spec.Parse([]byte(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fx := &fixture{t: t, l: upLab(t, s), s: s}
+			// b may now send from any address.
+			if !fx.arrives("b", "g", frame4("fa:16:3e:00:00:0b", macG, "203.0.113.5", "10.101.128.14", 40020, 7000)) {
+				t.Error("b's /0 pair: a datagram from 203.0.113.5 did not arrive")
+			}
+			// c may not: the pair is b's alone.
+			if fx.arrives("c", "g", frame4(macC, macG, "203.0.113.6", "10.101.128.14", 40021, 7000)) {
+				t.Error("c sent from 203.0.113.6, which only b's pair allows")
+			}
+			resp, err := check.Listen([]string{fx.vm("a")}, []int{9000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Close()
+			// b is in web, so every address is now a member of web.
+			if src, err := fx.tcp("c", "10.101.128.10", 9000); err != nil || src != "10.101.128.12" {
+				t.Errorf("c to a:9000 with web's members covering everything: %q, %v", src, err)
+			}
+			if renderer == "iptables" {
+				out, err := firewall.ExecIn(fx.l.NodeNS("knox-c1"), "", "ipset", "list", firewall.IPSetName("web", false))
+				if err != nil || !strings.Contains(out, "0.0.0.0/1") || !strings.Contains(out, "128.0.0.0/1") {
+					t.Errorf("ipset of web: %v\n%s\nwant the /0 as its two halves", err, out)
+				}
+			}
+		})
+	}
+}
