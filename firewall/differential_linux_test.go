@@ -47,18 +47,36 @@ var diffVMs = []diffVM{
 	{"r1", "epouta-c1", "net1", "10.101.0.20", "fa:16:3e:10:00:05", true},
 	{"w1", "knox-c1", "net2", "10.101.128.10", "fa:16:3e:20:00:01", true},
 	{"w2", "knox-c1", "net2", "10.101.128.30", "fa:16:3e:20:00:02", true},
+	// Drawn only by the second source (see diffRun.x), so that the seeds
+	// of past failures still make their frames.
+	{"u2", "knox-c1", "net2", "10.101.128.31", "fa:16:3e:20:00:03", false},
 }
+
+// oldVMs are the VMs the first source draws among.
+var oldVMs = diffVMs[:len(diffVMs)-1]
+
+// The sites' DHCP servers in the rounds' fabrics (not in the lab: the
+// firewall only needs their addresses), and the addresses the nodes have
+// on net1's bridge.
+const (
+	diffDHCPKnox   = "10.101.128.1"
+	diffDHCPEpouta = "10.101.0.3"
+)
+
+var diffNodeAddr = map[string]string{"knox-c1": "10.101.128.250", "epouta-c1": "10.101.0.250"}
 
 const diffGroups = 3
 
 // diffSpec is a random round: the fixed topology with random groups.
-func diffSpec(r *rand.Rand, renderer string) (*spec.Spec, error) {
+func diffSpec(r, x *rand.Rand, renderer string) (*spec.Spec, error) {
 	s := &spec.Spec{
 		Fabric:   spec.Fabric{Name: "diff", CIDR: "10.101.0.0/16"},
 		Firewall: renderer,
 		Sites: map[string]*spec.Site{
-			"epouta": {CIDR: "10.101.0.0/17", Pools: []string{"10.101.0.4-10.101.127.255"}, Nodes: []*spec.Node{{Name: "epouta-c1", Role: "compute", Underlay: "172.30.0.2"}}},
-			"knox":   {CIDR: "10.101.128.0/17", Pools: []string{"10.101.128.1-10.101.255.254"}, Nodes: []*spec.Node{{Name: "knox-c1", Role: "compute", Underlay: "172.30.0.1"}}},
+			"epouta": {CIDR: "10.101.0.0/17", Pools: []string{"10.101.0.4-10.101.127.255"}, Nodes: []*spec.Node{{Name: "epouta-c1", Role: "compute", Underlay: "172.30.0.2"}},
+				DHCP: &spec.DHCP{Address: diffDHCPEpouta, Node: "epouta-c1"}},
+			"knox": {CIDR: "10.101.128.0/17", Pools: []string{"10.101.128.5-10.101.255.254"}, Nodes: []*spec.Node{{Name: "knox-c1", Role: "compute", Underlay: "172.30.0.1"}},
+				DHCP: &spec.DHCP{Address: diffDHCPKnox, Node: "knox-c1"}},
 		},
 		Link: spec.Link{Mode: "vxlan"},
 	}
@@ -89,6 +107,11 @@ func diffSpec(r *rand.Rand, renderer string) (*spec.Spec, error) {
 				}
 			}
 			vm.AllowedAddressPairs = append(vm.AllowedAddressPairs, randomPairs(r, i)...)
+			// Now and then a pair of everything (issue 16: ipset's
+			// hash:net refuses a /0).
+			if x.IntN(10) == 0 {
+				vm.AllowedAddressPairs = append(vm.AllowedAddressPairs, spec.AddressPair{IP: pick(x, "0.0.0.0/0", "::/0"), Shared: true})
+			}
 		}
 		nets[v.net].VMs = append(nets[v.net].VMs, vm)
 	}
@@ -175,10 +198,51 @@ type diffRun struct {
 	// used this round: conntrack keys such flows by addresses alone, so a
 	// second frame would be part of the first's connection.
 	generic map[string]bool
+	// x draws what frames were added after the corpus of past failures
+	// was made (neighbour discovery targets and options, traffic to the
+	// node, routed frames, u2): a second source, so r's draws, and the
+	// frames the corpus seeds make, stay as they were.
+	x    *rand.Rand
+	spec *spec.Spec // the round's
+	// Frames of the kinds added for issue 16, counted so that a run
+	// that sent none of one fails.
+	sentND, sentToNode, sentRouted int
 }
 
 func newDiffRun(t *testing.T, renderer string, first *spec.Spec) *diffRun {
-	l := upLab(t, first)
+	// The lab runs no DHCP servers here: the rounds' fabrics name them
+	// for the firewall only.
+	labSpec := *first
+	labSpec.Sites = map[string]*spec.Site{}
+	for name, site := range first.Sites {
+		st := *site
+		st.DHCP = nil
+		labSpec.Sites[name] = &st
+	}
+	l := upLab(t, &labSpec)
+	// The nodes forward, as a real network node does, and have an
+	// address on net1's bridge: a frame a VM sends to the bridge's MAC
+	// for another VM's address would be routed, and the firewall must
+	// drop it; one for the node's own address must meet the sender's
+	// egress checks.
+	for node, addr := range diffNodeAddr {
+		ns := l.NodeNS(node)
+		br := plan.BridgeName(plan.NetworkID(first, first.Network("net1")))
+		for _, args := range [][]string{{"addr", "add", addr + "/16", "dev", br}} {
+			if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("ip -n %s %v: %v: %s", ns, args, err, out)
+			}
+		}
+		for _, k := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"} {
+			v := "0"
+			if k == "net.ipv4.ip_forward" {
+				v = "1"
+			}
+			if err := namespace.SetSysctl(ns, k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	// Multicast snooping would steer MLD reports to router ports only;
 	// here every frame should meet the firewall, then flood.
 	for _, node := range []string{"knox-c1", "epouta-c1"} {
@@ -194,10 +258,12 @@ func newDiffRun(t *testing.T, renderer string, first *spec.Spec) *diffRun {
 func (d *diffRun) round(seed uint64, frames int) {
 	t := d.t
 	r := rand.New(rand.NewPCG(seed, 0xb07))
-	s, err := diffSpec(r, d.renderer)
+	d.x = rand.New(rand.NewPCG(seed, 0x16))
+	s, err := diffSpec(r, d.x, d.renderer)
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
+	d.spec = s
 	f, err := firewall.Compile(s)
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +292,7 @@ func (d *diffRun) round(seed uint64, frames int) {
 		names = append(names, v.name)
 	}
 	c := newCapture(t, d.l.VMNS, names, findMarkers)
+	nc := newNodeCapture(t, d.l.NodeNS, []string{"knox-c1", "epouta-c1"})
 	type sent struct {
 		w        *wireFrame
 		from, to string
@@ -258,6 +325,9 @@ func (d *diffRun) round(seed uint64, frames int) {
 	time.Sleep(300 * time.Millisecond)
 	for _, x := range all {
 		got := c.saw(x.to, x.w.key())
+		if strings.HasPrefix(x.to, "node:") {
+			got = nc.saw(x.to, x.w.key())
+		}
 		if got != x.want.Allowed {
 			bs, _ := x.w.bytes()
 			t.Errorf("%s seed %d: %s -> %s: kernel delivered=%v, evaluator=%v\n  frame: %s\n  bytes: %x\n  evaluator:\n%s",
@@ -327,14 +397,21 @@ func describe(w *wireFrame) string {
 // randomFrames makes one frame (or a frame and its reply) between two VMs
 // of one network.
 func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([]*wireFrame, string, string) {
-	from := diffVMs[r.IntN(len(diffVMs))]
+	from := oldVMs[r.IntN(len(oldVMs))]
 	var peers []diffVM
-	for _, v := range diffVMs {
+	for _, v := range oldVMs {
 		if v.net == from.net && v.name != from.name {
 			peers = append(peers, v)
 		}
 	}
 	to := peers[r.IntN(len(peers))]
+	// u2, net2's unsecured port, sends now and then, and receives where
+	// w2 would have.
+	if d.x.IntN(12) == 0 && from.net == "net2" {
+		from = diffVMs[len(diffVMs)-1]
+	} else if to.name == "w2" && d.x.IntN(3) == 0 {
+		to = diffVMs[len(diffVMs)-1]
+	}
 	d.seq++
 	w := &wireFrame{DstMAC: to.mac, Marker: fmt.Sprintf("BN%04x%06x", seed&0xffff, d.seq), ID: uint16(d.seq)}
 	w.From, w.To = f.Port(from.name), f.Port(to.name)
@@ -397,6 +474,17 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 		case 4:
 			w.Fragment = true
 		}
+		switch d.x.IntN(5) {
+		case 0: // to a DHCP client port from another port (issue 16)
+			w.Src, w.Dst, w.Proto, w.DPort = src4, dst4, 17, 68
+			w.Invalid, w.TCPFlags, w.Fragment = false, "", false
+			w.SPort = pick(d.x, 1067, 20000+d.seq%40000)
+		case 1: // a server's offer, from its address (an unsecured port may send it)
+			if !from.secured {
+				w.Src, w.Dst, w.Proto, w.SPort, w.DPort = netip.MustParseAddr(pick(d.x, diffDHCPKnox, diffDHCPEpouta)), dst4, 17, 67, 68
+				w.Invalid, w.TCPFlags, w.Fragment = false, "", false
+			}
+		}
 	case kind < 9: // ARP
 		w.EtherType, w.DstMAC = firewall.EtherARP, "ff:ff:ff:ff:ff:ff"
 		w.ARPSha = pick(r, w.SrcMAC, w.SrcMAC, w.SrcMAC, to.mac, "fa:16:3e:99:99:98")
@@ -415,6 +503,10 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 				w.Src = ll(w.SrcMAC) // the fixed ICMPv6 rules are about well-formed sources
 			}
 			reply = w.SPort == 128
+			if d.x.IntN(10) == 0 {
+				w.SPort, reply = 137, false // a redirect, which conntrack marks INVALID
+			}
+			d.randomND(w, from, to)
 		case 2:
 			w.Proto, w.SPort, w.DPort = 17, pick(r, 547, 546, 20000+d.seq%40000), pick(r, 546, 547, 1000, 1005)
 			reply = true
@@ -430,6 +522,7 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 			} else {
 				w.Dst, w.DstMAC = netip.MustParseAddr("ff02::1"), "33:33:00:00:00:01"
 			}
+			d.randomND(w, from, to)
 		case 5:
 			w.Proto = 50
 		}
@@ -461,6 +554,9 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 		}
 	}
 	if !reply || r.IntN(2) == 0 {
+		if node := d.toNode(w, f, from); node != "" {
+			return []*wireFrame{w}, from.name, "node:" + node
+		}
 		return []*wireFrame{w}, from.name, to.name
 	}
 	// The reply: addresses, ports and MACs swapped; an ICMP echo answered.
@@ -482,6 +578,111 @@ func (d *diffRun) randomFrames(r *rand.Rand, f *firewall.Fabric, seed uint64) ([
 	d.seq++
 	rw.Marker = fmt.Sprintf("BN%04x%06x", seed&0xffff, d.seq)
 	return []*wireFrame{w, &rw}, from.name, to.name
+}
+
+// randomND makes an ICMPv6 neighbour solicitation or advertisement a
+// well-formed message (or, sometimes, one too short for a target) with a
+// target and options drawn from what poisoning would use: another VM's
+// address, a foreign MAC in the link-layer option, a nonce, two options.
+func (d *diffRun) randomND(w *wireFrame, from, to diffVM) {
+	// A bridge with neighbour suppression on its uplink answers and
+	// keeps neighbour discovery for known addresses on the node, so only
+	// a message too short to be one crosses to another node.
+	if !w.isND() || from.node != to.node {
+		return
+	}
+	d.sentND++
+	x := d.x
+	ll := plan.LinkLocal
+	targets := []netip.Addr{ll(from.mac), ll(from.mac), ll(to.mac), netip.MustParseAddr("2001:db8::99"), {}}
+	if p := w.From; p != nil {
+		for _, pr := range p.Pairs {
+			if pr.Prefix.Addr().Is6() {
+				targets = append(targets, pr.Prefix.Addr())
+			}
+		}
+	}
+	own := firewall.NDOpt{Type: 1, MAC: w.SrcMAC}
+	if w.SPort == 136 {
+		own.Type = 2
+	}
+	foreign := own
+	foreign.MAC = to.mac
+	wrong := own
+	wrong.Type = 3 - own.Type
+	nonce := firewall.NDOpt{Type: 14, MAC: "0a:0b:0c:0d:0e:0f"}
+	opts := pick(x, nil, []firewall.NDOpt{own}, []firewall.NDOpt{own}, []firewall.NDOpt{foreign}, []firewall.NDOpt{nonce},
+		[]firewall.NDOpt{wrong}, []firewall.NDOpt{own, nonce})
+	w.nd(pick(x, targets...), opts...)
+}
+
+// toNode now and then turns a frame into one for the node itself (to the
+// bridge's MAC and an address of the node: its address on net1's bridge,
+// or the bridge's link-local address) or into one the node would route
+// (to the bridge's MAC and another VM's address), and returns the node.
+func (d *diffRun) toNode(w *wireFrame, f *firewall.Fabric, from diffVM) string {
+	// The node's IP stack refuses a source of 0.0.0.0 for any but the
+	// broadcast address (a martian), whatever the firewall says.
+	if len(w.Tags) > 0 || w.isND() || (w.EtherType != firewall.EtherIPv4 && w.EtherType != firewall.EtherIPv6) ||
+		w.Src == netip.IPv4Unspecified() {
+		return ""
+	}
+	id := plan.NetworkID(d.spec, d.spec.Network(from.net))
+	mac := plan.BridgeMAC(id, from.node)
+	routed := w.EtherType == firewall.EtherIPv4 && from.net == "net1" && !w.Dst.IsMulticast() && w.Dst != netip.MustParseAddr("255.255.255.255")
+	switch n := d.x.IntN(10); {
+	case n == 0 && routed:
+		// Routed: the destination stays another VM's address.
+		w.DstMAC, w.Routed = mac, true
+		d.sentRouted++
+		return ""
+	case n <= 2:
+		w.DstMAC, w.To, w.ToNode = mac, nil, true
+		if w.EtherType == firewall.EtherIPv4 && from.net == "net1" {
+			w.Dst = netip.MustParseAddr(diffNodeAddr[from.node])
+		} else {
+			w.EtherType, w.Dst = firewall.EtherIPv6, d.bridgeLL(from.node, plan.BridgeName(id))
+			if w.Src.Is4() {
+				w.Src = plan.LinkLocal(w.SrcMAC)
+			}
+			if w.Proto == 1 {
+				w.Proto = 58
+			}
+		}
+		d.sentToNode++
+		return from.node
+	}
+	return ""
+}
+
+// bridgeLL is a bridge's own link-local address, as the kernel gave it.
+func (d *diffRun) bridgeLL(node, bridge string) netip.Addr {
+	h, nsh, err := namespace.Netlink(d.l.NodeNS(node))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer nsh.Close()
+	defer h.Close()
+	l, err := h.LinkByName(bridge)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	// Until duplicate address detection is done the address is
+	// tentative, and the node takes nothing sent to it.
+	for i := 0; i < 50; i++ {
+		addrs, err := h.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				return ip
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.t.Fatalf("bridge %s on %s has no usable link-local address", bridge, node)
+	return netip.Addr{}
 }
 
 // diffSeeds are the rounds every run checks: fixed seeds and the corpus.
@@ -521,7 +722,7 @@ func diffSeeds(t *testing.T) []uint64 {
 func runDifferential(t *testing.T, renderer string) {
 	seeds := diffSeeds(t)
 	r := rand.New(rand.NewPCG(seeds[0], 0xb07))
-	first, err := diffSpec(r, renderer)
+	first, err := diffSpec(r, rand.New(rand.NewPCG(seeds[0], 0x16)), renderer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,6 +732,9 @@ func runDifferential(t *testing.T, renderer string) {
 	}
 	if d.notSYN == 0 {
 		t.Error("no TCP segment without a SYN was sent: the rule that a new connection begins with one went untested")
+	}
+	if d.sentND == 0 || d.sentToNode == 0 || d.sentRouted == 0 {
+		t.Errorf("frames of issue 16's kinds sent: %d neighbour discovery, %d to the node, %d routed; each must be sent", d.sentND, d.sentToNode, d.sentRouted)
 	}
 }
 

@@ -256,6 +256,64 @@ func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers fu
 	return c
 }
 
+// newNodeCapture records, per node, every marker delivered to the node's
+// own stack: raw IP sockets of each protocol the test sends, which get a
+// copy of what passed the input hook. Each packet is given a stand-in
+// Ethernet header (and, for IPv6, whose raw sockets deliver no header, an
+// IPv6 header) so that findMarkers reads it like a frame.
+func newNodeCapture(t *testing.T, nsOf func(string) string, nodes []string) *capture {
+	c := &capture{got: map[string]map[string]bool{}}
+	for _, node := range nodes {
+		c.got["node:"+node] = map[string]bool{}
+		for _, fp := range []struct{ fam, proto int }{
+			{unix.AF_INET, 1}, {unix.AF_INET, 6}, {unix.AF_INET, 17}, {unix.AF_INET, 50},
+			{unix.AF_INET6, 58}, {unix.AF_INET6, 6}, {unix.AF_INET6, 17}, {unix.AF_INET6, 50},
+		} {
+			var fd int
+			err := namespace.Do(nsOf(node), func() error {
+				var err error
+				fd, err = unix.Socket(fp.fam, unix.SOCK_RAW, fp.proto)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000})
+			c.wg.Add(1)
+			go func(key string, fd int, v6 bool, proto int) {
+				defer c.wg.Done()
+				defer unix.Close(fd)
+				buf := make([]byte, 4096)
+				for !c.stop.Load() {
+					n, _, err := unix.Recvfrom(fd, buf, 0)
+					if err != nil {
+						continue
+					}
+					frame := make([]byte, 14, 14+40+n)
+					frame[12], frame[13] = 0x08, 0x00
+					if v6 {
+						frame[12], frame[13] = 0x86, 0xdd
+						ip := make([]byte, 40)
+						ip[0], ip[6] = 0x60, byte(proto)
+						frame = append(frame, ip...)
+					}
+					ms := findMarkers(append(frame, buf[:n]...))
+					c.mu.Lock()
+					for _, m := range ms {
+						c.got[key][m] = true
+					}
+					c.mu.Unlock()
+				}
+			}("node:"+node, fd, fp.fam == unix.AF_INET6, fp.proto)
+		}
+	}
+	t.Cleanup(func() {
+		c.stop.Store(true)
+		c.wg.Wait()
+	})
+	return c
+}
+
 func (c *capture) saw(vm, marker string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
