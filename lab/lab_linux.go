@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/bothnia/bothnia/dataplane"
 	"github.com/bothnia/bothnia/namespace"
@@ -42,8 +43,37 @@ type Report struct {
 }
 
 // Up builds the lab for the spec, or brings an existing one in line with
-// it. Calling it again with the same spec changes nothing.
+// it. Calling it again with the same spec changes nothing. Commands that
+// change one lab (up, down, vm add, vm del) run one at a time, in this
+// process or any other.
 func (l *Lab) Up(s *spec.Spec, specYAML []byte) (*Report, error) {
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return l.up(s, specYAML)
+}
+
+// lock takes the lab's lock: an exclusive flock on a file beside its
+// state, so that two commands never read the same spec, pick the same free
+// address and write over each other's VM. It waits for the holder.
+func (l *Lab) lock() (func(), error) {
+	if err := os.MkdirAll(StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(StateDir, l.Prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lab: lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
+
+func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	ls, err := LabSpec(s)
 	if err != nil {
 		return nil, err
@@ -312,6 +342,11 @@ func run(steps []func() error) error {
 // Down removes every namespace of the lab, and with them every link,
 // route and rule it held, and the saved spec. It returns what it removed.
 func (l *Lab) Down() ([]string, error) {
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	stopErr := l.stopServices()
 	names, err := namespace.List(l.All())
 	if err != nil {

@@ -26,6 +26,11 @@ type NewVM struct {
 // the port and every agent converges, and the VM gets its lease. The
 // spec the lab records is updated, so "lab up" keeps it.
 func (l *Lab) AddVM(v NewVM) (*spec.Spec, error) {
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	s, err := l.Spec()
 	if err != nil {
 		return nil, err
@@ -50,6 +55,11 @@ func (l *Lab) AddVM(v NewVM) (*spec.Spec, error) {
 // DelVM removes a VM: the store loses its port first (so every agent
 // removes its elements and cuts its connections), then the lab unplugs it.
 func (l *Lab) DelVM(name string) (*spec.Spec, error) {
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	s, err := l.Spec()
 	if err != nil {
 		return nil, err
@@ -85,7 +95,7 @@ func (l *Lab) reup(s *spec.Spec) (*spec.Spec, error) {
 		return nil, err
 	}
 	l.Agents = l.Agents || l.AgentsRunning()
-	_, err = l.Up(s2, b)
+	_, err = l.up(s2, b)
 	return s2, err
 }
 
