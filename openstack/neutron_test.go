@@ -2,6 +2,8 @@ package openstack
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/quotas"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/addressgroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -123,13 +126,16 @@ func (f *fixture) fabric(t *testing.T) *spec.Spec {
 	return s
 }
 
-func (f *fixture) sync(t *testing.T) []SyncAction {
+func (f *fixture) sync(t *testing.T, mechanism string) []SyncAction {
 	t.Helper()
 	inv, err := Read(f.ctx, f.clouds["epouta"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	acts := PlanSync(f.fabric(t), "epouta", inv)
+	acts, err := PlanSync(f.fabric(t), "epouta", inv, SyncOptions{Mechanism: mechanism, RuleQuota: RuleQuotas(f.ctx, f.clouds["epouta"], inv)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done, err := ApplySync(f.ctx, f.clouds["epouta"], acts)
 	if err != nil {
 		t.Fatal(err)
@@ -229,8 +235,8 @@ func TestNeutron(t *testing.T) {
 		}
 	})
 
-	t.Run("sync", func(t *testing.T) {
-		done := f.sync(t)
+	t.Run("sync by address groups", func(t *testing.T) {
+		done := f.sync(t, ByAddressGroups)
 		var ops []string
 		for _, a := range done {
 			ops = append(ops, a.Op)
@@ -253,7 +259,7 @@ func TestNeutron(t *testing.T) {
 		if !mirrored {
 			t.Errorf("no rule of ePouta's mosler admits tcp 7000 from the address group: %+v", g.Rules)
 		}
-		if again := f.sync(t); len(again) != 0 {
+		if again := f.sync(t, ByAddressGroups); len(again) != 0 {
 			t.Errorf("a second sync did %v", again)
 		}
 		// The Knox VM goes: its address leaves ePouta's cloud.
@@ -261,12 +267,108 @@ func TestNeutron(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.importAll(t)
-		done = f.sync(t)
+		done = f.sync(t, ByAddressGroups)
 		if len(done) != 1 || done[0].Op != "remove-addresses" {
 			t.Errorf("after the port's deletion sync did %v", done)
 		}
 		if ag := addressGroup(t, f, "bothnia-mosler"); len(ag.Addresses) != 0 {
 			t.Errorf("address group still holds %v after the port was deleted", ag.Addresses)
+		}
+	})
+
+	t.Run("sync by prefixes", func(t *testing.T) {
+		knox.port(t, f.ctx, "knox-vm5", "knox-c1", "10.101.128.40")
+		knox.port(t, f.ctx, "knox-vm6", "knox-c2", "10.101.128.41")
+		f.importAll(t)
+		done := f.sync(t, ByPrefixes)
+		// The address groups' mirrors and the groups go (default's too:
+		// it has no members at Knox); one mirror covers both members
+		// exactly.
+		creates := 0
+		for _, a := range done {
+			switch a.Op {
+			case "create-rule":
+				creates++
+			case "delete-rule", "delete-address-group":
+			default:
+				t.Errorf("switching to prefixes did %v", a)
+			}
+		}
+		if creates != 1 {
+			t.Errorf("switching to prefixes created %d rules: %v", creates, done)
+		}
+		inv, err := Read(f.ctx, f.clouds["epouta"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ag := range inv.AddressGroups {
+			t.Errorf("address group %s stayed after the switch to prefixes", ag.Name)
+		}
+		mirrors := func() []string {
+			g, err := groups.Get(f.ctx, f.clouds["epouta"].Network, epouta.Mosler).Extract()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, r := range g.Rules {
+				if strings.HasPrefix(r.Description, "bothnia-mirror") {
+					out = append(out, fmt.Sprintf("%s %s %d %s %s", r.Direction, r.Protocol, r.PortRangeMin, r.RemoteIPPrefix, r.RemoteAddressGroupID))
+				}
+			}
+			slices.Sort(out)
+			return out
+		}
+		if got := mirrors(); !slices.Equal(got, []string{"ingress tcp 7000 10.101.128.40/31 "}) {
+			t.Errorf("mirrors %q, want one admitting 10.101.128.40/31", got)
+		}
+		if again := f.sync(t, ByPrefixes); len(again) != 0 {
+			t.Errorf("a second sync did %v", again)
+		}
+		// A member that would need a rule more than the project may hold:
+		// said before writing, with what to raise, and nothing written.
+		inv, err = Read(f.ctx, f.clouds["epouta"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := 0
+		for _, g := range inv.Groups {
+			if g.ProjectID == neutrontest.ProjectID {
+				have += len(g.Rules)
+			}
+		}
+		if _, err := quotas.Update(f.ctx, f.clouds["epouta"].Network, neutrontest.ProjectID, quotas.UpdateOpts{SecurityGroupRule: &have}).Extract(); err != nil {
+			t.Fatal(err)
+		}
+		vm7 := knox.port(t, f.ctx, "knox-vm7", "knox-c1", "10.101.128.60")
+		f.importAll(t)
+		inv, err = Read(f.ctx, f.clouds["epouta"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		acts, err := PlanSync(f.fabric(t), "epouta", inv, SyncOptions{RuleQuota: RuleQuotas(f.ctx, f.clouds["epouta"], inv)})
+		var qe *QuotaError
+		if !errors.As(err, &qe) || qe.Add != 1 || qe.Quota != have || !strings.Contains(err.Error(), fmt.Sprintf("openstack quota set --secgroup-rules %d", have+1)) {
+			t.Fatalf("over the quota: err %v", err)
+		}
+		if len(acts) != 0 {
+			t.Errorf("over the quota, sync would still write %v", acts)
+		}
+		unlimited := -1
+		if _, err := quotas.Update(f.ctx, f.clouds["epouta"].Network, neutrontest.ProjectID, quotas.UpdateOpts{SecurityGroupRule: &unlimited}).Extract(); err != nil {
+			t.Fatal(err)
+		}
+		if done := f.sync(t, ByPrefixes); len(done) != 1 || done[0].Op != "create-rule" {
+			t.Errorf("with the quota raised sync did %v", done)
+		}
+		if err := ports.Delete(f.ctx, f.clouds["knox"].Network, vm7).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+		f.importAll(t)
+		if done := f.sync(t, ByPrefixes); len(done) != 1 || done[0].Op != "delete-rule" {
+			t.Errorf("after the member left sync did %v", done)
+		}
+		if got := mirrors(); !slices.Equal(got, []string{"ingress tcp 7000 10.101.128.40/31 "}) {
+			t.Errorf("mirrors %q after the member left", got)
 		}
 	})
 
@@ -292,11 +394,15 @@ func TestNeutron(t *testing.T) {
 		if out := run("import"); !strings.Contains(out, "no changes") {
 			t.Errorf("a second import printed:\n%s", out)
 		}
-		if out := run("sync", "--once"); !strings.Contains(out, "add-addresses site epouta: bothnia-mosler: 10.101.128.12/32") {
+		if out := run("sync", "--once"); !strings.Contains(out, "create-rule site epouta: mosler: ingress IPv4 tcp 7000 from 10.101.128.12/32") {
 			t.Errorf("sync --once printed:\n%s", out)
 		}
-		if out := run("sync", "--once", "--address-groups-enforced"); strings.TrimSpace(out) != "no changes: every foreign cloud's address groups are in step" {
+		if out := run("sync", "--once"); strings.TrimSpace(out) != "no changes: every foreign cloud admits exactly the other sites' members" {
 			t.Errorf("a second sync --once printed:\n%s", out)
+		}
+		cmd := exec.Command(bin, "openstack", "sync", "--once", "--mechanism", "address-groups", "--etcd-endpoints", f.etcd, "--clouds", f.cloudsFile)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "would admit every source") {
+			t.Errorf("address groups without --address-groups-enforced: %v\n%s", err, out)
 		}
 		if out := run("plan"); !strings.Contains(out, "no changes") {
 			t.Errorf("plan after apply printed:\n%s", out)

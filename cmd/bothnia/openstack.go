@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -233,26 +234,42 @@ writes nothing.`,
 func osSyncCmd() *cobra.Command {
 	var f osFlags
 	var once, enforced bool
+	var mechanism string
 	var interval time.Duration
 	c := &cobra.Command{
 		Use:   "sync",
-		Short: "Keep each foreign cloud's address groups holding the other sites' members of its remote groups",
+		Short: "Keep each foreign cloud admitting exactly the other sites' members of its remote groups",
 		Long: `A foreign site's Neutron knows its own ports only: its rule "ingress from
-members of mosler" admits ePouta's members, not Knox's. For every group a
-foreign cloud's rules use as a remote group, sync keeps an address group
-bothnia-<group> in that cloud holding the group's members at the other
-sites (fixed IPs and allowed address pairs, from the store), and beside
-each such rule a mirror naming the address group. A port that goes leaves
-the address group on the next round. Only bothnia-<group> address groups
-and rules described "bothnia-mirror of rule ..." are ever changed.
+members of mosler" admits ePouta's members, not Knox's. Beside every such
+rule sync keeps mirrors that admit the group's members at the other sites
+(fixed IPs and allowed address pairs, from the store), described
+"bothnia-mirror of rule <id>", and nothing else of the cloud is changed. A
+member that goes leaves the mirrors on the next round.
 
-Neutron's iptables firewall driver ignored remote address groups until bug
-2058138 was fixed; the API does not say which release a cloud runs, so
-sync warns unless --address-groups-enforced says the cloud's operator
-confirmed it.`,
-		Example: "  bothnia openstack sync --once\n  bothnia openstack sync --interval 10s --address-groups-enforced",
+--mechanism prefixes (the default) writes one mirror per prefix of the
+fewest that cover exactly the members, as remote_ip_prefix, which every
+Neutron release enforces. The rules count against the project's
+security_group_rule quota (Neutron's default is 100): before writing, sync
+says which project would exceed it and what to raise, and writes none of
+that project's mirrors.
+
+--mechanism address-groups writes one mirror per rule naming an address
+group bothnia-<group> that holds the members. Only for a cloud whose
+firewall enforces remote address groups: Zed's iptables driver renders
+such a rule with no source match, open to every source, and the API does
+not say which driver a cloud runs, so it needs --address-groups-enforced.`,
+		Example: "  bothnia openstack sync --once\n  bothnia openstack sync --interval 10s\n  bothnia openstack sync --mechanism address-groups --address-groups-enforced",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch mechanism {
+			case openstack.ByPrefixes:
+			case openstack.ByAddressGroups:
+				if !enforced {
+					return fmt.Errorf("--mechanism address-groups: a cloud whose firewall ignores remote address groups (Zed's iptables driver, before bug 2058138 was fixed) would admit every source; confirm the cloud enforces them and pass --address-groups-enforced, or use --mechanism prefixes")
+				}
+			default:
+				return fmt.Errorf("--mechanism %q: use prefixes or address-groups", mechanism)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cli, _, clouds, err := f.connect(ctx)
@@ -261,15 +278,8 @@ confirmed it.`,
 			}
 			defer cli.Close()
 			out := cmd.OutOrStdout()
-			warned := false
 			for {
-				done, err := syncOnce(ctx, cli, clouds)
-				if !warned && !enforced {
-					for sn := range done {
-						fmt.Fprintf(cmd.ErrOrStderr(), "warning: site %s: Neutron's iptables firewall driver ignored remote address groups until bug 2058138 was fixed; confirm the cloud runs a release with the fix (then pass --address-groups-enforced)\n", sn)
-					}
-					warned = true
-				}
+				done, err := syncOnce(ctx, cli, clouds, mechanism)
 				var all []openstack.SyncAction
 				for _, acts := range done {
 					all = append(all, acts...)
@@ -278,12 +288,18 @@ confirmed it.`,
 					for _, a := range all {
 						fmt.Fprintln(out, a)
 					}
-					if once && len(all) == 0 {
-						fmt.Fprintln(out, "no changes: every foreign cloud's address groups are in step")
+					if once && len(all) == 0 && err == nil {
+						fmt.Fprintln(out, "no changes: every foreign cloud admits exactly the other sites' members")
 					}
 					return nil
 				}); e != nil {
 					return e
+				}
+				var qe *openstack.QuotaError
+				if errors.As(err, &qe) && !once {
+					// Said every round until raised; the rest is in step.
+					fmt.Fprintln(cmd.ErrOrStderr(), "error:", err)
+					err = nil
 				}
 				if err != nil || once {
 					return err
@@ -298,14 +314,15 @@ confirmed it.`,
 	}
 	f.add(c)
 	c.Flags().BoolVar(&once, "once", false, "one round, then exit (a second run is a no-op)")
-	c.Flags().BoolVar(&enforced, "address-groups-enforced", false, "the foreign clouds' Neutron enforces remote address groups (bug 2058138 fixed): no warning")
+	c.Flags().StringVar(&mechanism, "mechanism", openstack.ByPrefixes, "prefixes (every release) or address-groups (where the cloud enforces them)")
+	c.Flags().BoolVar(&enforced, "address-groups-enforced", false, "the foreign clouds' firewalls enforce remote address groups (OVN; the iptables and OVS drivers with bug 2058138 fixed)")
 	c.Flags().DurationVar(&interval, "interval", 10*time.Second, "time between rounds without --once")
 	return c
 }
 
 // syncOnce runs one sync round for every foreign site with a cloud, from
 // the fabric as the store holds it now.
-func syncOnce(ctx context.Context, cli *clientv3.Client, clouds map[string]*openstack.Cloud) (map[string][]openstack.SyncAction, error) {
+func syncOnce(ctx context.Context, cli *clientv3.Client, clouds map[string]*openstack.Cloud, mechanism string) (map[string][]openstack.SyncAction, error) {
 	objs, _, err := store.Load(ctx, cli)
 	if err != nil {
 		return nil, err
@@ -314,21 +331,5 @@ func syncOnce(ctx context.Context, cli *clientv3.Client, clouds map[string]*open
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]openstack.SyncAction{}
-	for _, sn := range s.SiteNames() {
-		c := clouds[sn]
-		if c == nil || !s.Sites[sn].Foreign() {
-			continue
-		}
-		inv, err := openstack.Read(ctx, c)
-		if err != nil {
-			return out, err
-		}
-		done, err := openstack.ApplySync(ctx, c, openstack.PlanSync(s, sn, inv))
-		out[sn] = done
-		if err != nil {
-			return out, err
-		}
-	}
-	return out, nil
+	return openstack.SyncSites(ctx, s, clouds, mechanism)
 }
