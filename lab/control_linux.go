@@ -141,6 +141,9 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 		resync = 2 * time.Second
 	}
 	for _, st := range fab.Nodes {
+		if l.cloudRuns(st) {
+			continue
+		}
 		args := []string{"agent", "--node", st.Name,
 			"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
 		if st.Plan.Foreign {
@@ -201,6 +204,9 @@ func (l *Lab) agentsBehind(ctx context.Context, cli *clientv3.Client, fab *node.
 	}
 	var behind []string
 	for _, n := range fab.Nodes {
+		if l.cloudRuns(n) {
+			continue
+		}
 		st, ok := got[n.Name]
 		switch {
 		case !ok:

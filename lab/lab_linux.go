@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/bothnia/bothnia/dataplane"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/node"
+	"github.com/bothnia/bothnia/openstack"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -74,6 +76,23 @@ func (l *Lab) lock() (func(), error) {
 }
 
 func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
+	rep := &Report{}
+	l.foreign, l.foreignWhy = l.foreignMode(s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var neutron *neutronSites
+	if l.foreign == ForeignNeutron {
+		mtu, err := LabSpec(s)
+		if err != nil {
+			return nil, err
+		}
+		if s, neutron, err = l.neutronUp(ctx, s, mtu.NetworkMTU()); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.saveForeignMode(l.foreign); err != nil {
+		return nil, err
+	}
 	ls, err := LabSpec(s)
 	if err != nil {
 		return nil, err
@@ -85,11 +104,28 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	p := fab.Plan()
 	e := newEnsurer()
 	defer e.close()
-	rep := &Report{}
 	if err := l.cabling(e, ls, p); err != nil {
 		return nil, err
 	}
+	if neutron != nil {
+		if err := l.foreignCabling(e, ls, p); err != nil {
+			return nil, err
+		}
+		started, err := l.foreignHosts(ctx, neutron.d, ls)
+		rep.Changes = append(rep.Changes, started...)
+		if err != nil {
+			return rep, err
+		}
+		for sn, c := range neutron.clouds {
+			if d := ls.Sites[sn].DHCP; d != nil {
+				if err := scheduleDHCP(ctx, c, d.Node, neutron.netIDs[sn]); err != nil {
+					return rep, err
+				}
+			}
+		}
+	}
 	rep.Changes = append(rep.Changes, e.changes...)
+	e.changes = nil
 	if l.Agents {
 		// The control plane: etcd, the spec pushed, an agent per node.
 		cp, err := l.controlPlane(fab)
@@ -101,6 +137,9 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 		// The same seam a real host's apply and agent use, per node namespace.
 		var errs []error
 		for _, st := range fab.Nodes {
+			if l.cloudRuns(st) {
+				continue
+			}
 			c := &node.Converger{Target: dataplane.Target{HostNS: l.NodeNS(st.Name), Prefix: l.SubPrefix(st.Name)}, StandIn: st.Plan.Foreign}
 			res, err := c.Converge(st)
 			c.Close()
@@ -111,6 +150,23 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
+			return rep, err
+		}
+	}
+	if neutron != nil {
+		// Nova's part, then the foreign clouds admit the other sites'
+		// members of their remote groups (bothnia openstack sync).
+		if _, err := l.plugForeign(ctx, e, neutron.clouds, ls, p, neutron.netIDs); err != nil {
+			return rep, err
+		}
+		rep.Changes = append(rep.Changes, e.changes...)
+		done, err := openstack.SyncSites(ctx, ls, neutron.clouds, openstack.ByPrefixes)
+		for _, acts := range done {
+			for _, a := range acts {
+				rep.Changes = append(rep.Changes, "sync: "+a.String())
+			}
+		}
+		if err != nil {
 			return rep, err
 		}
 	}
@@ -140,6 +196,15 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	leased, err := l.runDHCPClients(ports, DHCPVMs(ls))
 	rep.Changes = append(rep.Changes, leased...)
 	return rep, err
+}
+
+// cloudRuns reports whether a node's site is run by its own cloud's
+// Neutron in this lab, so bothnia neither converges it nor stands in.
+func (l *Lab) cloudRuns(st *node.State) bool {
+	if l.foreign == "" {
+		l.foreign = l.ForeignMode()
+	}
+	return st.Plan.Foreign && l.foreign == ForeignNeutron
 }
 
 // waitReady waits until every link of the lab that is set up has come up
@@ -347,7 +412,7 @@ func (l *Lab) Down() ([]string, error) {
 		return nil, err
 	}
 	defer unlock()
-	stopErr := l.stopServices()
+	stopErr := errors.Join(l.stopServices(), l.stopNeutron())
 	names, err := namespace.List(l.All())
 	if err != nil {
 		return nil, err

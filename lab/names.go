@@ -20,6 +20,8 @@ package lab
 
 import (
 	"fmt"
+
+	"github.com/bothnia/bothnia/internal/devcloud"
 	"net/netip"
 	"regexp"
 	"time"
@@ -39,6 +41,17 @@ type Lab struct {
 	// embedded member; 3 is the sites' cluster of deploy/README.md
 	// (knox-1, knox-2, epouta-1), the agents given every member.
 	EtcdMembers int
+	// Foreign is how the lab runs a foreign site: ForeignNeutron (real
+	// Neutron and its agents), ForeignStandIn (bothnia imitating it), or
+	// "" for real Neutron where this machine has the packages.
+	Foreign string
+	// Cloud is a running Neutron deployment the lab uses for its foreign
+	// sites (tests share one); nil starts the lab's own, stopped by Down.
+	Cloud *devcloud.Deployment
+
+	// Set by up: how this lab runs its foreign sites, and why where it
+	// fell back to the stand-in.
+	foreign, foreignWhy string
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)

@@ -41,6 +41,9 @@ type service struct {
 func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 	var out []service
 	for _, st := range fab.Nodes {
+		if l.cloudRuns(st) {
+			continue // the site's Neutron serves DHCP there
+		}
 		for _, sv := range st.Services {
 			ns := l.SubPrefix(st.Name) + sv.Namespace
 			args := []string{"dns", "--spec", fabricFile}

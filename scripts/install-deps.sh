@@ -4,8 +4,11 @@
 set -euo pipefail
 # mariadb-server and neutron-server: the real Neutron API the OpenStack tests
 # talk to (their packaged services are not used; the tests start their own);
-# graphviz renders show topology -o svg.
-pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server graphviz)
+# rabbitmq-server, neutron-linuxbridge-agent, neutron-dhcp-agent (dnsmasq),
+# socat, sudo and ebtables: the real agents that run the lab's foreign site
+# (internal/devcloud); graphviz renders show topology -o svg.
+pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server
+  rabbitmq-server neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base socat sudo ebtables graphviz)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

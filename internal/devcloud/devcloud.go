@@ -72,9 +72,19 @@ const (
 type Deployment struct {
 	Dir    string
 	Agents bool // RabbitMQ runs and the servers drive real agents
-	Clouds map[string]*Cloud
-	dbPort int
-	mqPort int
+	// DNSDomain is the clouds' dns_domain (Neutron's DNS integration):
+	// ports named with dns_name get it as their DHCP host name's domain.
+	// Empty: Neutron's default, openstacklocal.
+	DNSDomain string
+	Clouds    map[string]*Cloud
+	dbPort    int
+	mqPort    int
+}
+
+// Options shape a deployment.
+type Options struct {
+	Agents    bool   // RabbitMQ and the linuxbridge mechanism driver, so that StartHost can run agents
+	DNSDomain string // see Deployment.DNSDomain
 }
 
 // Cloud is one running neutron-server.
@@ -88,16 +98,16 @@ type Cloud struct {
 }
 
 // Start runs a deployment in dir (created if missing) with a cloud per
-// name; agents: with RabbitMQ and the linuxbridge mechanism driver, so
-// that StartHost can run real agents. It takes 15 to 30 s.
-func Start(ctx context.Context, dir string, agents bool, names ...string) (d *Deployment, err error) {
+// name. It takes 15 to 30 s.
+func Start(ctx context.Context, dir string, o Options, names ...string) (d *Deployment, err error) {
+	agents := o.Agents
 	if m := Missing(agents); len(m) > 0 {
 		return nil, fmt.Errorf("devcloud: missing %s: run scripts/install-deps.sh as root", strings.Join(m, ", "))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	d = &Deployment{Dir: dir, Agents: agents, Clouds: map[string]*Cloud{}}
+	d = &Deployment{Dir: dir, Agents: agents, DNSDomain: o.DNSDomain, Clouds: map[string]*Cloud{}}
 	defer func() {
 		if err != nil {
 			_ = Stop(dir)
@@ -184,6 +194,8 @@ func Open(dir string) (*Deployment, error) {
 			d.mqPort, _ = strconv.Atoi(f[1])
 		case len(f) == 2 && f[0] == "db":
 			d.dbPort, _ = strconv.Atoi(f[1])
+		case len(f) == 2 && f[0] == "domain":
+			d.DNSDomain = f[1]
 		case len(f) == 3 && f[0] == "cloud":
 			d.Clouds[f[1]] = &Cloud{Name: f[1], Endpoint: f[2], Log: d.path(f[1], "server.log"), conf: d.path(f[1], "neutron.conf")}
 		}
@@ -194,6 +206,9 @@ func Open(dir string) (*Deployment, error) {
 func (d *Deployment) save() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "agents %v\nrabbit %d\ndb %d\n", d.Agents, d.mqPort, d.dbPort)
+	if d.DNSDomain != "" {
+		fmt.Fprintf(&b, "domain %s\n", d.DNSDomain)
+	}
 	for name, c := range d.Clouds {
 		fmt.Fprintf(&b, "cloud %s %s\n", name, c.Endpoint)
 	}
@@ -204,9 +219,12 @@ func (d *Deployment) save() error {
 // database last) and leaves the directory.
 func Stop(dir string) error {
 	pids, _ := filepath.Glob(filepath.Join(dir, "pid", "*"))
+	// The DHCP agents' dnsmasq servers leave their sessions.
+	dnsmasqs, _ := filepath.Glob(filepath.Join(dir, "hosts", "*", "dhcp", "*", "pid"))
+	pids = append(pids, dnsmasqs...)
 	order := func(p string) int {
 		switch b := filepath.Base(p); {
-		case strings.HasPrefix(b, "host-"):
+		case strings.HasPrefix(b, "host-"), b == "pid":
 			return 0
 		case strings.HasPrefix(b, "server-"):
 			return 1
@@ -322,6 +340,10 @@ func (d *Deployment) configure(name string, apiPort int) (*Cloud, error) {
 	if d.Agents {
 		workers, mech, fw = 1, "linuxbridge", "iptables"
 	}
+	ext, domain := "port_security", ""
+	if d.DNSDomain != "" {
+		ext, domain = "port_security,dns", "dns_domain = "+d.DNSDomain
+	}
 	conf := fmt.Sprintf(`[DEFAULT]
 auth_strategy = noauth
 core_plugin = ml2
@@ -338,6 +360,7 @@ state_path = %s
 log_file = %s
 agent_down_time = 30
 debug = False
+%s
 
 [database]
 connection = mysql+pymysql://root@127.0.0.1:%d/%s
@@ -352,14 +375,14 @@ linuxbridge = True
 type_drivers = vlan,flat
 tenant_network_types =
 mechanism_drivers = %s
-extension_drivers = port_security
+extension_drivers = %s
 
 [ml2_type_vlan]
 network_vlan_ranges = %s:1200:1300
 
 [securitygroup]
 firewall_driver = %s
-`, apiPort, workers, workers, d.transportURL(), state, log, d.dbPort, dbName(name), filepath.Join(state, "lock"), mech, PhysNet, fw)
+`, apiPort, workers, workers, d.transportURL(), state, log, domain, d.dbPort, dbName(name), filepath.Join(state, "lock"), mech, ext, PhysNet, fw)
 	path := filepath.Join(state, "neutron.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -401,7 +424,9 @@ func (d *Deployment) daemonEnv(name, ns string, env []string, argv ...string) er
 	return os.WriteFile(d.path("pid", name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 }
 
-// stopPidFile ends a process group and removes its pid file.
+// stopPidFile ends the session a daemon leads (the agents' sudo and
+// privsep helpers are in it too, in process groups of their own) and
+// removes its pid file.
 func stopPidFile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -411,12 +436,45 @@ func stopPidFile(path string) error {
 	if err != nil || pid <= 1 {
 		return os.Remove(path)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	for i := 0; i < 100 && syscall.Kill(-pid, 0) == nil; i++ {
+	signal := func(sig syscall.Signal) int {
+		n := 0
+		// A daemon that left its session (dnsmasq) is its pid alone.
+		for _, p := range append(session(pid), pid) {
+			if syscall.Kill(p, sig) == nil {
+				n++
+			}
+		}
+		return n
+	}
+	signal(syscall.SIGTERM)
+	for i := 0; i < 100 && signal(0) > 0; i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	signal(syscall.SIGKILL)
 	return os.Remove(path)
+}
+
+// session lists the processes of the session sid leads.
+func session(sid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...: comm may hold spaces.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func freePort() (int, error) {
@@ -478,4 +536,14 @@ func tail(s string) string {
 		s = s[len(s)-4000:]
 	}
 	return s
+}
+
+// alive reports whether the process of a pid file runs.
+func alive(pidFile string) bool {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return err == nil && pid > 1 && syscall.Kill(pid, 0) == nil
 }

@@ -57,6 +57,7 @@ host = %s
 transport_url = %s
 state_path = %s
 log_file = LOGFILE
+EXTRA
 
 [agent]
 root_helper = sudo
@@ -80,14 +81,17 @@ enable_vxlan = False
 firewall_driver = iptables
 enable_security_group = True
 `, PhysNet, PhysDev)
-	agents := []struct{ kind, bin, conf, typ string }{{"lb", "neutron-linuxbridge-agent", lb, "Linux bridge agent"}}
+	agents := []struct{ kind, bin, conf, typ string }{{"lb", "neutron-linuxbridge-agent", strings.Replace(lb, "EXTRA\n", "", 1), "Linux bridge agent"}}
 	if h.DHCP {
-		agents = append(agents, struct{ kind, bin, conf, typ string }{"dhcp", "neutron-dhcp-agent", common + `
-interface_driver = linuxbridge
+		extra := `interface_driver = linuxbridge
 dhcp_driver = neutron.agent.linux.dhcp.Dnsmasq
 enable_isolated_metadata = False
 force_metadata = False
-`, "DHCP agent"})
+`
+		if d.DNSDomain != "" {
+			extra += "dns_domain = " + d.DNSDomain + "\n"
+		}
+		agents = append(agents, struct{ kind, bin, conf, typ string }{"dhcp", "neutron-dhcp-agent", strings.Replace(common, "EXTRA\n", extra, 1), "DHCP agent"})
 	}
 	for _, a := range agents {
 		conf := filepath.Join(state, a.kind+".conf")
@@ -114,11 +118,13 @@ force_metadata = False
 // host's, under the same /run/netns, and left there when the agent stops.
 func QDHCP(networkID string) string { return "qdhcp-" + networkID }
 
-// StopHost ends the agents of one namespace.
+// StopHost ends the agents of one namespace, and the dnsmasq servers its
+// DHCP agent started (they leave the agent's session).
 func (d *Deployment) StopHost(ns string) error {
 	pids, _ := filepath.Glob(d.path("pid", "host-"+ns+"-*"))
+	dnsmasqs, _ := filepath.Glob(d.path("hosts", ns, "dhcp", "*", "pid"))
 	var err error
-	for _, p := range pids {
+	for _, p := range append(pids, dnsmasqs...) {
 		if e := stopPidFile(p); e != nil {
 			err = e
 		}
@@ -166,4 +172,19 @@ func agentAlive(ctx context.Context, u string) (bool, error) {
 		return false, err
 	}
 	return len(body.Agents) > 0 && body.Agents[0].Alive, nil
+}
+
+// HostRunning reports whether the host's agents were started and still
+// run.
+func (d *Deployment) HostRunning(h Host) bool {
+	kinds := []string{"socat", "lb"}
+	if h.DHCP {
+		kinds = append(kinds, "dhcp")
+	}
+	for _, k := range kinds {
+		if !alive(d.path("pid", "host-"+h.NS+"-"+k)) {
+			return false
+		}
+	}
+	return true
 }

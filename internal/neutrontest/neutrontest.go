@@ -62,7 +62,7 @@ func Start(t testing.TB, names ...string) map[string]*Cloud {
 		_ = devcloud.Stop(dir)
 		os.RemoveAll(dir)
 	})
-	d, err := devcloud.Start(context.Background(), dir, false, names...)
+	d, err := devcloud.Start(context.Background(), dir, devcloud.Options{}, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
