@@ -175,6 +175,7 @@ func newAgentLab(t *testing.T, raw string, opts ...func(*Lab)) (*Lab, *spec.Spec
 	for _, o := range opts {
 		o(l)
 	}
+	foreignCloud(t, l, s)
 	t.Cleanup(func() {
 		if _, err := l.Down(); err != nil {
 			t.Errorf("lab down: %v", err)

@@ -42,6 +42,9 @@ func LabSpec(s *spec.Spec) (*spec.Spec, error) {
 type Report struct {
 	Changes []string
 	Pending []string
+	// Foreign says how the foreign sites run: by real Neutron, or by the
+	// stand-in and why ("" without foreign sites).
+	Foreign string
 }
 
 // Up builds the lab for the spec, or brings an existing one in line with
@@ -78,6 +81,16 @@ func (l *Lab) lock() (func(), error) {
 func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 	rep := &Report{}
 	l.foreign, l.foreignWhy = l.foreignMode(s)
+	switch l.foreign {
+	case ForeignNeutron:
+		rep.Foreign = "run by real Neutron (neutron-server, a linuxbridge agent per node, a DHCP agent with dnsmasq)"
+	case ForeignStandIn:
+		rep.Foreign = "stood in for by bothnia's agent (plain bridges, Neutron's iptables layout): " + l.foreignWhy
+	}
+	// Recorded first: a failed up still leaves what it started to Down.
+	if err := l.saveForeignMode(l.foreign); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var neutron *neutronSites
@@ -89,9 +102,6 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 		if s, neutron, err = l.neutronUp(ctx, s, mtu.NetworkMTU()); err != nil {
 			return nil, err
 		}
-	}
-	if err := l.saveForeignMode(l.foreign); err != nil {
-		return nil, err
 	}
 	ls, err := LabSpec(s)
 	if err != nil {
@@ -168,6 +178,13 @@ func (l *Lab) up(s *spec.Spec, specYAML []byte) (*Report, error) {
 		}
 		if err != nil {
 			return rep, err
+		}
+		for sn, c := range neutron.clouds {
+			if d := ls.Sites[sn].DHCP; d != nil {
+				if err := waitDHCP(ctx, c, d.Address, 90*time.Second); err != nil {
+					return rep, err
+				}
+			}
 		}
 	}
 	if len(rep.Changes) > 0 {
@@ -475,10 +492,12 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	for _, sn := range ls.SiteNames() {
 		want = append(want, l.SwitchNS(sn))
 	}
-	for _, n := range p.Nodes {
+	for i, n := range p.Nodes {
 		want = append(want, l.NodeNS(n.Name))
-		for _, ns := range n.Namespaces[1:] {
-			want = append(want, l.SubPrefix(n.Name)+ns.Name)
+		if !l.cloudRuns(fab.Nodes[i]) { // the site's Neutron makes its own
+			for _, ns := range n.Namespaces[1:] {
+				want = append(want, l.SubPrefix(n.Name)+ns.Name)
+			}
 		}
 		for _, port := range n.Ports {
 			want = append(want, l.VMNS(port.VM))
@@ -524,7 +543,10 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 		}
 		for _, st := range fab.Nodes {
 			what := "converges " + st.Name
-			if st.Plan.Foreign {
+			switch {
+			case l.cloudRuns(st):
+				continue
+			case st.Plan.Foreign:
 				what = "stands in for site " + st.Plan.Site + "'s own cloud on " + st.Name
 			}
 			procs = append(procs, struct{ name, what string }{"agent-" + st.Name, what})
@@ -537,7 +559,8 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 			lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, pr.name, pr.what, l.ServiceLog(pr.name)))
 		}
 	}
-	return lines, all, nil
+	neutron, ok := l.neutronStatus(ls)
+	return append(lines, neutron...), all && ok, nil
 }
 
 // VMNamespace names the namespace of a lab VM, or errs listing the VMs.

@@ -75,7 +75,7 @@ func rootLinks(t *testing.T) []string {
 
 // newLab brings a lab up under a fresh prefix and tears it down after the
 // test, asserting the teardown leaves nothing behind.
-func newLab(t *testing.T, s *spec.Spec, raw []byte) *Lab {
+func newLab(t *testing.T, s *spec.Spec, raw []byte, opts ...func(*Lab)) *Lab {
 	t.Helper()
 	kerneltest.RequireRoot(t)
 	StateDir = t.TempDir()
@@ -84,6 +84,10 @@ func newLab(t *testing.T, s *spec.Spec, raw []byte) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, o := range opts {
+		o(l)
+	}
+	foreignCloud(t, l, s)
 	t.Cleanup(func() {
 		if _, err := l.Down(); err != nil {
 			t.Errorf("lab down: %v", err)

@@ -123,6 +123,9 @@ func (l *Lab) writeClouds(d *devcloud.Deployment, s *spec.Spec) error {
 		}
 		fmt.Fprintf(&b, "  %s:\n    auth_type: none\n    auth: {endpoint: %q, project_id: %s}\n", cloudName(s, sn), c.Endpoint, l.Project())
 	}
+	if err := os.MkdirAll(l.stateDir(), 0o755); err != nil {
+		return err
+	}
 	return os.WriteFile(l.CloudsFile(), []byte(b.String()), 0o600)
 }
 
@@ -204,6 +207,9 @@ func copySpec(s *spec.Spec) (*spec.Spec, error) {
 // namespaces, which outlive them.
 func (l *Lab) stopNeutron() error {
 	if l.ForeignMode() != ForeignNeutron {
+		if l.Cloud == nil && fileExists(l.cloudDir()) {
+			return devcloud.Stop(l.cloudDir())
+		}
 		return nil
 	}
 	var errs []error
@@ -244,4 +250,39 @@ func deleteNS(name string) error {
 		return nil
 	}
 	return namespace.Delete(name)
+}
+
+// neutronStatus is a line per foreign node whose site's Neutron the lab
+// runs: its agents, and where they log.
+func (l *Lab) neutronStatus(s *spec.Spec) ([]string, bool) {
+	if l.ForeignMode() != ForeignNeutron {
+		return nil, true
+	}
+	d := l.Cloud
+	if d == nil {
+		var err error
+		if d, err = devcloud.Open(l.cloudDir()); err != nil {
+			return []string{fmt.Sprintf("%-8s neutron (the foreign sites' clouds, in %s: %v)", "STOPPED", l.cloudDir(), err)}, false
+		}
+	}
+	var lines []string
+	all := true
+	for _, sn := range s.SiteNames() {
+		site := s.Sites[sn]
+		if !site.Foreign() {
+			continue
+		}
+		for _, n := range site.Nodes {
+			h := devcloud.Host{Cloud: cloudName(s, sn), Name: n.Name, NS: l.NodeNS(n.Name), DHCP: site.DHCP != nil && site.DHCP.Node == n.Name}
+			state, what := "running", "linuxbridge agent"
+			if h.DHCP {
+				what += " and DHCP agent"
+			}
+			if !d.HostRunning(h) {
+				state, all = "STOPPED", false
+			}
+			lines = append(lines, fmt.Sprintf("%-8s neutron-%s (site %s's own Neutron: %s, logs %s)", state, n.Name, sn, what, filepath.Join(d.Dir, "log")))
+		}
+	}
+	return lines, all
 }

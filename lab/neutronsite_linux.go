@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/agents"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/dns"
@@ -206,6 +207,11 @@ func ensureGroups(ctx context.Context, c *openstack.Cloud, s *spec.Spec, site, p
 		}
 		g, err := groups.Create(ctx, c.Network, groups.CreateOpts{Name: name, ProjectID: project,
 			Description: "the lab's stand-in for a group the cloud's operators made"}).Extract()
+		if err != nil && name == "default" {
+			// Neutron makes a project's default group itself, the first
+			// time the project makes anything.
+			g, err = findGroup(ctx, c, project, name)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("lab: cloud %s: create group %s: %w", c.Name, name, err)
 		}
@@ -477,4 +483,48 @@ func scheduleDHCP(ctx context.Context, c *openstack.Cloud, host string, netIDs m
 		}
 	}
 	return nil
+}
+
+// findGroup finds a project's group by name.
+func findGroup(ctx context.Context, c *openstack.Cloud, project, name string) (*groups.SecGroup, error) {
+	var found *groups.SecGroup
+	err := groups.List(c.Network, groups.ListOpts{Name: name, ProjectID: project}).EachPage(ctx, func(_ context.Context, p pagination.Page) (bool, error) {
+		gs, err := groups.ExtractGroups(p)
+		if len(gs) > 0 {
+			found = &gs[0]
+		}
+		return false, err
+	})
+	if err == nil && found == nil {
+		err = fmt.Errorf("no group %s in project %s", name, project)
+	}
+	return found, err
+}
+
+// waitDHCP waits until the site's DHCP port is ACTIVE (its agent has
+// wired it and runs dnsmasq for the network): before that a VM's
+// discover goes unanswered.
+func waitDHCP(ctx context.Context, c *openstack.Cloud, addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var status string
+		err := ports.List(c.Network, ports.ListOpts{DeviceOwner: "network:dhcp", FixedIPs: []ports.FixedIPOpts{{IPAddress: addr}}}).EachPage(ctx, func(_ context.Context, p pagination.Page) (bool, error) {
+			ps, err := ports.ExtractPorts(p)
+			for _, x := range ps {
+				status = x.Status
+			}
+			return false, err
+		})
+		if err == nil && status == "ACTIVE" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: cloud %s: the DHCP port %s is %q after %s (err %v); see the DHCP agent's log in the lab's neutron/log", c.Name, addr, status, within, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -66,7 +66,7 @@ func TestNeutronPortReachesTheOtherSite(t *testing.T) {
 	}
 	// Knox's VMs stay the spec's; ePouta's come from its cloud.
 	raw = bytes.Replace(raw, []byte("    cloud: knox\n"), nil, 1)
-	l, s := newAgentLab(t, string(raw))
+	l, s := newAgentLab(t, string(raw), standIn)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cloudsFile, err := neutrontest.CloudsYAML(t.TempDir(), servers)

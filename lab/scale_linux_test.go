@@ -55,7 +55,7 @@ func TestCheckAtNinetySixVMs(t *testing.T) {
 	if s, err = spec.Parse(b); err != nil {
 		t.Fatal(err)
 	}
-	l := newLab(t, s, b)
+	l := newLab(t, s, b, standIn)
 	t0 := time.Now()
 	rs, err := l.Check(context.Background(), s, os.Getenv("BOTHNIA_CHECK_FULL") != "")
 	if err != nil {

@@ -195,7 +195,10 @@ bound|renew)
 	# host's for commands run in the VM: the VM's own resolver setup.
 	if [ -n "$RESOLV_CONF" ] && [ -n "$dns" ]; then
 		mkdir -p "$(dirname "$RESOLV_CONF")"
-		{ [ -n "$search" ] && echo "search $search"; for d in $dns; do echo "nameserver $d"; done; } > "$RESOLV_CONF"
+		# A server that sends no search list (Neutron's dnsmasq) gives the
+		# domain: resolvers search it, as a VM's own would.
+		s=${search:-$domain}
+		{ [ -n "$s" ] && echo "search $s"; for d in $dns; do echo "nameserver $d"; done; } > "$RESOLV_CONF"
 	fi
 	;;
 esac

@@ -72,6 +72,7 @@ node plans are applied by the same code that runs on real hosts.`,
 func labUpCmd() *cobra.Command {
 	var name string
 	var verbose, direct bool
+	var foreign string
 	var members int
 	c := &cobra.Command{
 		Use:   "up [SPEC]",
@@ -102,6 +103,7 @@ that stopping any one member changes nothing for the fabric.`,
 				return fmt.Errorf("--etcd-members %d: the lab runs 1 member or the sites' 3", members)
 			}
 			l.EtcdMembers = members
+			l.Foreign = foreign
 			rep, err := l.Up(s, raw)
 			out := cmd.OutOrStdout()
 			if rep != nil {
@@ -112,6 +114,9 @@ that stopping any one member changes nothing for the fabric.`,
 				}
 				for _, p := range rep.Pending {
 					fmt.Fprintln(out, "  pending port:", p)
+				}
+				if rep.Foreign != "" {
+					fmt.Fprintln(out, "  foreign sites:", rep.Foreign)
 				}
 				if len(rep.Changes) == 0 {
 					fmt.Fprintf(out, "lab %s: up to date, nothing changed\n", name)
@@ -125,6 +130,7 @@ that stopping any one member changes nothing for the fabric.`,
 	labFlag(c, &name)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "list every change made")
 	c.Flags().BoolVar(&direct, "direct", false, "converge the nodes from this process, without etcd and agents")
+	c.Flags().StringVar(&foreign, "foreign", "", "how a foreign site runs: neutron (real neutron-server and agents) or stand-in (bothnia imitating them); default: neutron where the packages are installed")
 	c.Flags().IntVar(&members, "etcd-members", 1, "etcd members: 1, or the sites' cluster of 3 (set when the lab is first brought up)")
 	return c
 }

@@ -107,6 +107,11 @@ func Start(ctx context.Context, dir string, o Options, names ...string) (d *Depl
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// dnsmasq reads the DHCP agent's host files as nobody: the directory
+	// must be searchable (its parents too, which MkdirTemp's are).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
 	d = &Deployment{Dir: dir, Agents: agents, DNSDomain: o.DNSDomain, Clouds: map[string]*Cloud{}}
 	defer func() {
 		if err != nil {
