@@ -133,13 +133,18 @@ func (t *Trace) deciding() Stage {
 // the firewall: the bridge table is anti-spoofing (and tagged frames); in
 // the iptables layout (Neutron's names, bothnia's prefix) bothnia-s<port>
 // is anti-spoofing, bothnia-o<port> egress, bothnia-i<port> ingress.
-// "group" is a chain either direction uses; "" one it cannot tell.
+// "group" is a chain either direction uses; "" one it cannot tell. A
+// foreign site's Neutron (its linuxbridge agent's chains) is read the
+// same way.
 func chainKind(drop string) string {
 	f := strings.Fields(drop)
 	if len(f) != 3 {
 		return ""
 	}
 	table, chain := f[1], f[2]
+	if n, ok := strings.CutPrefix(chain, "neutron-linuxbri-"); ok {
+		chain = "bothnia-" + n
+	}
 	switch {
 	case table == "bothnia-l2":
 		return "anti-spoofing"

@@ -31,6 +31,10 @@ type Stage struct {
 	Stage  string `json:"stage"`
 	Object string `json:"object"`
 	Result string `json:"result"`
+	// Cloud names the foreign site whose own cloud decides this stage
+	// (its Neutron's rules, on its hosts): the model follows Neutron's
+	// semantics there, but bothnia cannot see into those rules.
+	Cloud string `json:"cloud,omitempty"`
 }
 
 // Trace is the answer.
@@ -151,7 +155,7 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 	if to.vm != nil && to.net == from.net {
 		t.DstNode = to.vm.Node
 	}
-	add := func(stage, obj, res string) { t.Stages = append(t.Stages, Stage{stage, obj, res}) }
+	add := func(stage, obj, res string) { t.Stages = append(t.Stages, Stage{Stage: stage, Object: obj, Result: res}) }
 	srcNode := p.Node(from.vm.Node)
 	br := plan.BridgeName(plan.NetworkID(s, from.net))
 	add("source", fmt.Sprintf("vm %s on node %s, port %s, network %s (bridge %s)", from.vm.Name, from.vm.Node, plan.TapName(plan.PortID(s, from.net, from.vm)), from.net.Name, br), "sent")
@@ -163,12 +167,21 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 	v := f.Decide(fr)
 	var ingress []Stage
 	for _, st := range v.Stages {
-		s := Stage{st.Name, st.Object, st.Result}
+		stage := Stage{Stage: st.Name, Object: st.Object, Result: st.Result}
+		node := from.vm.Node
 		if st.Name == "ingress" || st.Name == "bridge" {
-			ingress = append(ingress, s)
+			if to.vm != nil {
+				node = to.vm.Node
+			}
+		}
+		if s.ForeignNode(node) && st.Name != "node" {
+			stage.Cloud = s.NodeSite(node)
+		}
+		if st.Name == "ingress" || st.Name == "bridge" {
+			ingress = append(ingress, stage)
 			continue
 		}
-		t.Stages = append(t.Stages, s)
+		t.Stages = append(t.Stages, stage)
 	}
 	if !v.Allowed && len(ingress) == 0 {
 		t.Verdict = "dropped"
@@ -260,6 +273,9 @@ func (t *Trace) String() string {
 	fmt.Fprintf(&b, "trace %s -> %s: %s\n", t.From, t.To, t.Packet)
 	for i, st := range t.Stages {
 		fmt.Fprintf(&b, "%2d. %-13s %-9s %s\n", i+1, st.Stage, st.Result, st.Object)
+		if st.Cloud != "" {
+			fmt.Fprintf(&b, "    %-13s %-9s site %s's own cloud decides this: modelled with Neutron's semantics, its rules not seen\n", "", "", st.Cloud)
+		}
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", t.Verdict)
 	return b.String()

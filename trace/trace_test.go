@@ -113,3 +113,25 @@ func TestTraceStages(t *testing.T) {
 		t.Errorf("unknown FROM: %v", err)
 	}
 }
+
+// A stage a foreign site's own cloud decides is marked as such: the model
+// follows Neutron there, but trace cannot see into its rules.
+func TestForeignStagesAreMarked(t *testing.T) {
+	s := example(t)
+	tr, err := Run(s, Request{From: "knox-vm1", To: "epouta-vm1", Proto: "tcp", Port: 7001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := tr.Stages[len(tr.Stages)-1]
+	if last.Stage != "ingress" || last.Cloud != "epouta" {
+		t.Errorf("ingress at ePouta: %+v, want it marked as site epouta's cloud's", last)
+	}
+	for _, st := range tr.Stages {
+		if (st.Stage == "anti-spoofing" || st.Stage == "egress") && st.Cloud != "" {
+			t.Errorf("knox-vm1's own %s is bothnia's, marked %q", st.Stage, st.Cloud)
+		}
+	}
+	if !strings.Contains(tr.String(), "site epouta's own cloud decides this") {
+		t.Errorf("the trace does not say so:\n%s", tr)
+	}
+}
