@@ -155,7 +155,9 @@ func Run(s *spec.Spec, r Request) (*Trace, error) {
 	if to.vm != nil && to.net == from.net {
 		t.DstNode = to.vm.Node
 	}
-	add := func(stage, obj, res string) { t.Stages = append(t.Stages, Stage{Stage: stage, Object: obj, Result: res}) }
+	add := func(stage, obj, res string) {
+		t.Stages = append(t.Stages, Stage{Stage: stage, Object: obj, Result: res})
+	}
 	srcNode := p.Node(from.vm.Node)
 	br := plan.BridgeName(plan.NetworkID(s, from.net))
 	add("source", fmt.Sprintf("vm %s on node %s, port %s, network %s (bridge %s)", from.vm.Name, from.vm.Node, plan.TapName(plan.PortID(s, from.net, from.vm)), from.net.Name, br), "sent")
