@@ -61,6 +61,10 @@ type Agent struct {
 	mu      sync.Mutex
 	status  Status
 	changed chan struct{} // a token when the status changed
+	// up are the node's ports that are up (see ports.go), nil before the
+	// first converge; upChanged a token when they changed.
+	up        map[string]string
+	upChanged chan struct{}
 }
 
 // Status is what the agent reports, in the store and on /readyz.
@@ -87,6 +91,7 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target, StandIn: cfg.StandIn}, log: cfg.Log.With("node", cfg.Node)}
 	a.changed = make(chan struct{}, 1)
+	a.upChanged = make(chan struct{}, 1)
 	a.rev = newRevoker()
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
@@ -128,6 +133,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer cli.Close()
 	go a.report(ctx, cli)
+	go a.reportPorts(ctx, cli)
 	go a.rev.run(ctx, a.revoked)
 	resync := time.NewTicker(a.cfg.Resync)
 	defer resync.Stop()
@@ -337,6 +343,9 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 			}
 			ports = len(st.Plan.Ports)
 			a.m.ports.Set(float64(ports))
+			if err == nil {
+				a.setUp(upPorts(s, st, res))
+			}
 		}
 	}
 	a.m.converge.Observe(time.Since(start).Seconds())

@@ -67,7 +67,15 @@ func (l *Lab) etcdServices() ([]service, error) {
 		return nil, err
 	}
 	if len(members) == 1 {
-		return []service{{name: "etcd", args: []string{"etcd", "--data-dir", filepath.Join(l.stateDir(), "etcd"), "--listen-client", l.EtcdURL()}}}, nil
+		listen := l.EtcdURL()
+		if l.StoreHTTP {
+			u, err := l.storeHTTP()
+			if err != nil {
+				return nil, err
+			}
+			listen += "," + u
+		}
+		return []service{{name: "etcd", args: []string{"etcd", "--data-dir", filepath.Join(l.stateDir(), "etcd"), "--listen-client", listen}}}, nil
 	}
 	// The peer ports are kept with the cluster: a member restarted later
 	// must find the others where the cluster was formed.
@@ -96,6 +104,28 @@ func (l *Lab) etcdServices() ([]service, error) {
 			"--listen-client", l.EtcdEndpoints()[i], "--listen-peer", peer, "--initial-cluster", strings.Join(peers, ",")}})
 	}
 	return svcs, nil
+}
+
+// storeHTTP is the store's HTTP address on loopback (for bothnia's ML2
+// driver in a Neutron of the lab's), chosen once and kept with the lab.
+func (l *Lab) storeHTTP() (string, error) {
+	f := filepath.Join(l.stateDir(), "etcd-http")
+	if b, err := os.ReadFile(f); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	port, err := store.FreeLoopbackPort()
+	if err != nil {
+		return "", err
+	}
+	u := fmt.Sprintf("http://127.0.0.1:%d", port)
+	return u, os.WriteFile(f, []byte(u+"\n"), 0o644)
+}
+
+// StoreHTTPURL is where the running lab's store answers HTTP (etcd's
+// JSON gateway), or "" if it does not.
+func (l *Lab) StoreHTTPURL() string {
+	b, _ := os.ReadFile(filepath.Join(l.stateDir(), "etcd-http"))
+	return strings.TrimSpace(string(b))
 }
 
 // AgentAddr is where a node's agent serves health and metrics, inside the

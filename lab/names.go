@@ -48,6 +48,9 @@ type Lab struct {
 	// Cloud is a running Neutron deployment the lab uses for its foreign
 	// sites (tests share one); nil starts the lab's own, stopped by Down.
 	Cloud *devcloud.Deployment
+	// StoreHTTP makes the store answer on a loopback HTTP address too
+	// (StoreHTTPURL), as bothnia's ML2 driver in a Neutron reads it.
+	StoreHTTP bool
 
 	// Set by up: how this lab runs its foreign sites, and why where it
 	// fell back to the stand-in.

@@ -67,7 +67,11 @@ type Inventory struct {
 	AddressGroups []addressgroups.AddressGroup
 }
 
-// Read lists everything bothnia maps from one cloud. A request that fails
+// Read lists everything bothnia maps from one cloud: its networks (a
+// provider network may belong to the admin's project), and the ports and
+// groups of the account's project when the cloud names one. An admin's
+// token sees every project's, and every project has a group named
+// "default": matched by name, they would be ambiguous. A request that fails
 // (after the client's bounded retries) fails the read and names what was
 // being listed: a partial inventory would delete the ports it missed.
 func Read(ctx context.Context, c *Cloud) (*Inventory, error) {
@@ -92,7 +96,7 @@ func Read(ctx context.Context, c *Cloud) (*Inventory, error) {
 			})
 		}},
 		{"ports", func() error {
-			return list(ctx, ports.List(c.Network, ports.ListOpts{}), func(p pagination.Page) error {
+			return list(ctx, ports.List(c.Network, ports.ListOpts{ProjectID: c.ProjectID}), func(p pagination.Page) error {
 				var ps []Port
 				err := ports.ExtractPortsInto(p, &ps)
 				inv.Ports = append(inv.Ports, ps...)
@@ -100,7 +104,7 @@ func Read(ctx context.Context, c *Cloud) (*Inventory, error) {
 			})
 		}},
 		{"security groups", func() error {
-			return list(ctx, groups.List(c.Network, groups.ListOpts{}), func(p pagination.Page) error {
+			return list(ctx, groups.List(c.Network, groups.ListOpts{ProjectID: c.ProjectID}), func(p pagination.Page) error {
 				var gs []Group
 				err := p.(groups.SecGroupPage).ExtractIntoSlicePtr(&gs, "security_groups")
 				inv.Groups = append(inv.Groups, gs...)

@@ -204,9 +204,13 @@ type Server struct {
 // Member configures one etcd member. The zero values make the lab's
 // single member: peers on a free loopback port, no TLS.
 type Member struct {
-	Name      string // default "bothnia"
-	Dir       string // data directory
-	ClientURL string // where clients connect (unix:///path or https://addr:2379)
+	Name string // default "bothnia"
+	Dir  string // data directory
+	// ClientURL is where clients connect (unix:///path or
+	// https://addr:2379), or several such URLs, comma-separated: a unix
+	// socket for the agents and an HTTP address for bothnia's ML2 driver,
+	// which reads the store through etcd's JSON gateway.
+	ClientURL string
 	// PeerURL is where the other members reach this one (https://addr:2380
 	// between sites); InitialCluster names every member
 	// ("knox-1=https://...,knox-2=https://...,epouta-1=https://..."), and
@@ -230,9 +234,13 @@ func StartServer(dir, clientURL string) (*Server, error) {
 
 // StartMember starts an etcd member and waits until it serves.
 func StartMember(m Member) (*Server, error) {
-	cu, err := url.Parse(m.ClientURL)
-	if err != nil {
-		return nil, fmt.Errorf("store: client URL %q: %w", m.ClientURL, err)
+	var cus []url.URL
+	for _, c := range strings.Split(m.ClientURL, ",") {
+		cu, err := url.Parse(strings.TrimSpace(c))
+		if err != nil {
+			return nil, fmt.Errorf("store: client URL %q: %w", c, err)
+		}
+		cus = append(cus, *cu)
 	}
 	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
 		return nil, err
@@ -257,7 +265,7 @@ func StartMember(m Member) (*Server, error) {
 		return nil, fmt.Errorf("store: peer URL %q: %w", m.PeerURL, err)
 	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = cus, cus
 	cfg.InitialCluster = m.InitialCluster
 	if cfg.InitialCluster == "" {
 		cfg.InitialCluster = cfg.Name + "=" + peer.String()
@@ -270,8 +278,10 @@ func StartMember(m Member) (*Server, error) {
 	// etcd's own log would be the operator's noise: bothnia reports
 	// what matters (ready, failed).
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	if cu.Scheme == "unix" {
-		_ = os.Remove(cu.Host + cu.Path) // a socket left by a killed server
+	for _, cu := range cus {
+		if cu.Scheme == "unix" {
+			_ = os.Remove(cu.Host + cu.Path) // a socket left by a killed server
+		}
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

@@ -11,6 +11,8 @@
 //	/bothnia/v1/security_groups/<group>       a security group and its rules
 //	/bothnia/v1/status/<node>                 written by the node's agent (with a lease):
 //	                                          the revision it converged to, ready or not, the last error
+//	/bothnia/v1/status/<node>/up/<port id>    written by the node's agent (no lease): the port is up
+//	                                          (tap in its bridge, rules in); the value is its tap
 //
 // Assemble turns the objects back into a spec. A port, network or group
 // that does not decode, or that validation refuses, is left out and
@@ -53,6 +55,11 @@ func NetworkKey(name string) string     { return Prefix + KindNetwork + "/" + na
 func PortKey(network, vm string) string { return Prefix + KindPort + "/" + network + "/" + vm }
 func GroupKey(name string) string       { return Prefix + KindGroup + "/" + name }
 func StatusKey(node string) string      { return Prefix + KindStatus + "/" + node }
+
+// PortsUpPrefix is where a node's agent lists the ports that are up;
+// PortUpKey one of them (by Neutron port UUID; the value is its tap).
+func PortsUpPrefix(node string) string     { return StatusKey(node) + "/up/" }
+func PortUpKey(node, portID string) string { return PortsUpPrefix(node) + portID }
 
 // Objects are the store's values by key.
 type Objects map[string][]byte

@@ -72,7 +72,7 @@ nodes as they are until it comes back.`,
 	}
 	f := c.Flags()
 	f.StringVar(&m.Dir, "data-dir", "/var/lib/bothnia/etcd", "the member's data directory")
-	f.StringVar(&m.ClientURL, "listen-client", "unix:///run/bothnia/etcd.sock", "where clients connect")
+	f.StringVar(&m.ClientURL, "listen-client", "unix:///run/bothnia/etcd.sock", "where clients connect; comma-separated for several (a unix socket for the agents, http://127.0.0.1:2379 for bothnia's ML2 driver on the same host)")
 	f.StringVar(&m.Name, "name", "bothnia", "the member's name in the cluster")
 	f.StringVar(&m.PeerURL, "listen-peer", "", "where the other members reach this one (default: a free loopback port, one member)")
 	f.StringVar(&m.InitialCluster, "initial-cluster", "", "every member as name=peer-url, comma-separated (default: this one alone)")

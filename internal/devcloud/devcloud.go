@@ -79,12 +79,22 @@ type Deployment struct {
 	Clouds    map[string]*Cloud
 	dbPort    int
 	mqPort    int
+	opts      Options
 }
 
 // Options shape a deployment.
 type Options struct {
 	Agents    bool   // RabbitMQ and the linuxbridge mechanism driver, so that StartHost can run agents
 	DNSDomain string // see Deployment.DNSDomain
+	// Mechanisms are ML2's mechanism drivers in order; empty is
+	// linuxbridge with agents, none without.
+	Mechanisms []string
+	// PythonPath goes first on the servers' Python path: where an
+	// out-of-tree driver (bothnia's) is installed.
+	PythonPath string
+	// Conf is appended to every server's neutron.conf (a driver's own
+	// section).
+	Conf string
 }
 
 // Cloud is one running neutron-server.
@@ -112,7 +122,7 @@ func Start(ctx context.Context, dir string, o Options, names ...string) (d *Depl
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	d = &Deployment{Dir: dir, Agents: agents, DNSDomain: o.DNSDomain, Clouds: map[string]*Cloud{}}
+	d = &Deployment{Dir: dir, Agents: agents, DNSDomain: o.DNSDomain, Clouds: map[string]*Cloud{}, opts: o}
 	defer func() {
 		if err != nil {
 			_ = Stop(dir)
@@ -169,8 +179,12 @@ func Start(ctx context.Context, dir string, o Options, names ...string) (d *Depl
 	if err := errors.Join(all...); err != nil {
 		return nil, err
 	}
+	var env []string
+	if o.PythonPath != "" {
+		env = []string{"PYTHONPATH=" + o.PythonPath}
+	}
 	for _, name := range names {
-		if err := d.daemon("server-"+name, "", "neutron-server", "--config-file", confs[name]); err != nil {
+		if err := d.daemonEnv("server-"+name, "", env, "neutron-server", "--config-file", confs[name]); err != nil {
 			return nil, err
 		}
 	}
@@ -345,6 +359,9 @@ func (d *Deployment) configure(name string, apiPort int) (*Cloud, error) {
 	if d.Agents {
 		workers, mech, fw = 1, "linuxbridge", "iptables"
 	}
+	if len(d.opts.Mechanisms) > 0 {
+		mech = strings.Join(d.opts.Mechanisms, ",")
+	}
 	ext, domain := "port_security", ""
 	if d.DNSDomain != "" {
 		ext, domain = "port_security,dns", "dns_domain = "+d.DNSDomain
@@ -387,7 +404,8 @@ network_vlan_ranges = %s:1200:1300
 
 [securitygroup]
 firewall_driver = %s
-`, apiPort, workers, workers, d.transportURL(), state, log, domain, d.dbPort, dbName(name), filepath.Join(state, "lock"), mech, ext, PhysNet, fw)
+%s
+`, apiPort, workers, workers, d.transportURL(), state, log, domain, d.dbPort, dbName(name), filepath.Join(state, "lock"), mech, ext, PhysNet, fw, d.opts.Conf)
 	path := filepath.Join(state, "neutron.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err

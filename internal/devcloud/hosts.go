@@ -22,6 +22,10 @@ type Host struct {
 	Name  string // Neutron's host name (binding:host_id)
 	NS    string // the network namespace that stands for it
 	DHCP  bool   // a neutron-dhcp-agent too (its qdhcp namespaces are created beside NS)
+	// Mappings are the linuxbridge agent's physical_interface_mappings;
+	// empty is PhysNet:PhysDev. A host bothnia shares with Neutron maps
+	// only the networks that stay Neutron's.
+	Mappings string
 }
 
 // StartHost runs the cloud's agents for one host in its namespace: the
@@ -70,9 +74,13 @@ lock_path = %s
 [experimental]
 linuxbridge = True
 `, h.Name, d.transportURL(), state, filepath.Join(state, "lock"))
+	mappings := h.Mappings
+	if mappings == "" {
+		mappings = PhysNet + ":" + PhysDev
+	}
 	lb := common + fmt.Sprintf(`
 [linux_bridge]
-physical_interface_mappings = %s:%s
+physical_interface_mappings = %s
 
 [vxlan]
 enable_vxlan = False
@@ -80,7 +88,7 @@ enable_vxlan = False
 [securitygroup]
 firewall_driver = iptables
 enable_security_group = True
-`, PhysNet, PhysDev)
+`, mappings)
 	agents := []struct{ kind, bin, conf, typ string }{{"lb", "neutron-linuxbridge-agent", strings.Replace(lb, "EXTRA\n", "", 1), "Linux bridge agent"}}
 	if h.DHCP {
 		extra := `interface_driver = linuxbridge

@@ -1,0 +1,1 @@
+"""bothnia's ML2 mechanism driver for Neutron (see driver.py)."""

@@ -1,0 +1,65 @@
+# What the driver reads of bothnia's store (store/store.go's layout):
+#
+#   /bothnia/v1/networks/<name>           YAML of a fabric network: its segment
+#   /bothnia/v1/status/<node>             JSON of the node's agent, under a
+#                                         lease: gone when the agent is
+#   /bothnia/v1/status/<node>/up/<port>   the port is up on the node: its tap
+#                                         is in its bridge, its rules are in
+#
+# Pure functions of what was read, so they are tested without etcd.
+
+import json
+
+import yaml
+
+PREFIX = '/bothnia/v1/'
+NETWORKS = PREFIX + 'networks/'
+STATUS = PREFIX + 'status/'
+
+
+def segments(kvs):
+    """The fabric's segments (VLAN IDs) from the networks' keys."""
+    out = set()
+    for k, v in kvs.items():
+        if not k.startswith(NETWORKS):
+            continue
+        try:
+            n = yaml.safe_load(v) or {}
+        except yaml.YAMLError:
+            continue
+        seg = n.get('segment')
+        if isinstance(seg, int):
+            out.add(seg)
+    return out
+
+
+def nodes(kvs):
+    """(alive, up): the nodes whose agent reports ready, and each node's
+    ports that are up, from the status keys."""
+    alive, up = set(), {}
+    for k, v in kvs.items():
+        if not k.startswith(STATUS):
+            continue
+        rest = k[len(STATUS):].split('/')
+        if len(rest) == 1:
+            try:
+                st = json.loads(v)
+            except ValueError:
+                continue
+            if st.get('ready'):
+                alive.add(rest[0])
+        elif len(rest) == 3 and rest[1] == 'up':
+            up.setdefault(rest[0], set()).add(rest[2])
+    return alive, up
+
+
+def node_of(host, names):
+    """The bothnia node a Neutron host is: the name itself, or its first
+    label (knox-c1.example.org is knox-c1), as openstack import maps
+    binding:host_id; None if neither is a node."""
+    if host in names:
+        return host
+    first = host.split('.')[0]
+    if first in names:
+        return first
+    return None
