@@ -314,6 +314,84 @@ func TestDriverInsideNeutron(t *testing.T) {
 	}
 	t.Logf("tap made -> reported up by bothnia's agent: %s; -> ACTIVE: %s", tUp.Sub(t0).Round(time.Millisecond), tActive.Sub(t0).Round(time.Millisecond))
 
+	// Neutron's own agent on the same node, for another network (a flat
+	// one on physnet2): what it takes from the binding PUT to ACTIVE,
+	// beside bothnia for a fabric port; and what it does to bothnia's taps.
+	t.Run("beside Neutron's own agent", func(t *testing.T) {
+		node := b.l.NodeNS("knox-c1")
+		for _, c := range [][]string{{"-n", node, "link", "add", "em2", "type", "veth", "peer", "name", "em2p"},
+			{"-n", node, "link", "set", "em2", "up"}, {"-n", node, "link", "set", "em2p", "up"}} {
+			if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", c, err, out)
+			}
+		}
+		if err := b.d.StartHost(b.ctx, devcloud.Host{Cloud: "knox", Name: "knox-c1", NS: node, Mappings: "physnet2:em2"}); err != nil {
+			t.Fatal(err)
+		}
+		n, err := networks.Create(b.ctx, b.cloud.Network, provider.CreateOptsExt{
+			CreateOptsBuilder: networks.CreateOpts{Name: "other", ProjectID: devcloud.ProjectID},
+			Segments:          []provider.Segment{{NetworkType: "flat", PhysicalNetwork: "physnet2"}},
+		}).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dhcp := false
+		sub, err := subnets.Create(b.ctx, b.cloud.Network, subnets.CreateOpts{NetworkID: n.ID, CIDR: "10.202.0.0/24", IPVersion: 4, ProjectID: devcloud.ProjectID, EnableDHCP: &dhcp}).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		boot := func(name, netID, subID, ip, bridge string) (*openstack.Port, time.Duration) {
+			t0 := time.Now()
+			p := b.bind(name, netID, subID, ip, "knox-c1")
+			b.tap("knox-c1", p, bridge)
+			for time.Since(t0) < 60*time.Second {
+				if b.status(p.ID) == "ACTIVE" {
+					return p, time.Since(t0)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Fatalf("%s: %s 60 s after its binding PUT", name, b.status(p.ID))
+			return nil, 0
+		}
+		const runs = 3
+		var lbT, bnT time.Duration
+		for i := 0; i < runs; i++ {
+			lb, d := boot(fmt.Sprintf("other%d", i), n.ID, sub.ID, fmt.Sprintf("10.202.0.%d", 10+i), "brq"+n.ID[:11])
+			if lb.VIFType != "bridge" {
+				t.Fatalf("the other network's port is bound as %q, want bridge (linuxbridge's)", lb.VIFType)
+			}
+			lbT += d
+			bn, d := boot(fmt.Sprintf("fab%d", i), b.net, b.subnet, fmt.Sprintf("10.101.128.%d", 20+i), "")
+			if bn.VIFType != "tap" {
+				t.Fatalf("the fabric port is bound as %q beside Neutron's agent, want tap", bn.VIFType)
+			}
+			bnT += d
+		}
+		t.Logf("binding PUT -> ACTIVE, mean of %d on knox-c1: Neutron's linuxbridge agent %s, bothnia %s (%.2fx)",
+			runs, (lbT / runs).Round(time.Millisecond), (bnT / runs).Round(time.Millisecond), float64(lbT)/float64(bnT))
+		// What the unmodified linuxbridge agent did to bothnia's taps.
+		out, _ := exec.Command("ip", "netns", "exec", node, "iptables-save").CombinedOutput()
+		chains := 0
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "-A neutron-linuxbri-") && strings.Contains(line, plan.TapName(p.ID)) {
+				chains++
+			}
+		}
+		t.Logf("linuxbridge agent rules naming bothnia's tap %s: %d", plan.TapName(p.ID), chains)
+		// The linuxbridge agent sees bothnia's taps and, unable to wire
+		// them (the fabric's physical network is not its), reports them
+		// down; bothnia's driver holds them ACTIVE while its agent has
+		// them up.
+		active := false
+		for i := 0; i < 50 && !active; i++ {
+			active = b.status(p.ID) == "ACTIVE"
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !active {
+			t.Errorf("vm1's port is %s beside the linuxbridge agent, though bothnia's agent has it up", b.status(p.ID))
+		}
+	})
+
 	t.Run("dead host", func(t *testing.T) {
 		pidFile := filepath.Join(lab.StateDir, b.l.Prefix, "agent-knox-c2.pid")
 		raw, err := os.ReadFile(pidFile)

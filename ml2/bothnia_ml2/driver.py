@@ -26,6 +26,7 @@ from neutron_lib.callbacks import resources
 from neutron_lib import constants as const
 from neutron_lib import context as n_context
 from neutron_lib.db import api as db_api
+from neutron_lib.plugins import directory
 from neutron_lib.plugins.ml2 import api
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -171,6 +172,31 @@ class BothniaMechanismDriver(api.MechanismDriver):
                 provisioning_blocks.provisioning_complete(
                     ctx, port_id, resources.PORT,
                     provisioning_blocks.L2_AGENT_ENTITY)
+        # A port of bothnia's that is up, no longer blocked, but not
+        # ACTIVE: another host agent (a linuxbridge agent sharing the
+        # host, which sees the tap and cannot wire it) reported it down.
+        # bothnia's agent is the one that wires it: its word stands.
+        for port_id, host in self._down_ports(ctx):
+            node = fabric.node_of(host, up.keys())
+            if node is not None and port_id in up.get(node, ()):
+                LOG.info('bothnia: port %s is up on node %s but was reported down; ACTIVE again', port_id, node)
+                directory.get_plugin().update_port_status(ctx, port_id, const.PORT_STATUS_ACTIVE, host)
+
+    @staticmethod
+    def _down_ports(ctx):
+        """(port id, host) of every port this driver bound that is not
+        ACTIVE and has no provisioning block left."""
+        with db_api.CONTEXT_READER.using(ctx):
+            blocked = (ctx.session.query(pb_model.ProvisioningBlock.standard_attr_id)
+                       .filter(pb_model.ProvisioningBlock.standard_attr_id == models_v2.Port.standard_attr_id)
+                       .exists())
+            q = (ctx.session.query(models_v2.Port.id, ml2_models.PortBindingLevel.host)
+                 .join(ml2_models.PortBindingLevel,
+                       ml2_models.PortBindingLevel.port_id == models_v2.Port.id)
+                 .filter(ml2_models.PortBindingLevel.driver == DRIVER)
+                 .filter(models_v2.Port.status != const.PORT_STATUS_ACTIVE)
+                 .filter(~blocked))
+            return list(q)
 
     @staticmethod
     def _blocked_ports(ctx):
