@@ -123,20 +123,7 @@ type udpSink struct {
 	conn net.PacketConn
 }
 
-func (fx *fixture) sink(vm string, port int) *udpSink {
-	s := &udpSink{got: map[string]bool{}}
-	err := namespace.Do(fx.vm(vm), func() error {
-		var err error
-		s.conn, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		fx.t.Fatal(err)
-	}
-	fx.t.Cleanup(func() { s.conn.Close() })
-	go s.read()
-	return s
-}
+func (fx *fixture) sink(vm string, port int) *udpSink { return fx.sinkIn(fx.vm(vm), "udp4", port) }
 
 // read records each datagram's source and payload until the socket closes.
 func (s *udpSink) read() {

@@ -2,13 +2,8 @@ package lab
 
 import (
 	"fmt"
-	"net/netip"
 	"sync"
 	"testing"
-
-	"github.com/vishvananda/netlink"
-
-	"github.com/bothnia/bothnia/namespace"
 )
 
 // concYAML is liveYAML with a DHCP server at each site, so that a VM
@@ -80,30 +75,8 @@ func TestTwelveConcurrentVMAdds(t *testing.T) {
 			t.Errorf("%s and %s both have %s", name, other, vm.IP)
 		}
 		seen[vm.IP] = name
-		if !hasAddr(t, l.VMNS(name), vm.IP) {
+		if !l.hasAddr(name, vm.IP+"/16") {
 			t.Errorf("%s has no lease of %s on its eth0", name, vm.IP)
 		}
 	}
-}
-
-func hasAddr(t *testing.T, ns, ip string) bool {
-	h, nsh, err := namespace.Netlink(ns)
-	if err != nil {
-		t.Error(err)
-		return false
-	}
-	defer nsh.Close()
-	defer h.Close()
-	l, err := h.LinkByName(VMDev)
-	if err != nil {
-		return false
-	}
-	addrs, _ := h.AddrList(l, netlink.FAMILY_V4)
-	want := netip.MustParseAddr(ip)
-	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == want {
-			return true
-		}
-	}
-	return false
 }

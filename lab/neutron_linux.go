@@ -230,12 +230,8 @@ func (l *Lab) stopNeutron() error {
 	}
 	if l.Cloud != nil {
 		if err == nil {
-			for _, sn := range s.SiteNames() {
-				if s.Sites[sn].Foreign() {
-					for _, n := range s.Sites[sn].Nodes {
-						errs = append(errs, l.Cloud.StopHost(l.NodeNS(n.Name)))
-					}
-				}
+			for _, h := range l.neutronHosts(s) {
+				errs = append(errs, l.Cloud.StopHost(h.NS))
 			}
 		}
 	} else {
@@ -267,22 +263,15 @@ func (l *Lab) neutronStatus(s *spec.Spec) ([]string, bool) {
 	}
 	var lines []string
 	all := true
-	for _, sn := range s.SiteNames() {
-		site := s.Sites[sn]
-		if !site.Foreign() {
-			continue
+	for _, h := range l.neutronHosts(s) {
+		state, what := "running", "linuxbridge agent"
+		if h.DHCP {
+			what += " and DHCP agent"
 		}
-		for _, n := range site.Nodes {
-			h := devcloud.Host{Cloud: cloudName(s, sn), Name: n.Name, NS: l.NodeNS(n.Name), DHCP: site.DHCP != nil && site.DHCP.Node == n.Name}
-			state, what := "running", "linuxbridge agent"
-			if h.DHCP {
-				what += " and DHCP agent"
-			}
-			if !d.HostRunning(h) {
-				state, all = "STOPPED", false
-			}
-			lines = append(lines, fmt.Sprintf("%-8s neutron-%s (site %s's own Neutron: %s, logs %s)", state, n.Name, sn, what, filepath.Join(d.Dir, "log")))
+		if !d.HostRunning(h) {
+			state, all = "STOPPED", false
 		}
+		lines = append(lines, fmt.Sprintf("%-8s neutron-%s (site %s's own Neutron: %s, logs %s)", state, h.Name, s.NodeSite(h.Name), what, filepath.Join(d.Dir, "log")))
 	}
 	return lines, all
 }

@@ -140,7 +140,8 @@ func ensureSubnet(ctx context.Context, c *openstack.Cloud, s *spec.Spec, site st
 	}
 	for _, x := range inv.Subnets {
 		if x.NetworkID == netID {
-			if x.EnableDHCP == dhcp && x.GatewayIP == gw && slices.Equal(x.DNSNameservers, dns) && len(x.HostRoutes) == len(routes) && len(x.AllocationPools) == len(pools) {
+			if x.EnableDHCP == dhcp && x.GatewayIP == gw && slices.Equal(x.DNSNameservers, dns) &&
+				fmt.Sprint(x.HostRoutes) == fmt.Sprint(routes) && fmt.Sprint(x.AllocationPools) == fmt.Sprint(pools) {
 				return x.ID, nil
 			}
 			_, err := subnets.Update(ctx, c.Network, x.ID, subnets.UpdateOpts{EnableDHCP: &dhcp, GatewayIP: &gw, DNSNameservers: &dns,

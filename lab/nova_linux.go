@@ -112,23 +112,32 @@ func (e *ensurer) vxlan(ns string, want plan.Link) error {
 // linuxbridge agent everywhere, the DHCP agent on the site's DHCP node.
 func (l *Lab) foreignHosts(ctx context.Context, d *devcloud.Deployment, s *spec.Spec) ([]string, error) {
 	var changes []string
+	for _, h := range l.neutronHosts(s) {
+		if d.HostRunning(h) {
+			continue
+		}
+		if err := d.StartHost(ctx, h); err != nil {
+			return changes, err
+		}
+		changes = append(changes, fmt.Sprintf("%s: neutron agents for host %s", h.NS, h.Name))
+	}
+	return changes, nil
+}
+
+// neutronHosts are the foreign sites' nodes as their clouds' hosts: the
+// linuxbridge agent on each, the DHCP agent on the site's DHCP node.
+func (l *Lab) neutronHosts(s *spec.Spec) []devcloud.Host {
+	var out []devcloud.Host
 	for _, sn := range s.SiteNames() {
 		site := s.Sites[sn]
 		if !site.Foreign() {
 			continue
 		}
 		for _, n := range site.Nodes {
-			h := devcloud.Host{Cloud: cloudName(s, sn), Name: n.Name, NS: l.NodeNS(n.Name), DHCP: site.DHCP != nil && site.DHCP.Node == n.Name}
-			if d.HostRunning(h) {
-				continue
-			}
-			if err := d.StartHost(ctx, h); err != nil {
-				return changes, err
-			}
-			changes = append(changes, fmt.Sprintf("%s: neutron agents for host %s", h.NS, n.Name))
+			out = append(out, devcloud.Host{Cloud: cloudName(s, sn), Name: n.Name, NS: l.NodeNS(n.Name), DHCP: site.DHCP != nil && site.DHCP.Node == n.Name})
 		}
 	}
-	return changes, nil
+	return out
 }
 
 // plugForeign does Nova's part for each of the foreign sites' VMs: the

@@ -3,6 +3,8 @@ package openstack
 import (
 	"net/netip"
 	"sort"
+
+	"github.com/bothnia/bothnia/nft"
 )
 
 // Cover returns the fewest prefixes whose union is exactly the union of
@@ -16,7 +18,7 @@ func Cover(ps []netip.Prefix) []netip.Prefix {
 	for _, p := range ps {
 		if p.IsValid() {
 			p = p.Masked()
-			spans = append(spans, span{p.Addr(), last(p)})
+			spans = append(spans, span{p.Addr(), nft.LastAddr(p)})
 		}
 	}
 	sort.Slice(spans, func(i, j int) bool {
@@ -47,28 +49,18 @@ func Cover(ps []netip.Prefix) []netip.Prefix {
 			var p netip.Prefix
 			for bits := 0; bits <= lo.BitLen(); bits++ {
 				c := netip.PrefixFrom(lo, bits)
-				if c.Masked().Addr() == lo && !s.hi.Less(last(c)) {
+				if c.Masked().Addr() == lo && !s.hi.Less(nft.LastAddr(c)) {
 					p = c
 					break
 				}
 			}
 			out = append(out, p)
-			end := last(p)
+			end := nft.LastAddr(p)
 			if end == s.hi {
 				break
 			}
 			lo = end.Next()
 		}
 	}
-	return out
-}
-
-// last is the highest address of a prefix.
-func last(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(a)*8; i++ {
-		a[i/8] |= 0x80 >> (i % 8)
-	}
-	out, _ := netip.AddrFromSlice(a)
 	return out
 }
