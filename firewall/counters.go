@@ -35,7 +35,8 @@ func dropReason(table, chain, text string) string {
 		return DropTagged
 	case strings.Contains(text, "udp dport 68 counter"), strings.Contains(text, "udp dport 546 counter"):
 		return DropRogueDHCP
-	case table == FWTable && strings.Contains(text, "0xfffe"):
+	case table == FWTable && strings.Contains(text, "0xfffe"),
+		table == L2Table && (chain == chUnkIn || chain == chUnkOut):
 		return DropUnprogrammed
 	case table == FWTable && chain == "forward":
 		return DropRouted

@@ -22,7 +22,7 @@ func iptDropReason(tool, chain, rule string) string {
 		return DropRogueDHCP
 	case strings.Contains(rule, "! --physdev-is-bridged"):
 		return DropRouted
-	case chain == iptPrefix+"known-in", chain == iptPrefix+"known-out":
+	case chain == iptPrefix+"known-in", chain == iptPrefix+"known-out", chain == ebUnknownIn, chain == ebUnknownOut:
 		return DropUnprogrammed
 	case strings.HasPrefix(chain, iptPrefix+"n") && rule == "-j DROP":
 		return DropSpoofedND

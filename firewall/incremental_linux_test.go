@@ -60,9 +60,10 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 			t.Errorf("adding a port changed something not its own: %s", c)
 		}
 	}
-	// ports, in-marks, one out-bit set per bit of the ID, spoof-v4,
-	// port-macs, 2 spoof-v6 (link-local, ::), eg-web, in-web, rg-web-v4.
-	want := 9 + bits.OnesCount16(p.ID)
+	// ports, known-ports, in-marks, one out-bit set per bit of the ID,
+	// spoof-v4, port-macs, 2 spoof-v6 (link-local, ::), eg-web, in-web,
+	// rg-web-v4.
+	want := 10 + bits.OnesCount16(p.ID)
 	if len(added) != want {
 		t.Fatalf("add port: %d changes, want %d:\n%s", len(added), want, strings.Join(added, "\n"))
 	}

@@ -23,7 +23,8 @@ import (
 //	bothnia-iX: ESTABLISHED RETURN, DHCP from the servers RETURN, INVALID DROP,
 //	            ingress rules RETURN, -> fallback
 //	raw PREROUTING -> bothnia-PREROUTING: CT zone per bridge
-//	ipset hash:net per remote group; ebtables nat PREROUTING: ARP and MAC per port
+//	ipset hash:net per remote group; ebtables nat PREROUTING: ARP and MAC per port;
+//	ebtables filter FORWARD: nothing but IP between an unknown tap and a known one
 //
 // IPv6 has the same chains in ip6tables, as Neutron renders them.
 //
@@ -64,6 +65,8 @@ type IPTables struct {
 	Filter6, Raw6 []IPTChain // and ip6tables chains, of the same names
 	Eb            []IPTChain // ebtables nat chains
 	EbJumps       []IPTRule  // ebtables nat rules in built-in chains: "PREROUTING -i tap... -j ..."
+	EbFilter      []IPTChain // ebtables filter chains
+	EbFilterJumps []IPTRule  // and their rules in built-in chains: "FORWARD -i tap+ -j ..."
 	Sets          []IPSet
 }
 
@@ -170,6 +173,8 @@ func RenderIPTablesZones(f *Fabric, node string, zoneOf map[string]uint16) *IPTa
 	for _, br := range slices.Sorted(maps.Keys(bridges)) {
 		pre.Rules = append(pre.Rules, IPTRule{fmt.Sprintf("-i %s -j CT --zone %d", br, zoneOf[br])})
 	}
+	r.EbFilter = ebUnknown(f, node)
+	r.EbFilterJumps = []IPTRule{{"FORWARD -i tap+ -j " + ebUnknownIn}, {"FORWARD -o tap+ -j " + ebUnknownOut}}
 	r.Filter = append([]IPTChain{fwd, input, sg, fallback, knownIn, knownOut}, portChains...)
 	r.Filter6 = append([]IPTChain{fwd, input, sg, fallback, knownIn, knownOut}, portChains6...)
 	r.Raw, r.Raw6 = []IPTChain{pre}, []IPTChain{pre}
@@ -234,6 +239,40 @@ func knownTaps(f *Fabric, node string) (in, out IPTChain) {
 	in.Rules = append(in.Rules, IPTRule{"-m physdev --physdev-in tap+ -j DROP"})
 	out.Rules = append(out.Rules, IPTRule{"-m physdev --physdev-out tap+ -j DROP"})
 	return in, out
+}
+
+const (
+	ebUnknownIn  = iptPrefix + "unknown-in"
+	ebUnknownOut = iptPrefix + "unknown-out"
+)
+
+// ebUnknown are the ebtables chains that keep a tap the firewall does not
+// know (plugged before its rules are in) from exchanging anything but IP
+// with the node's ports and uplinks: ARP above all, which iptables never
+// sees. IP is left to the known-in and known-out chains, which see the
+// bridge. Both sides of a frame are known in the filter table's FORWARD
+// chain only; ebtables here cannot name the bridge (--logical-in needs
+// "meta ibrname", which this kernel lacks), but a known port is on one of
+// bothnia's bridges, so the unknown tap is too.
+func ebUnknown(f *Fabric, node string) []IPTChain {
+	var known []string
+	for _, p := range f.Node(node) {
+		known = append(known, p.Name)
+	}
+	known = append(append(known, f.OpenOn(node)...), f.Uplinks()...)
+	slices.Sort(known)
+	known = slices.Compact(known)
+	in := IPTChain{Name: ebUnknownIn, Rules: []IPTRule{{"-p IPv4 -j RETURN"}, {"-p IPv6 -j RETURN"}}}
+	out := IPTChain{Name: ebUnknownOut, Rules: []IPTRule{{"-p IPv4 -j RETURN"}, {"-p IPv6 -j RETURN"}}}
+	for _, k := range known {
+		in.Rules = append(in.Rules, IPTRule{"-i " + k + " -j RETURN"})
+		out.Rules = append(out.Rules, IPTRule{"-o " + k + " -j RETURN"})
+	}
+	for _, k := range known {
+		in.Rules = append(in.Rules, IPTRule{"-o " + k + " -j DROP"})
+		out.Rules = append(out.Rules, IPTRule{"-i " + k + " -j DROP"})
+	}
+	return []IPTChain{in, out}
 }
 
 // iptNewNotSYN is newTCPNotSYN in the iptables layout (see there).
@@ -497,19 +536,25 @@ func (r *IPTables) String() string {
 	b.WriteString("# ip6tables\n")
 	writeTable(&b, "raw", []string{"PREROUTING"}, r.Raw6)
 	writeTable(&b, "filter", []string{"FORWARD", "INPUT"}, r.Filter6)
-	b.WriteString("# ebtables\n*nat\n")
-	for _, c := range r.Eb {
-		fmt.Fprintf(&b, ":%s RETURN\n", c.Name)
+	b.WriteString("# ebtables\n")
+	writeEb(&b, "nat", r.Eb, r.EbJumps)
+	writeEb(&b, "filter", r.EbFilter, r.EbFilterJumps)
+	return b.String()
+}
+
+func writeEb(b *strings.Builder, table string, chains []IPTChain, jumps []IPTRule) {
+	fmt.Fprintf(b, "*%s\n", table)
+	for _, c := range chains {
+		fmt.Fprintf(b, ":%s RETURN\n", c.Name)
 	}
-	for _, j := range r.EbJumps {
-		fmt.Fprintf(&b, "-A %s\n", j.Args)
+	for _, j := range jumps {
+		fmt.Fprintf(b, "-A %s\n", j.Args)
 	}
-	for _, c := range r.Eb {
+	for _, c := range chains {
 		for _, rule := range c.Rules {
-			fmt.Fprintf(&b, "-A %s %s\n", c.Name, rule.Args)
+			fmt.Fprintf(b, "-A %s %s\n", c.Name, rule.Args)
 		}
 	}
-	return b.String()
 }
 
 func writeTable(b *strings.Builder, table string, builtins []string, chains []IPTChain) {

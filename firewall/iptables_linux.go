@@ -79,17 +79,20 @@ func (r *IPTables) chains(t iptTable) []IPTChain {
 type iptState struct {
 	tables  map[string]map[string][]string // table key -> chain -> rule hashes
 	jumps   map[string]bool                // table key + " " + built-in chain -> it jumps to bothnia's
-	eb      map[string][]string            // chain -> rule args
-	ebJumps map[string]bool
+	eb      map[string]map[string][]string // ebtables table -> chain -> rule args
+	ebJumps map[string]map[string]bool     // ebtables table -> rule in a built-in chain
 	sets    map[string]map[string]bool
 	zones   map[string]uint16 // read back: bridge -> zone (IPv4 raw table)
 }
 
 func newIPTState() *iptState {
-	st := &iptState{tables: map[string]map[string][]string{}, jumps: map[string]bool{}, eb: map[string][]string{},
-		ebJumps: map[string]bool{}, sets: map[string]map[string]bool{}, zones: map[string]uint16{}}
+	st := &iptState{tables: map[string]map[string][]string{}, jumps: map[string]bool{}, eb: map[string]map[string][]string{},
+		ebJumps: map[string]map[string]bool{}, sets: map[string]map[string]bool{}, zones: map[string]uint16{}}
 	for _, t := range iptTables {
 		st.tables[t.key()] = map[string][]string{}
+	}
+	for _, t := range ebTables {
+		st.eb[t.name], st.ebJumps[t.name] = map[string][]string{}, map[string]bool{}
 	}
 	return st
 }
@@ -112,16 +115,17 @@ func (r *IPTables) state() *iptState {
 			st.jumps[t.key()+" "+bi] = true
 		}
 	}
-	for _, c := range r.Eb {
-		for _, rule := range c.Rules {
-			st.eb[c.Name] = append(st.eb[c.Name], rule.Args)
+	for _, t := range ebTables {
+		chains, jumps := r.ebTable(t.name)
+		for _, c := range chains {
+			st.eb[t.name][c.Name] = []string{}
+			for _, rule := range c.Rules {
+				st.eb[t.name][c.Name] = append(st.eb[t.name][c.Name], rule.Args)
+			}
 		}
-		if st.eb[c.Name] == nil {
-			st.eb[c.Name] = []string{}
+		for _, j := range jumps {
+			st.ebJumps[t.name][j.Args] = true
 		}
-	}
-	for _, j := range r.EbJumps {
-		st.ebJumps[j.Args] = true
 	}
 	for _, s := range r.Sets {
 		m := map[string]bool{}
@@ -171,22 +175,25 @@ func (x *IPT) read() error {
 			}
 		}
 	}
-	out, err := x.run(x.ns, "", "ebtables-nft-save", "-t", "nat")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
-			st.eb[f[0][1:]] = []string{}
-		case len(f) > 2 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
-			st.eb[f[1]] = append(st.eb[f[1]], strings.Join(f[2:], " "))
-		case len(f) > 2 && f[0] == "-A" && (f[1] == "PREROUTING" || f[1] == "POSTROUTING") && strings.Contains(line, "-j "+iptPrefix):
-			st.ebJumps[strings.Join(f[1:], " ")] = true
+	for _, t := range ebTables {
+		out, err := x.run(x.ns, "", "ebtables-nft-save", "-t", t.name)
+		if err != nil {
+			return err
+		}
+		eb, jumps := st.eb[t.name], st.ebJumps[t.name]
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
+				eb[f[0][1:]] = []string{}
+			case len(f) > 2 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
+				eb[f[1]] = append(eb[f[1]], strings.Join(f[2:], " "))
+			case len(f) > 2 && f[0] == "-A" && slices.Contains(t.builtins, f[1]) && strings.Contains(line, "-j "+iptPrefix):
+				jumps[strings.Join(f[1:], " ")] = true
+			}
 		}
 	}
-	out, err = x.run(x.ns, "", "ipset", "save")
+	out, err := x.run(x.ns, "", "ipset", "save")
 	if err != nil {
 		return err
 	}
@@ -304,7 +311,10 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 		changes = append(changes, restoreTable(restores[t.cmd], t, want.chains(t), x.have.tables[t.key()], x.have.jumps)...)
 	}
 	var eb strings.Builder
-	changes = append(changes, restoreEb(&eb, want, x.have)...)
+	for _, t := range ebTables {
+		chains, jumps := want.ebTable(t.name)
+		changes = append(changes, restoreEb(&eb, t.name, chains, jumps, x.have.eb[t.name], x.have.ebJumps[t.name])...)
+	}
 
 	type step struct{ stdin, name string }
 	var steps []step
@@ -380,20 +390,35 @@ func restoreTable(b *strings.Builder, t iptTable, want []IPTChain, have map[stri
 	return changes
 }
 
-func restoreEb(b *strings.Builder, want *IPTables, have *iptState) []string {
+// ebTables are the ebtables tables bothnia writes, with the built-in
+// chains its rules jump from.
+var ebTables = []struct {
+	name     string
+	builtins []string
+}{{"nat", []string{"PREROUTING", "POSTROUTING"}}, {"filter", []string{"FORWARD"}}}
+
+// ebTable is the rendering's chains and jumps in one ebtables table.
+func (r *IPTables) ebTable(name string) ([]IPTChain, []IPTRule) {
+	if name == "filter" {
+		return r.EbFilter, r.EbFilterJumps
+	}
+	return r.Eb, r.EbJumps
+}
+
+func restoreEb(b *strings.Builder, table string, want []IPTChain, wantJ []IPTRule, have map[string][]string, haveJumps map[string]bool) []string {
 	var changes []string
 	var decl, rules, del strings.Builder
 	wantNames := map[string]bool{}
-	for _, c := range want.Eb {
+	for _, c := range want {
 		wantNames[c.Name] = true
 		var args []string
 		for _, r := range c.Rules {
 			args = append(args, r.Args)
 		}
-		if h, ok := have.eb[c.Name]; ok && equal(h, args) {
+		if h, ok := have[c.Name]; ok && equal(h, args) {
 			continue
 		}
-		if _, ok := have.eb[c.Name]; ok {
+		if _, ok := have[c.Name]; ok {
 			fmt.Fprintf(&rules, "-F %s\n", c.Name)
 		} else {
 			fmt.Fprintf(&decl, ":%s RETURN\n", c.Name)
@@ -401,32 +426,32 @@ func restoreEb(b *strings.Builder, want *IPTables, have *iptState) []string {
 		for _, a := range args {
 			fmt.Fprintf(&rules, "-A %s %s\n", c.Name, a)
 		}
-		changes = append(changes, "ebtables -t nat: write chain "+c.Name)
+		changes = append(changes, "ebtables -t "+table+": write chain "+c.Name)
 	}
 	wantJumps := map[string]bool{}
-	for _, j := range want.EbJumps {
+	for _, j := range wantJ {
 		wantJumps[j.Args] = true
-		if !have.ebJumps[j.Args] {
+		if !haveJumps[j.Args] {
 			fmt.Fprintf(&rules, "-A %s\n", j.Args)
-			changes = append(changes, "ebtables -t nat: "+j.Args)
+			changes = append(changes, "ebtables -t "+table+": "+j.Args)
 		}
 	}
-	for _, j := range slices.Sorted(maps.Keys(have.ebJumps)) {
+	for _, j := range slices.Sorted(maps.Keys(haveJumps)) {
 		if !wantJumps[j] {
 			fmt.Fprintf(&del, "-D %s\n", j)
-			changes = append(changes, "ebtables -t nat: delete "+j)
+			changes = append(changes, "ebtables -t "+table+": delete "+j)
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(have.eb)) {
+	for _, name := range slices.Sorted(maps.Keys(have)) {
 		if !wantNames[name] {
 			fmt.Fprintf(&del, "-F %s\n-X %s\n", name, name)
-			changes = append(changes, "ebtables -t nat: delete chain "+name)
+			changes = append(changes, "ebtables -t "+table+": delete chain "+name)
 		}
 	}
 	if decl.Len()+rules.Len()+del.Len() == 0 {
 		return nil
 	}
-	fmt.Fprintf(b, "*nat\n%s%s%s", decl.String(), rules.String(), del.String())
+	fmt.Fprintf(b, "*%s\n%s%s%s", table, decl.String(), rules.String(), del.String())
 	return changes
 }
 

@@ -495,6 +495,15 @@ func frame4(srcMAC, dstMAC, src, dst string, sport, dport int) *wireFrame {
 	return w
 }
 
+// arpRequest is a broadcast ARP request from mac for its address spa,
+// asking for tpa, marked by its addresses.
+func arpRequest(mac, spa, tpa string) *wireFrame {
+	w := &wireFrame{DstMAC: "ff:ff:ff:ff:ff:ff", ARPTpa: netip.MustParseAddr(tpa)}
+	w.SrcMAC, w.EtherType, w.ARPSha, w.ARPSpa = mac, firewall.EtherARP, mac, netip.MustParseAddr(spa)
+	w.Marker = "arp " + w.ARPSha + " " + w.ARPSpa.String() + " " + w.ARPTpa.String()
+	return w
+}
+
 func frame6(srcMAC, dstMAC string, src netip.Addr, dst string, proto, sport, dport int) *wireFrame {
 	w := frame4(srcMAC, dstMAC, "0.0.0.0", "0.0.0.0", sport, dport)
 	w.EtherType, w.Proto, w.Src, w.Dst = firewall.EtherIPv6, proto, src, netip.MustParseAddr(dst)
@@ -581,6 +590,19 @@ var holeVerdicts = []verdict{
 		x := fx.strayTap()
 		c := newCapture(fx.t, func(string) string { return x }, []string{"x"}, findMarkers)
 		w := frame4(macG, macX, "10.101.128.14", "10.101.128.77", 40011, 7000)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, fx.vm("g"), bs)
+		return eventually(func() bool { return c.saw("x", w.key()) })
+	}, false},
+	{"a tap the firewall does not know sends no ARP", func(fx *fixture) bool {
+		x := fx.strayTap()
+		w := arpRequest(macX, "10.101.128.77", "10.101.251.1")
+		return fx.arrivesFromNS(x, "g", w)
+	}, false},
+	{"a tap the firewall does not know receives no ARP", func(fx *fixture) bool {
+		x := fx.strayTap()
+		c := newCapture(fx.t, func(string) string { return x }, []string{"x"}, findMarkers)
+		w := arpRequest(macG, "10.101.128.14", "10.101.251.2")
 		bs, _ := w.bytes()
 		sendFrames(fx.t, fx.vm("g"), bs)
 		return eventually(func() bool { return c.saw("x", w.key()) })

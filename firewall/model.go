@@ -46,6 +46,7 @@ type OpenPort struct {
 type Network struct {
 	Name    string
 	Bridge  string
+	Uplink  string       // the bridge's port towards the other nodes (em1.1203, vxlan-1203)
 	Segment int          // VLAN ID or VNI: the preferred conntrack zone (see Zones)
 	DHCP    []netip.Addr // servers whose offers VMs accept
 }
@@ -104,7 +105,10 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 	infra := plan.InfraNetwork(s)
 	members := map[string][]netip.Prefix{}
 	for _, n := range s.Networks {
-		nw := Network{Name: n.Name, Bridge: plan.BridgeName(plan.NetworkID(s, n)), Segment: n.Segment}
+		nw := Network{Name: n.Name, Bridge: plan.BridgeName(plan.NetworkID(s, n)), Segment: n.Segment, Uplink: plan.VXLANName(n.Segment)}
+		if s.Link.Mode == "vlan" {
+			nw.Uplink = plan.VLANName(s.Link.Device, n.Segment)
+		}
 		if n == infra {
 			for _, sn := range s.SiteNames() {
 				if d := s.Sites[sn].DHCP; d != nil {
@@ -217,6 +221,16 @@ func (f *Fabric) OpenOn(node string) []string {
 		}
 	}
 	return out
+}
+
+// Uplinks returns every network's uplink, sorted.
+func (f *Fabric) Uplinks() []string {
+	var out []string
+	for _, n := range f.Networks {
+		out = append(out, n.Uplink)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // Bridges returns every network's bridge, sorted.

@@ -61,7 +61,9 @@ const (
 	mapInMarks = "in-marks"
 	setDHCP    = "dhcp-servers"
 	setBridges = "bridges"
-	setOpen    = "open-ports"
+	setKnown   = "known-ports"
+	chUnkIn    = "unknown-in"
+	chUnkOut   = "unknown-out"
 	chSpoof    = "anti-spoof"
 	chND       = "nd"
 	chFromPort = "from-port"
@@ -182,7 +184,9 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		{Name: setARPMACs, KeyType: arpT, Concat: true},
 		{Name: mapInMarks, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark, Map: true},
 		{Name: setBridges, KeyType: nftables.TypeIFName, Elems: ifElems(f.Bridges())},
-		{Name: setOpen, KeyType: nftables.TypeIFName, Elems: ifElems(f.OpenOn(node))},
+		// Every port of bothnia's bridges the firewall knows: the secured
+		// ports (added with their elements), the open ones, the uplinks.
+		{Name: setKnown, KeyType: nftables.TypeIFName, Elems: ifElems(append(f.OpenOn(node), f.Uplinks()...))},
 	}
 	// What the bridge sends into a secured port carries no VLAN tag but a
 	// priority tag around IPv4 or IPv6: a tagged frame from an unsecured
@@ -201,17 +205,32 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 		// after conntrack, marked it).
 		nft.R().MarkMaskEq(0xffffffff, markEstablished).Accept(),
 		nft.R().MarkSet(0).Done(), nft.R().MarkSetIifMap(mapInMarks).Done(),
-		unknownTap(false).MarkSet(inMark(idUnknown)).Done(),
+		// Fail closed: a tap that is not a port the firewall knows
+		// (plugged before its rules are in) exchanges nothing with
+		// bothnia's ports and uplinks, whatever the ethertype. A known
+		// port is on one of bothnia's bridges, so the tap is too: no
+		// need for the bridge's name, which this kernel's bridge family
+		// cannot read (no "meta ibrname"). Between two such taps, IP is
+		// marked for the inet hooks, which see the bridge.
+		unknownTap(false).Jump(chUnkIn),
 	}
 	for k := 0; k < idBits; k++ {
 		l2.Sets = append(l2.Sets, &nft.Set{Name: outBitSet(k), KeyType: nftables.TypeIFName})
 		fwdRules = append(fwdRules, nft.R().InSet(outBitSet(k), false, nft.FOifname).MarkOr(1<<k).Done())
 	}
-	fwdRules = append(fwdRules, unknownTap(true).MarkOr(outMark(idUnknown)).Done())
+	fwdRules = append(fwdRules, unknownTap(true).Jump(chUnkOut))
 	l2.Chains = []*nft.Chain{
 		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300},
 			Rules: []nft.Rule{nft.R().InSet(setPorts, false, nft.FIifname).Goto(chSpoof)}},
 		{Name: chSpoof, Rules: antiSpoof()},
+		{Name: chUnkIn, Rules: []nft.Rule{
+			nft.R().InSet(setKnown, false, nft.FOifname).Counter().Drop(),
+			nft.R().MarkSet(inMark(idUnknown)).Done(),
+		}},
+		{Name: chUnkOut, Rules: []nft.Rule{
+			nft.R().InSet(setKnown, false, nft.FIifname).Counter().Drop(),
+			nft.R().MarkOr(outMark(idUnknown)).Done(),
+		}},
 		{Name: chND, Rules: ndRules()},
 		// Priority -200 runs before br_netfilter (-1) hands the packet to
 		// the inet forward hook.
@@ -381,17 +400,13 @@ func ndRules() []nft.Rule {
 	return append(rs, nft.R().Counter().Drop())
 }
 
-// unknownTap matches a frame from (or to) a tap that is neither a
-// secured port nor an open one on this node: plugged before its rules are
-// in. The bridge family cannot tell here whose bridge the tap is on (no
-// "meta ibrname"), so the frame is marked, and the inet hooks, which see
-// the bridge, drop it there if the bridge is bothnia's. Frames that are
-// not IP (ARP) are not judged: see docs/firewall.md.
+// unknownTap matches a frame from (or to) a tap that is not a port the
+// firewall knows on this node: plugged before its rules are in.
 func unknownTap(out bool) *nft.B {
 	if out {
-		return nft.R().OifnamePrefix("tap").InSet(setPorts, true, nft.FOifname).InSet(setOpen, true, nft.FOifname)
+		return nft.R().OifnamePrefix("tap").InSet(setKnown, true, nft.FOifname)
 	}
-	return nft.R().IifnamePrefix("tap").InSet(setPorts, true, nft.FIifname).InSet(setOpen, true, nft.FIifname)
+	return nft.R().IifnamePrefix("tap").InSet(setKnown, true, nft.FIifname)
 }
 
 // ifElems are the elements of an ifname set.
@@ -531,6 +546,7 @@ func portElems(f *Fabric, p *Port) PortElems {
 	self := nft.KeyElem(strconv.Quote(p.Name), tap)
 	l2 := map[string][]nft.Elem{
 		setPorts:   {self},
+		setKnown:   {self},
 		mapInMarks: {nft.IfMarkElem(p.Name, inMark(p.ID))},
 	}
 	for k := 0; k < idBits; k++ {
