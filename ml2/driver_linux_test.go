@@ -249,6 +249,28 @@ func (b *bed) debug() string {
 	return out.String()
 }
 
+// mentions are the last lines of the cloud's logs (server, agents) that
+// name a port.
+func (b *bed) mentions(id string) string {
+	logs, _ := filepath.Glob(filepath.Join(b.d.Dir, "log", "*.log"))
+	var out []string
+	if c := b.d.Clouds["knox"]; c != nil {
+		logs = append(logs, c.Log)
+	}
+	for _, f := range logs {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, id) || strings.Contains(line, id[:11]) {
+				out = append(out, filepath.Base(f)+": "+line)
+			}
+		}
+	}
+	if len(out) > 60 {
+		out = out[len(out)-60:]
+	}
+	return strings.Join(out, "\n")
+}
+
 func (b *bed) status(id string) string {
 	p, err := ports.Get(b.ctx, b.cloud.Network, id).Extract()
 	if err != nil {
@@ -350,7 +372,7 @@ func TestDriverInsideNeutron(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			t.Fatalf("%s: %s 60 s after its binding PUT", name, b.status(p.ID))
+			t.Fatalf("%s: %s 60 s after its binding PUT\n%s\n%s", name, b.status(p.ID), b.debug(), b.mentions(p.ID))
 			return nil, 0
 		}
 		const runs = 3
