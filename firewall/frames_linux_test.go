@@ -8,12 +8,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/bothnia/bothnia/firewall"
+	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/namespace"
 )
 
@@ -206,26 +208,13 @@ type capture struct {
 func newCapture(t *testing.T, nsOf func(string) string, vms []string, markers func([]byte) []string) *capture {
 	c := &capture{got: map[string]map[string]bool{}}
 	for _, vm := range vms {
-		var fd int
-		err := namespace.Do(nsOf(vm), func() error {
-			var err error
-			fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-			if err != nil {
-				return err
-			}
-			ifi, err := net.InterfaceByName("eth0")
-			if err != nil {
-				return err
-			}
-			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
 		// A close does not wake a blocked recvfrom, and the number would be
 		// reused by the next socket: the reader polls a stop flag instead
 		// and closes its own socket.
-		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000})
+		fd, _, err := packetsock.Open(nsOf(vm), "eth0", unix.ETH_P_ALL, 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.got[vm] = map[string]bool{}
 		c.wg.Add(1)
 		go func(vm string, fd int) {
@@ -387,24 +376,7 @@ func isHex(r rune) bool { return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' }
 
 // sendFrames writes raw frames on a VM's eth0.
 func sendFrames(t *testing.T, ns string, frames [][]byte) {
-	err := namespace.Do(ns, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		for _, f := range frames {
-			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := packetsock.Send(ns, "eth0", frames...); err != nil {
 		t.Fatal(err)
 	}
 }

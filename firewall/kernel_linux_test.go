@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/plan"
 
 	"github.com/vishvananda/netlink"
@@ -213,43 +214,12 @@ func (fx *fixture) tcp(vm, dst string, port int) (string, error) {
 
 // rawSocket opens an AF_PACKET socket on a VM's eth0.
 func (fx *fixture) rawSocket(vm string, proto uint16) (int, int) {
-	var fd, ifindex int
-	err := namespace.Do(fx.vm(vm), func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(proto)))
-		if err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		ifindex = ifi.Index
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex})
-	})
+	fd, ifindex, err := packetsock.Open(fx.vm(vm), "eth0", proto, 0)
 	if err != nil {
 		fx.t.Fatal(err)
 	}
 	fx.t.Cleanup(func() { unix.Close(fd) })
 	return fd, ifindex
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// arpFrame is an ARP request from sha/spa asking for tpa.
-func arpFrame(sha net.HardwareAddr, spa, tpa string) []byte {
-	f := make([]byte, 42)
-	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(f[6:12], sha)
-	binary.BigEndian.PutUint16(f[12:], unix.ETH_P_ARP)
-	binary.BigEndian.PutUint16(f[14:], 1)      // Ethernet
-	binary.BigEndian.PutUint16(f[16:], 0x0800) // IPv4
-	f[18], f[19] = 6, 4
-	binary.BigEndian.PutUint16(f[20:], 1) // request
-	copy(f[22:28], sha)
-	copy(f[28:32], net.ParseIP(spa).To4())
-	copy(f[38:42], net.ParseIP(tpa).To4())
-	return f
 }
 
 // sniffARP reports whether the VM sees an ARP packet from sha claiming spa.
@@ -383,11 +353,11 @@ var verdicts = []verdict{
 	// the firewall the claim poisons ARP caches, as a real attack would.
 	{"arp claiming another's address is dropped", func(fx *fixture) bool {
 		c, _ := net.ParseMAC("fa:16:3e:00:00:0c")
-		return fx.sniffARP("a", "10.101.128.11", c, func() { fx.sendFrame("c", arpFrame(c, "10.101.128.11", "10.101.128.10")) })
+		return fx.sniffARP("a", "10.101.128.11", c, func() { fx.sendFrame("c", packetsock.ARPRequest(c, "10.101.128.11", "10.101.128.10")) })
 	}, false},
 	{"arp for its own address passes", func(fx *fixture) bool {
 		c, _ := net.ParseMAC("fa:16:3e:00:00:0c")
-		return fx.sniffARP("b", "10.101.128.12", c, func() { fx.sendFrame("c", arpFrame(c, "10.101.128.12", "10.101.128.11")) })
+		return fx.sniffARP("b", "10.101.128.12", c, func() { fx.sendFrame("c", packetsock.ARPRequest(c, "10.101.128.12", "10.101.128.11")) })
 	}, true},
 	{"rogue dhcp server is dropped", func(fx *fixture) bool {
 		s := fx.sink("a", 68)

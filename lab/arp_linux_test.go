@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -25,7 +26,7 @@ func watchARP(t *testing.T, ns string) *arpWatch {
 	w := &arpWatch{}
 	if err := namespace.Do(ns, func() error {
 		var err error
-		w.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ARP)))
+		w.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(packetsock.Htons(unix.ETH_P_ARP)))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -70,35 +71,10 @@ func (w *arpWatch) has(s string) bool {
 	return false
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // sendARPRequest broadcasts "who has tpa, tell spa" from a VM's eth0.
 func sendARPRequest(t *testing.T, ns string, sha net.HardwareAddr, spa, tpa string) {
 	t.Helper()
-	f := make([]byte, 42)
-	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(f[6:12], sha)
-	binary.BigEndian.PutUint16(f[12:], unix.ETH_P_ARP)
-	binary.BigEndian.PutUint16(f[14:], 1)
-	binary.BigEndian.PutUint16(f[16:], 0x0800)
-	f[18], f[19] = 6, 4
-	binary.BigEndian.PutUint16(f[20:], 1)
-	copy(f[22:28], sha)
-	copy(f[28:32], net.ParseIP(spa).To4())
-	copy(f[38:42], net.ParseIP(tpa).To4())
-	err := namespace.Do(ns, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ifi, err := net.InterfaceByName(VMDev)
-		if err != nil {
-			return err
-		}
-		return unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6})
-	})
-	if err != nil {
+	if err := packetsock.Send(ns, VMDev, packetsock.ARPRequest(sha, spa, tpa)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/openstack"
 	"github.com/bothnia/bothnia/spec"
@@ -212,7 +213,7 @@ func forgedArrives(t *testing.T, l *Lab, src string) bool {
 		t.Fatal(err)
 	}
 	seen := make(chan bool, 1)
-	sniff, err := rawSocket(l.VMNS("epouta-vm1"))
+	sniff, _, err := packetsock.Open(l.VMNS("epouta-vm1"), "eth0", unix.ETH_P_ALL, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,52 +232,13 @@ func forgedArrives(t *testing.T, l *Lab, src string) bool {
 		}
 		seen <- false
 	}()
-	send, err := rawSocket(wire)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(send)
 	for i := 0; i < 3; i++ {
-		if err := unix.Sendto(send, buf.Bytes(), 0, &unix.SockaddrLinklayer{Ifindex: ifindex(t, wire), Halen: 6}); err != nil {
+		if err := packetsock.Send(wire, "eth0", buf.Bytes()); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return <-seen
-}
-
-// rawSocket opens a packet socket on a namespace's eth0, 100 ms receive
-// timeout.
-func rawSocket(ns string) (int, error) {
-	var fd int
-	err := namespace.Do(ns, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
-	return fd, err
-}
-
-func ifindex(t *testing.T, ns string) int {
-	var idx int
-	if err := namespace.Do(ns, func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err == nil {
-			idx = ifi.Index
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return idx
 }
 
 func mustSpec(t *testing.T, l *Lab) *spec.Spec {
