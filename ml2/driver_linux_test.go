@@ -128,20 +128,9 @@ func newBed(t *testing.T) *bed {
 	if _, err := l.Up(s, []byte(knoxYAML)); err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "bothnia-ml2-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = devcloud.Stop(dir)
-		os.RemoveAll(dir)
-	})
 	ctx := context.Background()
-	d, err := devcloud.Start(ctx, dir, devcloud.Options{Agents: true, Mechanisms: []string{"bothnia", "linuxbridge"}, PythonPath: install(t),
+	d := neutrontest.Deploy(t, devcloud.Options{Agents: true, Mechanisms: []string{"bothnia", "linuxbridge"}, PythonPath: install(t),
 		Conf: fmt.Sprintf("\n[ml2_bothnia]\netcd_endpoints = %s\nphysical_network = %s\npoll_interval = 0.2\n", l.StoreHTTPURL(), devcloud.PhysNet)}, "knox")
-	if err != nil {
-		t.Fatal(err)
-	}
 	clouds, err := neutrontest.CloudsYAML(t.TempDir(), d.Clouds)
 	if err != nil {
 		t.Fatal(err)

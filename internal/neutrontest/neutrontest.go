@@ -53,7 +53,14 @@ func Require(t testing.TB, agents bool) {
 // tests share one call per package where they can.
 func Start(t testing.TB, names ...string) map[string]*Cloud {
 	t.Helper()
-	Require(t, false)
+	return Deploy(t, devcloud.Options{}, names...).Clouds
+}
+
+// Deploy runs a deployment with opts, one neutron-server per name, and
+// stops it when the test ends.
+func Deploy(t testing.TB, opts devcloud.Options, names ...string) *devcloud.Deployment {
+	t.Helper()
+	Require(t, opts.Agents)
 	dir, err := os.MkdirTemp("", "bothnia-neutron-")
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +69,11 @@ func Start(t testing.TB, names ...string) map[string]*Cloud {
 		_ = devcloud.Stop(dir)
 		os.RemoveAll(dir)
 	})
-	d, err := devcloud.Start(context.Background(), dir, devcloud.Options{}, names...)
+	d, err := devcloud.Start(context.Background(), dir, opts, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d.Clouds
+	return d
 }
 
 // Seeded is what Seed creates in a cloud: the fabric's network on VLAN
