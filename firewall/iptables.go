@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/bothnia/bothnia/nft"
 	"github.com/bothnia/bothnia/plan"
 )
 
@@ -241,40 +240,6 @@ func knownTaps(f *Fabric, node string) (in, out IPTChain) {
 	return in, out
 }
 
-const (
-	ebUnknownIn  = iptPrefix + "unknown-in"
-	ebUnknownOut = iptPrefix + "unknown-out"
-)
-
-// ebUnknown are the ebtables chains that keep a tap the firewall does not
-// know (plugged before its rules are in) from exchanging anything but IP
-// with the node's ports and uplinks: ARP above all, which iptables never
-// sees. IP is left to the known-in and known-out chains, which see the
-// bridge. Both sides of a frame are known in the filter table's FORWARD
-// chain only; ebtables here cannot name the bridge (--logical-in needs
-// "meta ibrname", which this kernel lacks), but a known port is on one of
-// bothnia's bridges, so the unknown tap is too.
-func ebUnknown(f *Fabric, node string) []IPTChain {
-	var known []string
-	for _, p := range f.Node(node) {
-		known = append(known, p.Name)
-	}
-	known = append(append(known, f.OpenOn(node)...), f.Uplinks()...)
-	slices.Sort(known)
-	known = slices.Compact(known)
-	in := IPTChain{Name: ebUnknownIn, Rules: []IPTRule{{"-p IPv4 -j RETURN"}, {"-p IPv6 -j RETURN"}}}
-	out := IPTChain{Name: ebUnknownOut, Rules: []IPTRule{{"-p IPv4 -j RETURN"}, {"-p IPv6 -j RETURN"}}}
-	for _, k := range known {
-		in.Rules = append(in.Rules, IPTRule{"-i " + k + " -j RETURN"})
-		out.Rules = append(out.Rules, IPTRule{"-o " + k + " -j RETURN"})
-	}
-	for _, k := range known {
-		in.Rules = append(in.Rules, IPTRule{"-o " + k + " -j DROP"})
-		out.Rules = append(out.Rules, IPTRule{"-i " + k + " -j DROP"})
-	}
-	return []IPTChain{in, out}
-}
-
 // iptNewNotSYN is newTCPNotSYN in the iptables layout (see there).
 var iptNewNotSYN = IPTRule{"-p tcp -m state --state NEW -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j DROP"}
 
@@ -342,69 +307,6 @@ func iptEgress6(f *Fabric, p *Port) IPTChain {
 	}
 	c.Rules = append(c.Rules, iptGroupRules(f, p, false, true)...)
 	return appendFallback(c)
-}
-
-// iptND is ndRules in ip6tables: u32 reads the payload length and next
-// header (bytes 4-6 of the IPv6 header), an option's type and length
-// (bytes 64-65, after the 24-byte message) and MAC (66-71), and the
-// target (48-63). Each of the port's IPv6 pairs and link-local addresses
-// comes with its MAC, so an advertisement's target is the port's with the
-// frame's MAC.
-func iptND(p *Port) IPTChain {
-	c := IPTChain{Name: IPTChainName("n", p)}
-	const (
-		len24 = "4&0xffffff00=0x00183a00"
-		len32 = "4&0xffffff00=0x00203a00"
-	)
-	optWith := func(typ byte, mac string) string {
-		m := nft.MAC(mac)
-		return fmt.Sprintf("64=0x%02x01%02x%02x&&68=0x%02x%02x%02x%02x", typ, m[0], m[1], m[2], m[3], m[4], m[5])
-	}
-	ns := "-p ipv6-icmp -m icmp6 --icmpv6-type 135"
-	na := "-p ipv6-icmp -m icmp6 --icmpv6-type 136"
-	c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("%s -m u32 --u32 %q -j RETURN", ns, len24)})
-	for _, m := range p.MACs() {
-		c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", ns, strings.ToUpper(m), len32+"&&"+optWith(ndOptSLL, m))})
-	}
-	c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-s ::/128 %s -m u32 --u32 %q -j RETURN", ns, len32+"&&64>>16=0x0e01")})
-	for _, t := range ndTargets(p) {
-		c.Rules = append(c.Rules,
-			IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", na, strings.ToUpper(t.MAC), len24+"&&"+u32Prefix(48, t.Prefix))},
-			IPTRule{fmt.Sprintf("%s -m mac --mac-source %s -m u32 --u32 %q -j RETURN", na, strings.ToUpper(t.MAC), len32+"&&"+optWith(ndOptTLL, t.MAC)+"&&"+u32Prefix(48, t.Prefix))})
-	}
-	c.Rules = append(c.Rules, IPTRule{"-j DROP"})
-	return c
-}
-
-// ndTargets are the IPv6 prefixes a port may advertise, each with its
-// MAC: its IPv6 pairs and the link-local address of each MAC.
-func ndTargets(p *Port) []Pair {
-	var out []Pair
-	for _, pr := range p.Pairs {
-		if pr.Prefix.Addr().Is6() {
-			out = append(out, pr)
-		}
-	}
-	for _, m := range p.MACs() {
-		out = append(out, Pair{netip.PrefixFrom(plan.LinkLocal(m), 128), m})
-	}
-	return out
-}
-
-// u32Prefix tests a prefix at a byte offset, a 32-bit word at a time.
-func u32Prefix(off int, p netip.Prefix) string {
-	a := p.Masked().Addr().AsSlice()
-	var tests []string
-	for w := 0; w*32 < p.Bits(); w++ {
-		bits := min(p.Bits()-w*32, 32)
-		mask := uint32(0xffffffff) << (32 - bits)
-		v := uint32(a[4*w])<<24 | uint32(a[4*w+1])<<16 | uint32(a[4*w+2])<<8 | uint32(a[4*w+3])
-		tests = append(tests, fmt.Sprintf("%d&0x%08x=0x%08x", off+4*w, mask, v&mask))
-	}
-	if len(tests) == 0 {
-		return fmt.Sprintf("%d&0x0=0x0", off)
-	}
-	return strings.Join(tests, "&&")
 }
 
 func appendFallback(c IPTChain) IPTChain {
@@ -476,52 +378,6 @@ func iptGroupRules(f *Fabric, p *Port, ingress, v6 bool) []IPTRule {
 	return out
 }
 
-func ebChain(p *Port) string { return "bothnia-" + portSuffix(p) }
-
-// ebTagged filters what the bridge sends into a secured port: no VLAN tag
-// but a priority tag around IPv4 or IPv6, so a tagged frame from an
-// unsecured port or the uplink cannot pass the groups unseen (the inet
-// hooks never see what they cannot parse as IP).
-const ebTagged = "bothnia-tagged"
-
-func ebTaggedChain() IPTChain {
-	return IPTChain{Name: ebTagged, Rules: []IPTRule{
-		{"-p 802_1Q --vlan-id 0 --vlan-encap 0800 -j RETURN"},
-		{"-p 802_1Q --vlan-id 0 --vlan-encap 86DD -j RETURN"},
-		{"-p 802_1Q -j DROP"},
-		{"-p S-TAG -j DROP"},
-	}}
-}
-
-// ebPort is Neutron's ARP and MAC spoofing protection for one port: ARP
-// only for its pairs, IPv4 and IPv6 only from its MACs (their addresses
-// are checked by the source chains), a priority tag (VID 0) only around
-// IPv4 or IPv6, nothing else: no other ethertype, no other tag. Rules are
-// written as ebtables-nft-save prints them, so a read-back compares equal.
-func ebPort(p *Port) IPTChain {
-	c := IPTChain{Name: ebChain(p)}
-	for _, pr := range p.Pairs {
-		if pr.Prefix.Addr().Is4() {
-			// A host prefix is printed without its /32.
-			src := pr.Prefix.String()
-			if pr.Prefix.IsSingleIP() {
-				src = pr.Prefix.Addr().String()
-			}
-			c.Rules = append(c.Rules, IPTRule{fmt.Sprintf("-p ARP -s %s --arp-ip-src %s --arp-mac-src %s -j RETURN", pr.MAC, src, pr.MAC)})
-		}
-	}
-	c.Rules = append(c.Rules, IPTRule{"-p ARP -j DROP"})
-	for _, m := range p.MACs() {
-		c.Rules = append(c.Rules,
-			IPTRule{"-p IPv4 -s " + m + " -j RETURN"},
-			IPTRule{"-p IPv6 -s " + m + " -j RETURN"},
-			IPTRule{"-p 802_1Q -s " + m + " --vlan-id 0 --vlan-encap 0800 -j RETURN"},
-			IPTRule{"-p 802_1Q -s " + m + " --vlan-id 0 --vlan-encap 86DD -j RETURN"})
-	}
-	c.Rules = append(c.Rules, IPTRule{"-j DROP"})
-	return c
-}
-
 // String renders the whole thing as the restore input of a full load.
 func (r *IPTables) String() string {
 	var b strings.Builder
@@ -540,21 +396,6 @@ func (r *IPTables) String() string {
 	writeEb(&b, "nat", r.Eb, r.EbJumps)
 	writeEb(&b, "filter", r.EbFilter, r.EbFilterJumps)
 	return b.String()
-}
-
-func writeEb(b *strings.Builder, table string, chains []IPTChain, jumps []IPTRule) {
-	fmt.Fprintf(b, "*%s\n", table)
-	for _, c := range chains {
-		fmt.Fprintf(b, ":%s RETURN\n", c.Name)
-	}
-	for _, j := range jumps {
-		fmt.Fprintf(b, "-A %s\n", j.Args)
-	}
-	for _, c := range chains {
-		for _, rule := range c.Rules {
-			fmt.Fprintf(b, "-A %s %s\n", c.Name, rule.Args)
-		}
-	}
 }
 
 func writeTable(b *strings.Builder, table string, builtins []string, chains []IPTChain) {
