@@ -40,6 +40,9 @@ func (d *Deployment) daemonEnv(name, ns string, env []string, argv ...string) er
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A crashing Erlang VM writes its dump (MnesiaCore.*, erl_crash.dump)
+	// in its working directory: the deployment's, not the test's package.
+	cmd.Dir = d.Dir
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
