@@ -577,6 +577,24 @@ var holeVerdicts = []verdict{
 		sendFrames(fx.t, fx.vm("g"), bs)
 		return eventually(func() bool { return c.saw("x", w.key()) })
 	}, false},
+	// Issue 18: a host shared with Neutron's linuxbridge agent. Its own
+	// networks' taps are on its own bridges; bothnia judges only its own.
+	{"taps on a bridge bothnia does not own pass IP", func(fx *fixture) bool {
+		a, b := fx.foreignTaps()
+		c := newCapture(fx.t, func(string) string { return b }, []string{"b"}, findMarkers)
+		w := frame4("fa:16:3e:00:01:00", "fa:16:3e:00:01:01", "10.202.0.10", "10.202.0.11", 40020, 7000)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, a, bs)
+		return eventually(func() bool { return c.saw("b", w.key()) })
+	}, true},
+	{"taps on a bridge bothnia does not own pass ARP", func(fx *fixture) bool {
+		a, b := fx.foreignTaps()
+		c := newCapture(fx.t, func(string) string { return b }, []string{"b"}, findMarkers)
+		w := arpRequest("fa:16:3e:00:01:00", "10.202.0.10", "10.202.0.11")
+		bs, _ := w.bytes()
+		sendFrames(fx.t, a, bs)
+		return eventually(func() bool { return c.saw("b", w.key()) })
+	}, true},
 	// Issue 16: traffic to the node itself meets the sender's anti-spoofing
 	// and egress groups; the node routes nothing for a VM.
 	{"a port whose groups allow no egress reaches nothing on its node", func(fx *fixture) bool {

@@ -295,6 +295,11 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 			// linuxbridge layout lets it through in the same way).
 			nft.R().InSet(setBridges, false, nft.FIifname).MarkMaskEq(outMask, outNode).MarkMaskNeq(0xffffffff, markEstablished).Counter().Drop(),
 			nft.R().InSet(setBridges, true, nft.FIifname).InSet(setBridges, false, nft.FOifname).Counter().Drop(),
+			// What neither comes from nor goes to bothnia's bridges is
+			// not its to judge: on a Knox host, the networks Neutron's
+			// linuxbridge agent keeps (their taps unknown to bothnia, and
+			// marked so in the bridge family) pass to Neutron's rules.
+			nft.R().InSet(setBridges, true, nft.FIifname).Accept(),
 			// Fail closed: a tap on a bridge of bothnia's that is neither
 			// a secured port nor an open one (plugged before its rules
 			// are in) sends and receives nothing.

@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -116,6 +117,36 @@ func (fx *fixture) strayTap() string {
 		}
 	}
 	return ns
+}
+
+// foreignTaps plugs two taps into a bridge bothnia does not own on
+// knox-c1 (as Neutron's linuxbridge agent wires its own networks on a
+// host it shares with bothnia), each with a namespace behind it; it
+// returns the two namespaces.
+func (fx *fixture) foreignTaps() (string, string) {
+	node := fx.l.NodeNS("knox-c1")
+	a, b := fx.l.VMNS("neutron-a"), fx.l.VMNS("neutron-b")
+	if namespace.Exists(a) {
+		return a, b
+	}
+	cmds := [][]string{{"-n", node, "link", "add", "brqforeign", "type", "bridge"}, {"-n", node, "link", "set", "brqforeign", "up"}}
+	for i, ns := range []string{a, b} {
+		if _, err := namespace.Create(ns); err != nil {
+			fx.t.Fatal(err)
+		}
+		tap := fmt.Sprintf("tapforeign%d", i)
+		cmds = append(cmds,
+			[]string{"-n", node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", ns},
+			[]string{"-n", node, "link", "set", tap, "master", "brqforeign", "up"},
+			[]string{"-n", ns, "link", "set", "eth0", "address", fmt.Sprintf("fa:16:3e:00:01:0%d", i), "up"},
+			[]string{"-n", ns, "addr", "add", fmt.Sprintf("10.202.0.%d/24", 10+i), "dev", "eth0"})
+	}
+	for _, args := range cmds {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			fx.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return a, b
 }
 
 // arrivesFromNS sends a frame from a namespace's eth0 and reports whether
