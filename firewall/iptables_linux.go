@@ -83,6 +83,7 @@ type iptState struct {
 	ebJumps map[string]map[string]bool     // ebtables table -> rule in a built-in chain
 	sets    map[string]map[string]bool
 	zones   map[string]uint16 // read back: bridge -> zone (IPv4 raw table)
+	neutron bool              // Neutron's linuxbridge agent's chains are here
 }
 
 func newIPTState() *iptState {
@@ -159,6 +160,8 @@ func (x *IPT) read() error {
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line)
 			switch {
+			case len(f) > 0 && f[0] == ":"+neutronTop:
+				st.neutron = true
 			case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
 				chains[f[0][1:]] = []string{}
 			case len(f) > 1 && f[0] == "-A" && strings.HasPrefix(f[1], iptPrefix):
@@ -262,6 +265,13 @@ func (x *IPT) program(f *Fabric, node string, full bool) ([]string, error) {
 		if x.zones == nil {
 			x.zones = x.have.zones
 		}
+	}
+	if x.have.neutron {
+		// Neutron writes its jumps first in FORWARD and raw PREROUTING,
+		// so its chains, which end in ACCEPT, and its CT --zone would
+		// decide a fabric tap's traffic before this layout's.
+		x.have = nil
+		return nil, fmt.Errorf("firewall: node %s: Neutron's linuxbridge agent has its chains in this host's iptables (%s): the iptables layout cannot keep them off bothnia's taps; use the nftables renderer (firewall: nftables, the default), which can", node, neutronTop)
 	}
 	x.zones = f.Zones(node, x.zones)
 	want := RenderIPTablesZones(f, node, x.zones)

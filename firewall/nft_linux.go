@@ -19,12 +19,14 @@ import (
 // ruleset and what it believes the kernel holds, so single changes (a
 // port, a member) cost the same at ten ports as at ten thousand.
 type NFT struct {
-	ns     string
-	handle netns.NsHandle
-	a      *nft.Applier
-	zones  map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
-	ids    map[string]uint16 // tap -> dispatch ID last programmed
-	ports  portCache         // each port's elements, as last rendered
+	ns      string
+	handle  netns.NsHandle
+	a       *nft.Applier
+	top     neutronTopper     // a host shared with Neutron's linuxbridge agent
+	bridges []string          // of the last Program
+	zones   map[string]uint16 // bridge -> conntrack zone last programmed; nil: read the kernel
+	ids     map[string]uint16 // tap -> dispatch ID last programmed
+	ports   portCache         // each port's elements, as last rendered
 }
 
 // NewNFT returns a programmer for the named namespace ("" is the process's
@@ -38,7 +40,7 @@ func NewNFT(ns string) (*NFT, error) {
 	if ns == "" {
 		fd = 0
 	}
-	return &NFT{ns: ns, handle: h, a: nft.NewApplier(fd)}, nil
+	return &NFT{ns: ns, handle: h, a: nft.NewApplier(fd), top: neutronTopper{ns: ns, run: ExecIn}}, nil
 }
 
 // Close releases the namespace handle.
@@ -85,7 +87,13 @@ func (x *NFT) Program(f *Fabric, node string) ([]string, error) {
 	x.zones = f.Zones(node, x.zones)
 	x.ids = f.PortIDs(node, x.ids)
 	x.a.Replace(renderNFTNode(f, node, x.zones, x.ids, &x.ports))
-	return x.a.Apply()
+	changes, err := x.a.Apply()
+	if err != nil {
+		return changes, err
+	}
+	x.bridges = f.Bridges()
+	top, err := x.top.sync(x.bridges, false)
+	return append(changes, top...), err
 }
 
 // AddPort adds one port: set elements only (its spoofing pairs, its marks,
@@ -196,7 +204,8 @@ func (x *NFT) Resync() ([]string, error) {
 	if _, err := x.a.Apply(); err != nil {
 		return drift, err
 	}
-	return drift, nil
+	top, err := x.top.sync(x.bridges, true)
+	return append(drift, top...), err
 }
 
 // Remove deletes bothnia's firewall tables from the namespace.

@@ -16,6 +16,17 @@ import (
 	"github.com/bothnia/bothnia/plan"
 )
 
+// zonePriority runs the zone chain after defragmentation (-400) and just
+// before the raw table (-300), whose hooks another tool may have
+// registered first: Neutron's linuxbridge agent puts its own CT --zone
+// on every tap named after a Neutron port, bothnia's too, on a host the
+// two share. A conntrack template is set once (nft's "ct zone set" and
+// xt_CT both leave a packet that has one alone), so the first chain
+// decides; of hooks of equal priority the one made last runs first
+// (nf_hook_entries_grow), so at -300 Neutron's agent, started after
+// bothnia's, would win.
+const zonePriority = -301
+
 // Table names of the nftables rendering; bothnia owns them whole.
 const (
 	L2Table = "bothnia-l2" // bridge family: anti-spoofing and port marks
@@ -278,7 +289,7 @@ func renderNFTNode(f *Fabric, node string, zoneOf, ids map[string]uint16, cache 
 	egress, ingress, groupChains, sets := groupRules(f, names)
 	fw.Sets = append(fw.Sets, sets...)
 	fw.Chains = []*nft.Chain{
-		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: -300}, Rules: zones},
+		{Name: "prerouting", Hook: &nft.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookPrerouting, Priority: zonePriority}, Rules: zones},
 		// After conntrack (-200), before the bridge forward hook: frames
 		// of established connections on bothnia's bridges are marked so
 		// that the bridge forward chain skips their dispatch lookups.
