@@ -41,7 +41,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
-		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd())
+		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd(), removeCmd())
 	var cpuProfile string
 	var profFile *os.File
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (for go tool pprof)")

@@ -1,0 +1,141 @@
+package firewall
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+
+	"github.com/bothnia/bothnia/namespace"
+)
+
+// Remove deletes everything either renderer of bothnia's firewall put in
+// the namespace ("" is this process's own: a real host's root): the
+// nftables tables, the iptables layout's chains and the jumps into them,
+// its ebtables chains and, where Neutron's agent keeps none (its sets
+// share the layout's names), its ipsets; and bothnia's rules in Neutron's
+// neutron-filter-top. Nothing of another owner's is touched. What it
+// deleted is returned; on a host with nothing of bothnia's, nothing.
+func Remove(ns string, run Runner) ([]string, error) {
+	if run == nil {
+		run = ExecIn
+	}
+	var changes []string
+	h, err := namespace.Open(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	fd := int(h)
+	if ns == "" {
+		fd = 0
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range []*nftables.Table{{Family: nftables.TableFamilyBridge, Name: L2Table}, {Family: nftables.TableFamilyINet, Name: FWTable}} {
+		if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+			continue
+		}
+		c.DelTable(t)
+		changes = append(changes, "nft delete table "+familyName(t.Family)+" "+t.Name)
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("firewall: delete bothnia's nftables tables in %q: %w", ns, err)
+	}
+
+	top, err := (&neutronTopper{ns: ns, run: run}).sync(nil, true)
+	changes = append(changes, top...)
+	if err != nil {
+		return changes, err
+	}
+
+	neutron := false
+	for _, t := range iptTables {
+		out, err := run(ns, "", t.cmd+"-save", "-t", t.table)
+		if err != nil {
+			continue // no such command or table: nothing of the layout's
+		}
+		in, what := removeInput(out, t.builtins)
+		neutron = neutron || strings.Contains(out, ":"+neutronTop+" ")
+		if in == "" {
+			continue
+		}
+		if _, err := run(ns, "*"+t.table+"\n"+in+"COMMIT\n", t.cmd+"-restore", "--noflush"); err != nil {
+			return changes, err
+		}
+		for _, w := range what {
+			changes = append(changes, t.cmd+" -t "+t.table+" "+w)
+		}
+	}
+	for _, t := range ebTables {
+		out, err := run(ns, "", "ebtables-nft-save", "-t", t.name)
+		if err != nil {
+			continue
+		}
+		in, what := removeInput(out, t.builtins)
+		if in == "" {
+			continue
+		}
+		if _, err := run(ns, "*"+t.name+"\n"+in+"COMMIT\n", "ebtables-nft-restore", "--noflush"); err != nil {
+			return changes, err
+		}
+		for _, w := range what {
+			changes = append(changes, "ebtables -t "+t.name+" "+w)
+		}
+	}
+	if neutron {
+		return changes, nil
+	}
+	out, err := run(ns, "", "ipset", "list", "-n")
+	if err != nil {
+		return changes, nil
+	}
+	for _, name := range strings.Fields(out) {
+		if strings.HasPrefix(name, "NIPv4") || strings.HasPrefix(name, "NIPv6") {
+			if _, err := run(ns, "", "ipset", "destroy", name); err != nil {
+				return changes, err
+			}
+			changes = append(changes, "ipset destroy "+name)
+		}
+	}
+	return changes, nil
+}
+
+// removeInput is the restore input that deletes the jumps into bothnia's
+// chains from the built-in ones and then the chains themselves, from what
+// the save command printed; and a line per deletion.
+func removeInput(saved string, builtins []string) (string, []string) {
+	var b strings.Builder
+	var what, chains []string
+	for _, line := range strings.Split(saved, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && strings.HasPrefix(f[0], ":"+iptPrefix):
+			chains = append(chains, f[0][1:])
+		case len(f) > 2 && f[0] == "-A" && slices.Contains(builtins, f[1]) && strings.Contains(line, "-j "+iptPrefix):
+			b.WriteString("-D" + strings.TrimPrefix(line, "-A") + "\n")
+			what = append(what, "delete "+strings.TrimPrefix(line, "-A "))
+		}
+	}
+	for _, ch := range chains {
+		fmt.Fprintf(&b, "-F %s\n", ch)
+	}
+	for _, ch := range chains {
+		fmt.Fprintf(&b, "-X %s\n", ch)
+		what = append(what, "delete chain "+ch)
+	}
+	return b.String(), what
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyINet:
+		return "inet"
+	}
+	return fmt.Sprint(f)
+}
