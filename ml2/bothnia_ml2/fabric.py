@@ -35,8 +35,11 @@ def segments(kvs):
 
 def nodes(kvs):
     """(alive, up): the nodes whose agent reports ready, and each node's
-    ports that are up, from the status keys."""
-    alive, up = set(), {}
+    ports that are up, from the status keys. A node's ports count only
+    while its agent's status key is there: the up keys have no lease (an
+    agent that restarts rewrites nothing), so a stopped agent's stay
+    behind, and its host may have been handed back to Neutron's agent."""
+    alive, present, up = set(), set(), {}
     for k, v in kvs.items():
         if not k.startswith(STATUS):
             continue
@@ -46,11 +49,12 @@ def nodes(kvs):
                 st = json.loads(v)
             except ValueError:
                 continue
+            present.add(rest[0])
             if st.get('ready'):
                 alive.add(rest[0])
         elif len(rest) == 3 and rest[1] == 'up':
             up.setdefault(rest[0], set()).add(rest[2])
-    return alive, up
+    return alive, {n: ports for n, ports in up.items() if n in present}
 
 
 def node_of(host, names):

@@ -25,6 +25,9 @@ class FabricTest(unittest.TestCase):
             '/bothnia/v1/status/knox-c1/up/p1': 'tapp1',
             '/bothnia/v1/status/knox-c2/up/p2': 'tapp2',
             '/bothnia/v1/status/knox-c3': 'not json',
+            # An agent stopped: its status key went with its lease, its
+            # ports' keys stayed.
+            '/bothnia/v1/status/knox-c4/up/p4': 'tapp4',
         }
         alive, up = fabric.nodes(kvs)
         self.assertEqual(alive, {'knox-c1'})
