@@ -166,21 +166,11 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 		return changes, err
 	}
 	var agents []service
-	resync := l.Resync
-	if resync == 0 {
-		resync = 2 * time.Second
-	}
 	for _, st := range fab.Nodes {
 		if l.cloudRuns(st) {
 			continue
 		}
-		args := []string{"agent", "--node", st.Name,
-			"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(st.Name), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
-		if st.Plan.Foreign {
-			// Standing in for the foreign cloud's own Neutron agent.
-			args = append(args, "--foreign-stand-in")
-		}
-		agents = append(agents, service{name: "agent-" + st.Name, ns: l.NodeNS(st.Name), args: args, netOnly: true})
+		agents = append(agents, l.agent(st.Name, st.Plan.Foreign))
 	}
 	started, err := l.startServices(agents)
 	changes = append(changes, started...)
@@ -188,6 +178,21 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 		return changes, err
 	}
 	return changes, l.waitConverged(ctx, cli, fab, rev)
+}
+
+// agent is a node's bothnia agent as the lab runs it.
+func (l *Lab) agent(node string, foreign bool) service {
+	resync := l.Resync
+	if resync == 0 {
+		resync = 2 * time.Second
+	}
+	args := []string{"agent", "--node", node,
+		"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(node), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
+	if foreign {
+		// Standing in for the foreign cloud's own Neutron agent.
+		args = append(args, "--foreign-stand-in")
+	}
+	return service{name: "agent-" + node, ns: l.NodeNS(node), args: args, netOnly: true}
 }
 
 // pushSpec writes the spec into the store, again when the store changed

@@ -37,34 +37,46 @@ func (l *Lab) foreignCabling(e *ensurer, ls *spec.Spec, p *plan.Plan) error {
 		if !n.Foreign {
 			continue
 		}
-		ns := l.NodeNS(n.Name)
-		if err := e.veth(ns, devcloud.PhysDev, ns, devcloud.PhysDev+"p", 0, ""); err != nil {
+		var tunnels []plan.Link
+		for _, link := range n.Namespace(plan.HostNS).Links {
+			if link.Kind == plan.VXLAN {
+				tunnels = append(tunnels, link)
+			}
+		}
+		if err := neutronCabling(e, l.NodeNS(n.Name), tunnels); err != nil {
 			return err
 		}
-		for _, dev := range []string{devcloud.PhysDev, devcloud.PhysDev + "p"} {
-			if err := e.up(ns, dev); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// neutronCabling gives a node namespace em1 and, per VXLAN tunnel (one
+// per segment), em1.<segment> as one end of a veth into a lab-owned
+// bridge with the tunnel.
+func neutronCabling(e *ensurer, ns string, tunnels []plan.Link) error {
+	if err := e.veth(ns, devcloud.PhysDev, ns, devcloud.PhysDev+"p", 0, ""); err != nil {
+		return err
+	}
+	for _, dev := range []string{devcloud.PhysDev, devcloud.PhysDev + "p"} {
+		if err := e.up(ns, dev); err != nil {
+			return err
 		}
-		for _, link := range n.Namespace(plan.HostNS).Links {
-			if link.Kind != plan.VXLAN {
-				continue
-			}
-			seg := link.VXLAN.VNI
-			br, tk := trunkBridge(seg), trunkPort(seg)
-			steps := []func() error{
-				func() error { return e.bridge(ns, br) },
-				func() error { return e.vxlan(ns, link) },
-				func() error { return e.master(ns, link.Name, br) },
-				func() error { return e.veth(ns, tk, ns, subIface(seg), link.MTU, "") },
-				func() error { return e.master(ns, tk, br) },
-			}
-			for _, dev := range []string{br, link.Name, tk, subIface(seg)} {
-				steps = append(steps, func() error { return e.up(ns, dev) })
-			}
-			if err := run(steps); err != nil {
-				return err
-			}
+	}
+	for _, link := range tunnels {
+		seg := link.VXLAN.VNI
+		br, tk := trunkBridge(seg), trunkPort(seg)
+		steps := []func() error{
+			func() error { return e.bridge(ns, br) },
+			func() error { return e.vxlan(ns, link) },
+			func() error { return e.master(ns, link.Name, br) },
+			func() error { return e.veth(ns, tk, ns, subIface(seg), link.MTU, "") },
+			func() error { return e.master(ns, tk, br) },
+		}
+		for _, dev := range []string{br, link.Name, tk, subIface(seg)} {
+			steps = append(steps, func() error { return e.up(ns, dev) })
+		}
+		if err := run(steps); err != nil {
+			return err
 		}
 	}
 	return nil

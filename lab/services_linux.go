@@ -130,23 +130,28 @@ func (l *Lab) stopServices() error {
 	matches, _ := filepath.Glob(filepath.Join(l.stateDir(), "*.pid"))
 	var errs []error
 	for _, f := range matches {
-		if pid, ok := running(f); ok {
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-				errs = append(errs, err)
-			}
-			for i := 0; i < 50; i++ {
-				if _, ok := running(f); !ok {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if _, ok := running(f); ok {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		_ = os.Remove(f)
+		errs = append(errs, stop(f, time.Second))
 	}
 	return errors.Join(errs...)
+}
+
+// stop ends the process of a pid file as systemctl stop does: SIGTERM,
+// then SIGKILL after grace.
+func stop(pidFile string, grace time.Duration) error {
+	var err error
+	if pid, ok := running(pidFile); ok {
+		err = syscall.Kill(pid, syscall.SIGTERM)
+		for deadline := time.Now().Add(grace); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, ok := running(pidFile); !ok {
+				break
+			}
+		}
+		if _, ok := running(pidFile); ok {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = os.Remove(pidFile)
+	return err
 }
 
 // writeFabric saves the spec as the lab builds it (VXLAN, so MTU 1450)
