@@ -343,9 +343,15 @@ func (b *bed) neutronAgent() (netID, subnetID string) {
 // long that took from the PUT.
 func (b *bed) boot(name, netID, subID, ip, bridge string, bits int, groups ...string) (*openstack.Port, time.Duration) {
 	b.t.Helper()
+	return b.bootOn("knox-c1", name, netID, subID, ip, bridge, bits, groups...)
+}
+
+// bootOn is boot on another host.
+func (b *bed) bootOn(host, name, netID, subID, ip, bridge string, bits int, groups ...string) (*openstack.Port, time.Duration) {
+	b.t.Helper()
 	t0 := time.Now()
-	p := b.bind(name, netID, subID, ip, "knox-c1", groups...)
-	b.tap("knox-c1", p, bridge, bits)
+	p := b.bind(name, netID, subID, ip, host, groups...)
+	b.tap(host, p, bridge, bits)
 	for time.Since(t0) < 60*time.Second {
 		if b.status(p.ID) == "ACTIVE" {
 			return p, time.Since(t0)

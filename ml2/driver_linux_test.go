@@ -115,6 +115,7 @@ func TestDriverInsideNeutron(t *testing.T) {
 	})
 
 	t.Run("shared host", func(t *testing.T) { sharedHost(t, b.in(t)) })
+	t.Run("switch over and back", func(t *testing.T) { switchOverAndBack(t, b.in(t)) })
 
 	t.Run("dead host", func(t *testing.T) {
 		pidFile := filepath.Join(lab.StateDir, b.l.Prefix, "agent-knox-c2.pid")
