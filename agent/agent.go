@@ -65,6 +65,10 @@ type Agent struct {
 	// first converge; upChanged a token when they changed.
 	up        map[string]string
 	upChanged chan struct{}
+
+	pmu     sync.Mutex
+	pending map[string]bool // taps the last converge could not plug yet
+	taps    chan struct{}   // a token when one of them appeared
 }
 
 // Status is what the agent reports, in the store and on /readyz.
@@ -92,6 +96,7 @@ func New(cfg Config) *Agent {
 	a := &Agent{cfg: cfg, conv: &node.Converger{Target: cfg.Target, StandIn: cfg.StandIn}, log: cfg.Log.With("node", cfg.Node)}
 	a.changed = make(chan struct{}, 1)
 	a.upChanged = make(chan struct{}, 1)
+	a.taps = make(chan struct{}, 1)
 	a.rev = newRevoker()
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
@@ -135,6 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.report(ctx, cli)
 	go a.reportPorts(ctx, cli)
 	go a.rev.run(ctx, a.revoked)
+	go a.watchTaps(ctx)
 	resync := time.NewTicker(a.cfg.Resync)
 	defer resync.Stop()
 	backoff := 100 * time.Millisecond
@@ -167,6 +173,7 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 		return err
 	}
 	a.converge(objs, rev)
+	converged := rev // the revision objs are at
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
 	w := cli.Watch(wctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
@@ -192,11 +199,19 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 			return fmt.Errorf("store unreachable: %w", err)
 		case <-resync:
 			a.resync()
+			if a.pendingAppeared() {
+				// A tap the link feed missed (it was down, or the tap
+				// came while the feed restarted).
+				a.converge(objs, converged)
+			}
+		case <-a.taps:
+			a.converge(objs, converged)
 		case <-b.ready:
 			evs, rev, err := b.take()
 			changed := applyEvents(objs, evs)
 			if rev > 0 {
 				a.m.revision.Set(float64(rev))
+				converged = rev
 			}
 			if changed {
 				a.converge(objs, rev)
@@ -345,6 +360,9 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 			a.m.ports.Set(float64(ports))
 			if err == nil {
 				a.setUp(upPorts(s, st, res))
+			}
+			if res != nil {
+				a.setPending(res.Pending)
 			}
 		}
 	}
