@@ -28,34 +28,11 @@ import (
 	"github.com/bothnia/bothnia/store"
 )
 
-// install puts the driver where neutron-server's Python finds it and its
-// entry point, as pip install would: the package and a dist-info naming
-// neutron.ml2.mechanism_drivers = bothnia.
+// install puts the driver where neutron-server's Python finds it.
 func install(t *testing.T) string {
 	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := Install(dir); err != nil {
 		t.Fatal(err)
-	}
-	src, err := filepath.Abs("bothnia_ml2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(src, filepath.Join(dir, "bothnia_ml2")); err != nil {
-		t.Fatal(err)
-	}
-	info := filepath.Join(dir, "bothnia_ml2-0.1.0.dist-info")
-	files := map[string]string{
-		"METADATA":         "Metadata-Version: 2.1\nName: bothnia-ml2\nVersion: 0.1.0\n",
-		"entry_points.txt": "[neutron.ml2.mechanism_drivers]\nbothnia = bothnia_ml2.driver:BothniaMechanismDriver\n",
-		"top_level.txt":    "bothnia_ml2\n",
-	}
-	if err := os.MkdirAll(info, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for f, c := range files {
-		if err := os.WriteFile(filepath.Join(info, f), []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return dir
 }

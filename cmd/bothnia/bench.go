@@ -50,6 +50,27 @@ median of --repeat runs. Large sizes with iptables and Neutron take minutes.`,
 	fw.Flags().BoolVar(&noIPT, "no-iptables", false, "measure nftables only")
 	fw.Flags().IntVar(&neutronMax, "neutron-max", 3000, "largest size Neutron's own driver is run at (0: not at all)")
 	c.AddCommand(fw)
+	var runs int
+	bi := &cobra.Command{
+		Use:   "binding",
+		Short: "Nova's binding PUT to ACTIVE: a fabric port (bothnia's ML2 driver and agent) beside Neutron's own agent on the same node",
+		Long: `Starts a real neutron-server with bothnia's ML2 driver before linuxbridge
+(MariaDB, RabbitMQ), a lab Knox node running bothnia's agent and Neutron's
+linuxbridge agent (mapping only another network's physical network, as on
+a host the two share), then boots --runs ports of each kind as Nova does,
+alternating: the binding PUT (host, device_owner, device_id), the tap
+(into Neutron's bridge for linuxbridge's vif_type bridge; in no bridge for
+bothnia's vif_type tap), and the wait for ACTIVE, the moment Nova gets
+network-vif-plugged. Prints mean, p50, min and max per kind and the ratio.
+Needs the Debian packages scripts/install-deps.sh installs; takes about a
+minute and 2 GiB of memory, all removed afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.Binding(cmd.OutOrStdout(), "bnbind", runs)
+		},
+	}
+	bi.Flags().IntVar(&runs, "runs", 5, "ports of each kind")
+	c.AddCommand(bi)
 	var count, bulk int
 	pr := &cobra.Command{
 		Use:   "propagation",
