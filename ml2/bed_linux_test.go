@@ -265,17 +265,6 @@ func (b *bed) upKey(node, id string) bool {
 	return err == nil && len(resp.Kvs) == 1
 }
 
-func inBridge(t *testing.T, ns, dev string) bool {
-	h, nsh, err := namespace.Netlink(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	return err == nil && l.Attrs().MasterIndex != 0
-}
-
 // neutronAgent starts Neutron's own linuxbridge agent on knox-c1, as a
 // Knox host shared with bothnia runs it: mapping only physnet2 (em2, whose
 // far end is the namespace peer2 at 10.202.0.1), where a flat network

@@ -55,7 +55,7 @@ func TestDriverInsideNeutron(t *testing.T) {
 			if tUp.IsZero() {
 				t.Fatal("the port went ACTIVE before bothnia's agent reported it up")
 			}
-			if !inBridge(t, b.l.NodeNS("knox-c1"), plan.TapName(p.ID)) {
+			if masterOf(t, b.l.NodeNS("knox-c1"), plan.TapName(p.ID)) == "" {
 				t.Error("ACTIVE, but its tap is in no bridge")
 			}
 		}
