@@ -65,7 +65,7 @@ a namespace named <name>-…. The inter-site link is a veth pair shaped to the
 spec's rate, carrying each network as VXLAN (this kernel lacks 802.1Q). The
 node plans are applied by the same code that runs on real hosts.`,
 	}
-	c.AddCommand(labUpCmd(), labDownCmd(), labStatusCmd(), labExecCmd(), labVMCmd())
+	c.AddCommand(labUpCmd(), labDownCmd(), labStatusCmd(), labExecCmd(), labVMCmd(), labNodeCmd())
 	return c
 }
 
@@ -373,5 +373,49 @@ follows, so "lab up" keeps the change.`,
 	}
 	labFlag(del, &name)
 	c.AddCommand(add, del)
+	return c
+}
+
+func labNodeCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "node",
+		Short: "Pull a node's plug, as a crash would, and put it back",
+		Long: `kill stops the node's agent and its DHCP and DNS servers at once (SIGKILL:
+its status key stays in the store until its lease runs out) and takes
+down every link of its namespaces (the underlay, the router's external
+leg), so nothing reaches it and it reaches nothing. revive brings those
+links up and starts what kill stopped; the kernel state a real reboot
+would lose stays, and the agent converges it as after a restart. Both do
+nothing to a node already in that state.`,
+	}
+	var name string
+	for _, verb := range []string{"kill", "revive"} {
+		sub := &cobra.Command{
+			Use:     verb + " NODE",
+			Short:   map[string]string{"kill": "Pull the node's plug", "revive": "Put a killed node's plug back"}[verb],
+			Example: "  bothnia lab node " + verb + " knox-ctl",
+			Args:    cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				l, err := lab.New(name)
+				if err != nil {
+					return err
+				}
+				do := l.KillNode
+				if verb == "revive" {
+					do = l.ReviveNode
+				}
+				done, err := do(args[0])
+				for _, d := range done {
+					fmt.Fprintln(cmd.OutOrStdout(), d)
+				}
+				if err == nil && len(done) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "node %s: nothing to do\n", args[0])
+				}
+				return err
+			},
+		}
+		labFlag(sub, &name)
+		c.AddCommand(sub)
+	}
 	return c
 }
