@@ -6,9 +6,12 @@ set -euo pipefail
 # talk to (their packaged services are not used; the tests start their own);
 # rabbitmq-server, neutron-linuxbridge-agent, neutron-dhcp-agent (dnsmasq),
 # socat, sudo and ebtables: the real agents that run the lab's foreign site
-# (internal/devcloud); graphviz renders show topology -o svg.
+# (internal/devcloud); python3-pip and python3-setuptools install bothnia's
+# ML2 driver into that Neutron as an operator would (pip, offline);
+# graphviz renders show topology -o svg.
 pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server
-  rabbitmq-server neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base socat sudo ebtables graphviz)
+  rabbitmq-server neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base socat sudo ebtables graphviz
+  python3-pip python3-setuptools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
