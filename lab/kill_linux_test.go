@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,6 +41,9 @@ func TestKillAndReviveNode(t *testing.T) {
 	}
 	if !l.Killed("knox-c1") {
 		t.Error("knox-c1 is not reported killed")
+	}
+	if lines, complete, err := l.Status(mustSpec(t, l)); err != nil || complete || !strings.Contains(strings.Join(lines, "\n"), "KILLED") {
+		t.Errorf("lab status with knox-c1 killed: complete %v, err %v:\n%s", complete, err, strings.Join(lines, "\n"))
 	}
 	if reach(time.Second) {
 		t.Error("e1 still reaches k1 on the killed knox-c1")

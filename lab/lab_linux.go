@@ -527,6 +527,12 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	for h := range haveSet {
 		lines = append(lines, fmt.Sprintf("%-8s %s", "extra", h))
 	}
+	for _, n := range p.Nodes {
+		if l.Killed(n.Name) {
+			all = false
+			lines = append(lines, fmt.Sprintf("%-8s %s (its plug pulled: bothnia lab node revive %s)", "KILLED", l.NodeNS(n.Name), n.Name))
+		}
+	}
 	fabricFile := filepath.Join(l.stateDir(), "fabric.yaml")
 	for _, sv := range l.services(fab, fabricFile) {
 		state := "running"
