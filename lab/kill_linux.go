@@ -10,6 +10,7 @@ import (
 
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/node"
+	"github.com/bothnia/bothnia/spec"
 )
 
 // Pulling a node's plug, as a crash would, and putting it back: the
@@ -169,15 +170,7 @@ func (l *Lab) isNode(nodeName string) error {
 // servers in its namespaces. Kill stops those that run; revive starts
 // those kill stopped.
 func (l *Lab) nodeServices(nodeName string) ([]service, error) {
-	s, err := l.Spec()
-	if err != nil {
-		return nil, err
-	}
-	ls, err := LabSpec(s)
-	if err != nil {
-		return nil, err
-	}
-	fab, err := node.Desired(ls)
+	s, _, fab, err := l.running()
 	if err != nil {
 		return nil, err
 	}
@@ -195,6 +188,24 @@ func (l *Lab) nodeServices(nodeName string) ([]service, error) {
 		out = append(out, l.agent(nodeName, st.Plan.Foreign))
 	}
 	return out, nil
+}
+
+// running is the running lab's spec, as recorded and as the lab builds
+// it, and the nodes' desired states.
+func (l *Lab) running() (*spec.Spec, *spec.Spec, *node.Fabric, error) {
+	s, err := l.Spec()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ls, err := LabSpec(s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fab, err := node.Desired(ls)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s, ls, fab, nil
 }
 
 // nodeNamespaces are a node's own namespace and its router and DHCP ones.

@@ -7,7 +7,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/bothnia/bothnia/internal/devcloud"
-	"github.com/bothnia/bothnia/node"
 	"github.com/bothnia/bothnia/plan"
 )
 
@@ -104,15 +103,7 @@ func (l *Lab) RemoveNeutronCabling(nodeName string) error {
 // none), renamed, from this node's underlay address, flooding to every
 // other node.
 func (l *Lab) trunks(nodeName string) ([]plan.Link, error) {
-	s, err := l.Spec()
-	if err != nil {
-		return nil, err
-	}
-	ls, err := LabSpec(s)
-	if err != nil {
-		return nil, err
-	}
-	fab, err := node.Desired(ls)
+	_, ls, fab, err := l.running()
 	if err != nil {
 		return nil, err
 	}
