@@ -259,11 +259,12 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 			}
 			ports = len(st.Plan.Ports)
 			a.m.ports.Set(float64(ports))
-			if err == nil {
-				a.setUp(upPorts(s, st, res))
-			}
+			pending := pendingTaps(res)
 			if res != nil {
-				a.setPending(res.Pending)
+				a.setPending(pending)
+			}
+			if err == nil {
+				a.setUp(upPorts(s, st, pending))
 			}
 		}
 	}

@@ -24,9 +24,8 @@ import (
 // when the port comes up and deleted when it goes: no lease, so an agent
 // that restarts rewrites nothing that did not change.
 
-// upPorts are the ports of a converged node that are up, by Neutron port
-// UUID, with their taps.
-func upPorts(s *spec.Spec, st *node.State, res *node.Result) map[string]string {
+// pendingTaps are the taps of a converge's pending ports.
+func pendingTaps(res *node.Result) map[string]bool {
 	pending := map[string]bool{}
 	if res != nil {
 		for _, p := range res.Pending {
@@ -34,6 +33,12 @@ func upPorts(s *spec.Spec, st *node.State, res *node.Result) map[string]string {
 			pending[tap] = true
 		}
 	}
+	return pending
+}
+
+// upPorts are the ports of a converged node that are up (all but the
+// pending ones), by Neutron port UUID, with their taps.
+func upPorts(s *spec.Spec, st *node.State, pending map[string]bool) map[string]string {
 	ids := map[string]string{} // tap -> port UUID
 	for _, n := range s.Networks {
 		for _, vm := range n.VMs {

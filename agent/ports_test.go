@@ -32,11 +32,11 @@ func TestUpPorts(t *testing.T) {
 	vm1, n := s.VM("knox-vm1")
 	sb, sn := s.VM("sandbox-vm1")
 	id1, idSB := s.PortID(n, vm1), s.PortID(sn, sb)
-	up := upPorts(s, st, &node.Result{Pending: []string{plan.TapName(idSB) + " (vm sandbox-vm1): held out of its bridge"}})
+	up := upPorts(s, st, pendingTaps(&node.Result{Pending: []string{plan.TapName(idSB) + " (vm sandbox-vm1): held out of its bridge"}}))
 	if len(up) != 1 || up[id1] != plan.TapName(id1) {
 		t.Errorf("up %v, want knox-vm1's port %s alone (sandbox-vm1's is held)", up, id1)
 	}
-	if up := upPorts(s, st, &node.Result{}); len(up) != 2 || up[idSB] == "" {
+	if up := upPorts(s, st, pendingTaps(&node.Result{})); len(up) != 2 || up[idSB] == "" {
 		t.Errorf("nothing pending: up %v, want both of knox-c1's ports", up)
 	}
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -20,14 +19,9 @@ import (
 // with a pending port's name makes the agent converge again at once.
 
 // setPending records the taps the last converge could not plug yet.
-func (a *Agent) setPending(pending []string) {
-	set := make(map[string]bool, len(pending))
-	for _, p := range pending {
-		tap, _, _ := strings.Cut(p, " ")
-		set[tap] = true
-	}
+func (a *Agent) setPending(taps map[string]bool) {
 	a.pmu.Lock()
-	a.pending = set
+	a.pending = taps
 	a.pmu.Unlock()
 }
 
