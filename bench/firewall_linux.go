@@ -144,7 +144,7 @@ func measure(prefix string, small, big *firewall.Fabric, repeat int, withIPTable
 		}
 	}
 	r.nftAdd = median(adds)
-	if err := x.Remove(); err != nil {
+	if _, err := x.Remove(); err != nil {
 		return r, err
 	}
 	if !withIPTables {

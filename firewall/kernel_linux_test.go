@@ -746,7 +746,7 @@ func TestDenialsNeedTheFirewall(t *testing.T) {
 		if _, err := x.Program(&firewall.Fabric{Groups: map[string]*firewall.Group{}}, node); err != nil {
 			t.Fatal(err)
 		}
-		if err := x.Remove(); err != nil {
+		if _, err := x.Remove(); err != nil {
 			t.Fatal(err)
 		}
 		x.Close()

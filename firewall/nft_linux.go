@@ -208,8 +208,12 @@ func (x *NFT) Resync() ([]string, error) {
 	return append(drift, top...), err
 }
 
-// Remove deletes bothnia's firewall tables from the namespace.
-func (x *NFT) Remove() error { return x.a.DeleteTables() }
+// Remove deletes bothnia's firewall tables from the namespace, whatever
+// this programmer wrote, and returns a line per table deleted.
+func (x *NFT) Remove() ([]string, error) {
+	return x.a.DeleteTables(&nftables.Table{Family: nftables.TableFamilyBridge, Name: L2Table},
+		&nftables.Table{Family: nftables.TableFamilyINet, Name: FWTable})
+}
 
 // Programmer keeps one node's firewall programmed. Program makes the
 // kernel match the fabric and may be called again with the same or a new

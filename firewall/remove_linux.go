@@ -4,10 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/google/nftables"
-
-	"github.com/bothnia/bothnia/namespace"
 )
 
 // Remove deletes everything either renderer of bothnia's firewall put in
@@ -21,28 +17,13 @@ func Remove(ns string, run Runner) ([]string, error) {
 	if run == nil {
 		run = ExecIn
 	}
-	var changes []string
-	h, err := namespace.Open(ns)
+	x, err := NewNFT(ns)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
-	fd := int(h)
-	if ns == "" {
-		fd = 0
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	changes, err := x.Remove()
+	x.Close()
 	if err != nil {
-		return nil, err
-	}
-	for _, t := range []*nftables.Table{{Family: nftables.TableFamilyBridge, Name: L2Table}, {Family: nftables.TableFamilyINet, Name: FWTable}} {
-		if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
-			continue
-		}
-		c.DelTable(t)
-		changes = append(changes, "nft delete table "+familyName(t.Family)+" "+t.Name)
-	}
-	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("firewall: delete bothnia's nftables tables in %q: %w", ns, err)
 	}
 
@@ -52,8 +33,14 @@ func Remove(ns string, run Runner) ([]string, error) {
 		return changes, err
 	}
 
+	// The iptables layout's tables, ebtables' beside them: each saved,
+	// and bothnia's jumps and chains deleted in one restore.
+	tables := slices.Clone(iptTables)
+	for _, t := range ebTables {
+		tables = append(tables, iptTable{"ebtables-nft", t.name, t.builtins})
+	}
 	neutron := false
-	for _, t := range iptTables {
+	for _, t := range tables {
 		out, err := run(ns, "", t.cmd+"-save", "-t", t.table)
 		if err != nil {
 			continue // no such command or table: nothing of the layout's
@@ -68,22 +55,6 @@ func Remove(ns string, run Runner) ([]string, error) {
 		}
 		for _, w := range what {
 			changes = append(changes, t.cmd+" -t "+t.table+" "+w)
-		}
-	}
-	for _, t := range ebTables {
-		out, err := run(ns, "", "ebtables-nft-save", "-t", t.name)
-		if err != nil {
-			continue
-		}
-		in, what := removeInput(out, t.builtins)
-		if in == "" {
-			continue
-		}
-		if _, err := run(ns, "*"+t.name+"\n"+in+"COMMIT\n", "ebtables-nft-restore", "--noflush"); err != nil {
-			return changes, err
-		}
-		for _, w := range what {
-			changes = append(changes, "ebtables -t "+t.name+" "+w)
 		}
 	}
 	if neutron {
@@ -128,14 +99,4 @@ func removeInput(saved string, builtins []string) (string, []string) {
 		what = append(what, "delete chain "+ch)
 	}
 	return b.String(), what
-}
-
-func familyName(f nftables.TableFamily) string {
-	switch f {
-	case nftables.TableFamilyBridge:
-		return "bridge"
-	case nftables.TableFamilyINet:
-		return "inet"
-	}
-	return fmt.Sprint(f)
 }

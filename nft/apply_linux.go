@@ -636,24 +636,31 @@ func (a *Applier) commit(tk string) {
 	}
 }
 
-// DeleteTables removes owned tables entirely (teardown).
-func (a *Applier) DeleteTables() error {
+// DeleteTables removes tables entirely (teardown): the named ones, or,
+// with none named, every table the applier owns. A table that does not
+// exist is no error. It returns a line per table it deleted.
+func (a *Applier) DeleteTables(tables ...*nftables.Table) ([]string, error) {
 	c, err := a.conn()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n := 0
-	for _, tk := range a.order {
-		ts := a.want[tk]
-		if _, err := c.ListTableOfFamily(ts.name, ts.family); err != nil {
+	if len(tables) == 0 {
+		for _, tk := range a.order {
+			ts := a.want[tk]
+			tables = append(tables, &nftables.Table{Family: ts.family, Name: ts.name})
+		}
+	}
+	var deleted []string
+	for _, t := range tables {
+		if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
 			continue
 		}
-		c.DelTable(&nftables.Table{Family: ts.family, Name: ts.name})
-		n++
+		c.DelTable(t)
+		deleted = append(deleted, "delete table "+tableKey(t.Family, t.Name))
 	}
 	a.want, a.have, a.dirty, a.order = map[string]*tableState{}, nil, map[string]*dirtyTable{}, nil
-	if n == 0 {
-		return nil
+	if len(deleted) == 0 {
+		return nil, nil
 	}
-	return c.Flush()
+	return deleted, c.Flush()
 }
