@@ -8,10 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/portsbinding"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/provider"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -20,7 +18,6 @@ import (
 	"github.com/bothnia/bothnia/internal/devcloud"
 	"github.com/bothnia/bothnia/lab"
 	"github.com/bothnia/bothnia/ml2"
-	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/openstack"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
@@ -130,14 +127,12 @@ func Binding(w io.Writer, prefix string, runs int) error {
 		if err != nil {
 			return 0, "", err
 		}
-		owner, host, dev := "compute:nova", "knox-c1", "vm-"+name
 		t0 := time.Now()
-		var bound openstack.Port
-		if err := ports.Update(ctx, c.Network, p.ID, portsbinding.UpdateOptsExt{
-			UpdateOptsBuilder: ports.UpdateOpts{DeviceOwner: &owner, DeviceID: &dev}, HostID: &host}).ExtractInto(&bound); err != nil {
+		bound, err := lab.BindPort(ctx, c, p.ID, "knox-c1", name)
+		if err != nil {
 			return 0, "", err
 		}
-		if err := novaTap(l, node, name, plan.TapName(p.ID), p.MACAddress, bridge); err != nil {
+		if err := l.PlugVM("knox-c1", name, plan.TapName(p.ID), p.MACAddress, "", bridge); err != nil {
 			return 0, "", err
 		}
 		for time.Since(t0) < 60*time.Second {
@@ -201,37 +196,13 @@ func network(ctx context.Context, c *openstack.Cloud, name, cidr string, seg pro
 	return [2]string{n.ID, sub.ID}, nil
 }
 
-// novaTap is the hypervisor's part of a boot: the tap on the node, its
-// other end a VM's eth0 with the port's MAC; into bridge unless "" (for
-// vif_type bridge os-vif plugs it; for tap, bothnia's agent does).
-func novaTap(l *lab.Lab, node, vm, tap, mac, bridge string) error {
-	ns := l.VMNS(vm)
-	if _, err := namespace.Create(ns); err != nil {
-		return err
-	}
-	cmds := [][]string{{"-n", node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"-n", ns, "link", "set", "eth0", "address", mac, "up"}}
-	if bridge != "" {
-		cmds = append(cmds, []string{"-n", node, "link", "add", bridge, "type", "bridge"}, []string{"-n", node, "link", "set", bridge, "up"},
-			[]string{"-n", node, "link", "set", tap, "master", bridge})
-	}
-	cmds = append(cmds, []string{"-n", node, "link", "set", tap, "up"})
-	for _, a := range cmds {
-		if out, err := exec.Command("ip", a...).CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
-			return fmt.Errorf("ip %v: %v: %s", a, err, out)
-		}
-	}
-	return nil
-}
-
 // stats are mean, p50, min and max, rounded to the millisecond.
 func stats(ds []time.Duration) [4]time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
+	p50, _, mx := quantiles(ds)
 	var sum time.Duration
-	for _, d := range s {
+	for _, d := range ds {
 		sum += d
 	}
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return [4]time.Duration{r(sum / time.Duration(len(s))), r(s[len(s)/2]), r(s[0]), r(s[len(s)-1])}
+	return [4]time.Duration{r(sum / time.Duration(len(ds))), r(p50), r(slices.Min(ds)), r(mx)}
 }

@@ -252,16 +252,24 @@ func bind(ctx context.Context, c *openstack.Cloud, portID, host, vm string) erro
 	if err := ports.Get(ctx, c.Network, portID).ExtractInto(&p); err != nil {
 		return err
 	}
-	owner, id := "compute:nova", deviceID(vm)
-	if p.DeviceOwner == owner && p.DeviceID == id && p.HostID == host {
+	if p.DeviceOwner == "compute:nova" && p.DeviceID == deviceID(vm) && p.HostID == host {
 		return nil
 	}
-	_, err := ports.Update(ctx, c.Network, portID, portsbinding.UpdateOptsExt{
-		UpdateOptsBuilder: ports.UpdateOpts{DeviceOwner: &owner, DeviceID: &id}, HostID: &host}).Extract()
-	if err != nil {
-		return fmt.Errorf("lab: cloud %s: bind port of %s to %s: %w", c.Name, vm, host, err)
+	_, err := BindPort(ctx, c, portID, host, vm)
+	return err
+}
+
+// BindPort is Nova's binding PUT for a VM's port: host, device_owner
+// compute:nova and the VM's device_id. It returns the port as bound (its
+// vif_type says which mechanism driver bound it).
+func BindPort(ctx context.Context, c *openstack.Cloud, portID, host, vm string) (*openstack.Port, error) {
+	owner, id := "compute:nova", deviceID(vm)
+	var out openstack.Port
+	if err := ports.Update(ctx, c.Network, portID, portsbinding.UpdateOptsExt{
+		UpdateOptsBuilder: ports.UpdateOpts{DeviceOwner: &owner, DeviceID: &id}, HostID: &host}).ExtractInto(&out); err != nil {
+		return nil, fmt.Errorf("lab: cloud %s: bind port of %s to %s: %w", c.Name, vm, host, err)
 	}
-	return nil
+	return &out, nil
 }
 
 // cleanProject reads (and, if del, deletes) what the lab's project holds

@@ -218,6 +218,31 @@ func (l *Lab) plugForeign(ctx context.Context, e *ensurer, clouds map[string]*op
 	return nil, errors.Join(errs...)
 }
 
+// PlugVM does the hypervisor's part of a boot on one of the lab's nodes:
+// the port's tap, its other end the eth0 of the VM's namespace with the
+// port's MAC (and cidr, unless ""), plugged into bridge unless "" (os-vif
+// plugs the tap for vif_type bridge, making the bridge if the agent has
+// not yet; for vif_type tap the node's own agent plugs it). What exists
+// already is left as it is.
+func (l *Lab) PlugVM(nodeName, vm, tap, mac, cidr, bridge string) error {
+	e := newEnsurer()
+	defer e.close()
+	node, vmNS := l.NodeNS(nodeName), l.VMNS(vm)
+	steps := []func() error{
+		func() error { return e.netns(vmNS) },
+		func() error { return e.veth(vmNS, "eth0", node, tap, 0, mac) },
+		func() error { return e.up(vmNS, "eth0") },
+	}
+	if cidr != "" {
+		steps = append(steps, func() error { return e.addr(vmNS, "eth0", cidr) })
+	}
+	if bridge != "" {
+		steps = append(steps, func() error { return e.bridge(node, bridge) }, func() error { return e.up(node, bridge) },
+			func() error { return e.master(node, tap, bridge) })
+	}
+	return run(append(steps, func() error { return e.up(node, tap) }))
+}
+
 // waitActive waits for a port's status to be ACTIVE: its host's agent has
 // wired and filtered it.
 func waitActive(ctx context.Context, c *openstack.Cloud, id, vm string, within time.Duration) error {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/portsbinding"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/provider"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -190,13 +189,11 @@ func (b *bed) bind(name, netID, subnetID, ip, host string, groups ...string) *op
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	owner, dev := "compute:nova", "11111111-2222-3333-4444-"+fmt.Sprintf("%012d", len(name))
-	var out openstack.Port
-	if err := ports.Update(b.ctx, b.cloud.Network, p.ID, portsbinding.UpdateOptsExt{
-		UpdateOptsBuilder: ports.UpdateOpts{DeviceOwner: &owner, DeviceID: &dev}, HostID: &host}).ExtractInto(&out); err != nil {
+	out, err := lab.BindPort(b.ctx, b.cloud, p.ID, host, name)
+	if err != nil {
 		b.t.Fatal(err)
 	}
-	return &out
+	return out
 }
 
 // tap does the hypervisor's part: the port's tap on the node, its other
@@ -204,27 +201,9 @@ func (b *bed) bind(name, netID, subnetID, ip, host string, groups ...string) *op
 // into bridge unless "".
 func (b *bed) tap(node string, p *openstack.Port, bridge string, bits int) {
 	b.t.Helper()
-	vm := b.l.VMNS(p.Name)
-	if _, err := namespace.Create(vm); err != nil {
+	cidr := fmt.Sprintf("%s/%d", p.FixedIPs[0].IPAddress, bits)
+	if err := b.l.PlugVM(node, p.Name, plan.TapName(p.ID), p.MACAddress, cidr, bridge); err != nil {
 		b.t.Fatal(err)
-	}
-	nodeNS := b.l.NodeNS(node)
-	tap := plan.TapName(p.ID)
-	cmds := [][]string{
-		{"-n", nodeNS, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", vm},
-		{"-n", vm, "link", "set", "eth0", "address", p.MACAddress, "up"},
-		{"-n", vm, "addr", "add", fmt.Sprintf("%s/%d", p.FixedIPs[0].IPAddress, bits), "dev", "eth0"},
-	}
-	if bridge != "" {
-		cmds = append(cmds, []string{"-n", nodeNS, "link", "add", bridge, "type", "bridge"},
-			[]string{"-n", nodeNS, "link", "set", bridge, "up"},
-			[]string{"-n", nodeNS, "link", "set", tap, "master", bridge})
-	}
-	cmds = append(cmds, []string{"-n", nodeNS, "link", "set", tap, "up"})
-	for _, c := range cmds {
-		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
-			b.t.Fatalf("ip %v: %v: %s", c, err, out)
-		}
 	}
 }
 
