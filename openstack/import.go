@@ -128,6 +128,9 @@ func Watch(ctx context.Context, cli *clientv3.Client, clouds map[string]*Cloud, 
 				clear(last) // read everything again next time
 			}
 		}
+		if ctx.Err() != nil {
+			return nil // a read cut short by the end is no failure
+		}
 		wait := interval
 		if err != nil {
 			slog.Warn("openstack watch", "err", err, "retry_in", backoff)
