@@ -587,6 +587,14 @@ var holeVerdicts = []verdict{
 		sendFrames(fx.t, a, bs)
 		return eventually(func() bool { return c.saw("b", w.key()) })
 	}, true},
+	{"taps on a bridge bothnia does not own pass IPv6", func(fx *fixture) bool {
+		a, b := fx.foreignTaps()
+		c := newCapture(fx.t, func(string) string { return b }, []string{"b"}, findMarkers)
+		w := frame6("fa:16:3e:00:01:00", "fa:16:3e:00:01:01", plan.LinkLocal("fa:16:3e:00:01:00"), plan.LinkLocal("fa:16:3e:00:01:01").String(), 17, 40021, 7000)
+		bs, _ := w.bytes()
+		sendFrames(fx.t, a, bs)
+		return eventually(func() bool { return c.saw("b", w.key()) })
+	}, true},
 	{"taps on a bridge bothnia does not own pass ARP", func(fx *fixture) bool {
 		a, b := fx.foreignTaps()
 		c := newCapture(fx.t, func(string) string { return b }, []string{"b"}, findMarkers)
