@@ -95,6 +95,9 @@ func sameKind(l netlink.Link, want *plan.Link) bool {
 	case plan.VLAN:
 		v, ok := l.(*netlink.Vlan)
 		return ok && v.VlanId == want.VLAN.ID
+	case plan.Macvlan:
+		m, ok := l.(*netlink.Macvlan)
+		return ok && m.Mode == netlink.MACVLAN_MODE_BRIDGE
 	}
 	return false
 }
@@ -110,6 +113,14 @@ func (a *applier) create(h *netlink.Handle, ns string, want *plan.Link) (netlink
 		}
 		attrs.HardwareAddr = mac
 	}
+	// A tunnel or macvlan in one of bothnia's namespaces is made from
+	// the host namespace, where its underlay or parent is, straight into
+	// its own: its socket (VXLAN) stays in the host namespace.
+	host := h
+	if ns != plan.HostNS && (want.Kind == plan.VXLAN || want.Kind == plan.Macvlan) {
+		host = a.handles[plan.HostNS]
+		attrs.Namespace = netlink.NsFd(int(a.nss[ns]))
+	}
 	var l netlink.Link
 	switch want.Kind {
 	case plan.Bridge:
@@ -119,7 +130,7 @@ func (a *applier) create(h *netlink.Handle, ns string, want *plan.Link) (netlink
 		v := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: want.VXLAN.VNI, SrcAddr: net.ParseIP(want.VXLAN.Local),
 			Port: want.VXLAN.Port, Learning: false}
 		if want.VXLAN.Dev != "" {
-			dev, err := h.LinkByName(want.VXLAN.Dev)
+			dev, err := host.LinkByName(want.VXLAN.Dev)
 			if err != nil {
 				return nil, fmt.Errorf("underlay device %s: %w", want.VXLAN.Dev, err)
 			}
@@ -133,6 +144,13 @@ func (a *applier) create(h *netlink.Handle, ns string, want *plan.Link) (netlink
 		}
 		attrs.ParentIndex = parent.Attrs().Index
 		l = &netlink.Vlan{LinkAttrs: attrs, VlanId: want.VLAN.ID}
+	case plan.Macvlan:
+		parent, err := host.LinkByName(want.Macvlan.Parent)
+		if err != nil {
+			return nil, fmt.Errorf("macvlan parent %s in the host namespace: %w", want.Macvlan.Parent, err)
+		}
+		attrs.ParentIndex = parent.Attrs().Index
+		l = &netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}
 	case plan.Veth:
 		peerNS, ok := a.nss[want.Peer.Namespace]
 		if !ok {
@@ -142,7 +160,7 @@ func (a *applier) create(h *netlink.Handle, ns string, want *plan.Link) (netlink
 	default:
 		return nil, fmt.Errorf("unknown link kind %q", want.Kind)
 	}
-	if err := h.LinkAdd(l); err != nil {
+	if err := host.LinkAdd(l); err != nil {
 		return nil, fmt.Errorf("create %s: %w", want.Kind, err)
 	}
 	if want.Kind == plan.Veth {
@@ -188,7 +206,21 @@ func (a *applier) attrs(h *netlink.Handle, ns string, l netlink.Link, want *plan
 			a.changef(ns, "link set %s type bridge ageing_time %d", want.Name, want.AgeingCentis)
 		}
 	}
+	if want.Down {
+		return a.down(h, ns, l)
+	}
 	return a.up(h, ns, l)
+}
+
+func (a *applier) down(h *netlink.Handle, ns string, l netlink.Link) error {
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return nil
+	}
+	if err := h.LinkSetDown(l); err != nil {
+		return fmt.Errorf("set down: %w", err)
+	}
+	a.changef(ns, "link set %s down", l.Attrs().Name)
+	return nil
 }
 
 func (a *applier) master(h *netlink.Handle, ns string, l netlink.Link, master string) error {

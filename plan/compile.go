@@ -132,10 +132,18 @@ func (b *builder) network(n *spec.Network) error {
 		r := s.Router
 		rid, pid := RouterID(s), RouterPortID(s)
 		mac := InfraMAC(pid)
-		if err := addMember(mac, r.Node, r.Address, "router "+r.Name); err != nil {
+		// Other nodes reach the router where it serves; with no replica
+		// serving, where the first one is, so that nothing points nowhere.
+		at := r.Serving()
+		if at == "" {
+			at = r.Replicas()[0]
+		}
+		if err := addMember(mac, at, r.Address, "router "+r.Name); err != nil {
 			return err
 		}
-		b.router(r, rid, pid, mac, br, bits)
+		for i, rep := range r.Replicas() {
+			b.router(r, rep, i, rid, pid, mac, br, bits)
+		}
 	}
 	if infra {
 		for _, sn := range s.SiteNames() {
@@ -247,18 +255,33 @@ func (b *builder) uplink(n *spec.Network, node, br string, nodes map[string]bool
 	return l
 }
 
-func (b *builder) router(r *spec.Router, rid, pid, mac, br string, bits int) {
-	node := b.nodes[r.Node]
+// router puts a replica of the router on a node. A standby replica has
+// every link, address and route of the active one, its fabric and
+// external legs down: taking over is setting them up and announcing the
+// addresses. Replicas share the state-sync link ha.
+func (b *builder) router(r *spec.Router, node string, index int, rid, pid, mac, br string, bits int) {
+	nd := b.nodes[node]
+	standby := r.Serving() != node
 	nsName := "qrouter-" + rid
 	qr, tap := "qr-"+short(pid), TapName(pid)
 	ext := netip.MustParsePrefix(r.External.CIDR)
 	ns := Namespace{Name: nsName, Role: RoleRouter, Forwarding: true}
 	ns.Links = append(ns.Links,
 		Link{Name: qr, Kind: Veth, MAC: mac, MTU: b.mtu, Addrs: []string{fmt.Sprintf("%s/%d", r.Address, bits)},
-			Peer: &Peer{HostNS, tap}},
-		Link{Name: "gw", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Router, ext.Bits())},
-			Peer: &Peer{HostNS, "mm"}},
-	)
+			Peer: &Peer{HostNS, tap}, Down: standby})
+	gw := Link{Name: "gw", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Router, ext.Bits())},
+		Down: standby}
+	if r.External.Device != "" {
+		// On the shared segment every replica's gw has the same MAC, so
+		// a takeover only moves where the upstream's switch sees it.
+		gw.Kind, gw.MAC, gw.Macvlan = Macvlan, InfraMAC(DeriveID("router-gw", rid)), &MacvlanOpt{Parent: r.External.Device}
+	} else {
+		gw.Peer = &Peer{HostNS, "mm"}
+	}
+	ns.Links = append(ns.Links, gw)
+	if r.Replicated() {
+		ns.Links = append(ns.Links, b.haLink(r, node, index))
+	}
 	// No default route: only the allowlist leaves the fabric.
 	for _, a := range r.Allow {
 		ns.Routes = append(ns.Routes, Route{Dst: spec.AllowedPrefix(a.Prefix).String(), Via: r.External.Host, Dev: "gw"})
@@ -266,13 +289,40 @@ func (b *builder) router(r *spec.Router, rid, pid, mac, br string, bits int) {
 	if *r.SNAT {
 		ns.SNAT = append(ns.SNAT, SNAT{OutIface: "gw", To: r.External.Router})
 	}
-	node.Namespaces = append(node.Namespaces, ns)
-	host := node.Namespace(HostNS)
-	host.Links = append(host.Links,
-		Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, qr}},
-		Link{Name: "mm", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Host, ext.Bits())},
-			Peer: &Peer{nsName, "gw"}},
-	)
+	nd.Namespaces = append(nd.Namespaces, ns)
+	host := nd.Namespace(HostNS)
+	host.Links = append(host.Links, Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, qr}})
+	if r.External.Device == "" {
+		host.Links = append(host.Links,
+			Link{Name: "mm", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Host, ext.Bits())},
+				Peer: &Peer{nsName, "gw"}})
+	}
+}
+
+// HANet is the replicas' state-sync network inside their router
+// namespaces; replica i has address i+1.
+var HANet = netip.MustParsePrefix("169.254.192.0/24")
+
+// HAAddr is replica i's address on the state-sync link.
+func HAAddr(i int) netip.Addr {
+	a := HANet.Addr().As4()
+	a[3] = byte(i + 1)
+	return netip.AddrFrom4(a)
+}
+
+// haLink is the state-sync link of a replica: a VXLAN device in the
+// router's namespace whose tunnel runs from the node's underlay address
+// (its socket stays in the host namespace) to every other replica's.
+func (b *builder) haLink(r *spec.Router, node string, index int) Link {
+	l := Link{Name: "ha", Kind: VXLAN, MTU: b.s.Link.UnderlayMTU - 50, // VXLAN's overhead
+		Addrs: []string{fmt.Sprintf("%s/%d", HAAddr(index), HANet.Bits())},
+		VXLAN: &VXLANOpt{VNI: r.HA.VNI, Local: b.nodes[node].Underlay, Port: b.s.Link.VXLANPort}}
+	for _, p := range r.Replicas() {
+		if p != node {
+			l.FDB = append(l.FDB, FDB{MAC: FloodMAC, Dst: b.nodes[p].Underlay})
+		}
+	}
+	return l
 }
 
 func (b *builder) dhcp(d *spec.DHCP, netID, pid, mac, br string, bits int, gateway string) {
@@ -292,7 +342,7 @@ func (b *builder) dhcp(d *spec.DHCP, netID, pid, mac, br string, bits int, gatew
 	host.Links = append(host.Links, Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, in}})
 }
 
-var kindOrder = map[Kind]int{Bridge: 0, VLAN: 1, VXLAN: 2, Veth: 3}
+var kindOrder = map[Kind]int{Bridge: 0, VLAN: 1, VXLAN: 2, Veth: 3, Macvlan: 4}
 
 // sort puts a node in canonical order: host namespace first, bridges before
 // their ports, everything else by name.

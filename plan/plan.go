@@ -52,10 +52,11 @@ type Kind string
 
 // Link kinds.
 const (
-	Bridge Kind = "bridge"
-	Veth   Kind = "veth"
-	VXLAN  Kind = "vxlan"
-	VLAN   Kind = "vlan"
+	Bridge  Kind = "bridge"
+	Veth    Kind = "veth"
+	VXLAN   Kind = "vxlan"
+	VLAN    Kind = "vlan"
+	Macvlan Kind = "macvlan"
 )
 
 // Link is one interface bothnia owns.
@@ -73,7 +74,12 @@ type Link struct {
 	Peer         *Peer     // veth
 	VXLAN        *VXLANOpt // vxlan
 	VLAN         *VLANOpt  // vlan
-	FDB          []FDB     // static entries on a vxlan device
+	Macvlan      *MacvlanOpt
+	FDB          []FDB // static entries on a vxlan device
+	// Down keeps the link administratively down: a standby router
+	// replica's legs, which must not answer for the active one's
+	// addresses until it takes over.
+	Down bool
 	// NeighSuppress makes a bridge port (the uplink) one that ARP and
 	// neighbour solicitations the bridge can answer are not sent to.
 	NeighSuppress bool
@@ -109,6 +115,12 @@ type VXLANOpt struct {
 type VLANOpt struct {
 	Parent string
 	ID     int
+}
+
+// MacvlanOpt configures a macvlan (bridge mode) on a device of the host
+// namespace; the link itself may live in another of the node's namespaces.
+type MacvlanOpt struct {
+	Parent string
 }
 
 // FDB is a static forwarding entry on a VXLAN device. The all-zero MAC is
@@ -239,6 +251,8 @@ func (l *Link) String() string {
 		fmt.Fprintf(&b, " vni %d local %s port %d dev %s nolearning", l.VXLAN.VNI, l.VXLAN.Local, l.VXLAN.Port, orDash(l.VXLAN.Dev))
 	case l.VLAN != nil:
 		fmt.Fprintf(&b, " parent %s id %d", l.VLAN.Parent, l.VLAN.ID)
+	case l.Macvlan != nil:
+		fmt.Fprintf(&b, " parent (host)/%s mode bridge", l.Macvlan.Parent)
 	case l.Kind == Bridge:
 		fmt.Fprintf(&b, " ageing %ds", l.AgeingCentis/100)
 	}
@@ -254,6 +268,9 @@ func (l *Link) String() string {
 	}
 	for _, a := range l.Addrs {
 		fmt.Fprintf(&b, " addr %s", a)
+	}
+	if l.Down {
+		b.WriteString(" down")
 	}
 	return b.String()
 }

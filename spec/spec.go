@@ -130,25 +130,86 @@ type Link struct {
 	RateMbit    int    `yaml:"rate_mbit,omitempty"`    // lab WAN shaping, default 1000
 }
 
-// Router is the virtual router of the seed: one namespace on one node with
-// a leg in the fabric network and a gw<->mm veth to a small transfer
-// network, no default route, host routes to an allowlist only, and SNAT.
+// Router is the virtual router of the seed: a namespace with a leg in the
+// fabric network and a leg on a small transfer network, no default route,
+// host routes to an allowlist only, and SNAT. The seed ran it on one node;
+// with Nodes it runs on each of them, one replica active at a time, chosen
+// through the store by the replicas' agents.
 type Router struct {
-	Name     string    `yaml:"name"`
-	Node     string    `yaml:"node"`
+	Name string `yaml:"name"`
+	// Node is the one node of a router without replicas; Nodes lists
+	// the replicas (set one or the other).
+	Node     string    `yaml:"node,omitempty"`
+	Nodes    []string  `yaml:"nodes,omitempty"`
 	Network  string    `yaml:"network"`
 	Address  string    `yaml:"address"` // 10.101.0.1
 	External External  `yaml:"external"`
 	Allow    []Allowed `yaml:"allow"`
 	SNAT     *bool     `yaml:"snat,omitempty"` // default true
+	// HA is the replicas' own link, over which the active replica's
+	// connection tracking state reaches the standbys (conntrackd).
+	HA *HA `yaml:"ha,omitempty"`
+	// Active is the replica that holds the router now. It is never
+	// written in a spec: the store's election sets it (NoActive when no
+	// replica holds it), and "" means the first replica.
+	Active string `yaml:"-"`
 }
 
-// External is the gw<->mm transfer network.
-type External struct {
-	CIDR   string `yaml:"cidr"`   // 10.5.0.0/24
-	Router string `yaml:"router"` // gw end, 10.5.0.2
-	Host   string `yaml:"host"`   // mm end, 10.5.0.1
+// NoActive is Router.Active when no replica holds the router.
+const NoActive = "-"
+
+// Replicas are the nodes the router runs on.
+func (r *Router) Replicas() []string {
+	if len(r.Nodes) > 0 {
+		return r.Nodes
+	}
+	if r.Node != "" {
+		return []string{r.Node}
+	}
+	return nil
 }
+
+// Serving is the replica that holds the router: the elected one, the
+// first replica where nothing was elected (one replica, or a spec
+// applied from a file), or "" when the election says none does.
+func (r *Router) Serving() string {
+	switch r.Active {
+	case NoActive:
+		return ""
+	case "":
+		if reps := r.Replicas(); len(reps) > 0 {
+			return reps[0]
+		}
+		return ""
+	}
+	return r.Active
+}
+
+// Replicated reports whether the router has more than one replica.
+func (r *Router) Replicated() bool { return len(r.Replicas()) > 1 }
+
+// External is the transfer network between the router's gw leg and the
+// host that routes onwards to the allowlisted destinations. Without
+// Device it is the seed's gw<->mm veth pair on the router's node, Host
+// on mm. With Device it is a segment the replicas' nodes share with that
+// host (each node's interface on it is Device): the active replica holds
+// Router on a fixed MAC, and Host is the upstream's address there.
+type External struct {
+	CIDR   string `yaml:"cidr"`             // 10.5.0.0/24
+	Router string `yaml:"router"`           // gw end, 10.5.0.2
+	Host   string `yaml:"host"`             // mm end, or the upstream, 10.5.0.1
+	Device string `yaml:"device,omitempty"` // the replicas' interface on a shared segment
+}
+
+// HA configures the replicas' state-sync link: VXLAN on VNI between the
+// replicas' underlay addresses, 169.254.192.0/24 inside the router's
+// namespaces (Neutron's L3 HA uses the same link-local range).
+type HA struct {
+	VNI int `yaml:"vni"`
+}
+
+// DefaultHAVNI is the state-sync link's VNI when ha is not set.
+const DefaultHAVNI = 16777000
 
 // Allowed is one destination the router routes to. Anything else has no
 // route and is unreachable from the fabric.
@@ -296,6 +357,9 @@ func (s *Spec) setDefaults() {
 	if s.Router != nil && s.Router.SNAT == nil {
 		t := true
 		s.Router.SNAT = &t
+	}
+	if r := s.Router; r != nil && r.Replicated() && r.HA == nil {
+		r.HA = &HA{VNI: DefaultHAVNI}
 	}
 }
 

@@ -305,10 +305,7 @@ func (s *Spec) Validate() error {
 		if r.Name == "" {
 			v.addf("router.name", "the router needs a name")
 		}
-		nodeRef("router.node", r.Node)
-		if s.ForeignNode(r.Node) {
-			v.addf("router.node", "node %q is at foreign site %s, where bothnia runs nothing; put the router on a managed site's node", r.Node, s.NodeSite(r.Node))
-		}
+		validateReplicas(v, s, r, nodeRef)
 		if s.Network(r.Network) == nil {
 			v.addf("router.network", "unknown network %q; the router needs a leg in one of the networks", r.Network)
 		}

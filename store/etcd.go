@@ -312,3 +312,56 @@ func FreeLoopbackPort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// StartCluster starts a cluster of members on loopback ports in dir, one
+// per name, and waits until all serve. Tests use it; a real cluster's
+// members are `bothnia etcd` processes on their hosts.
+func StartCluster(dir string, names []string) ([]*Server, error) {
+	ports, err := freeLoopbackPorts(2 * len(names))
+	if err != nil {
+		return nil, err
+	}
+	var cluster []string
+	for i, n := range names {
+		cluster = append(cluster, fmt.Sprintf("%s=http://127.0.0.1:%d", n, ports[2*i+1]))
+	}
+	servers := make([]*Server, len(names))
+	errs := make(chan error, len(names))
+	for i, n := range names {
+		go func(i int, n string) {
+			srv, err := StartMember(Member{Name: n, Dir: filepath.Join(dir, n),
+				ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+				InitialCluster: strings.Join(cluster, ","), State: "new"})
+			servers[i] = srv
+			errs <- err
+		}(i, n)
+	}
+	var all []error
+	for range names {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
+		for _, s := range servers {
+			if s != nil {
+				s.Close()
+			}
+		}
+		return nil, err
+	}
+	return servers, nil
+}
+
+// freeLoopbackPorts are n distinct free ports: every listener stays open
+// until all are picked, or the kernel may hand one port out twice.
+func freeLoopbackPorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("store: find a free loopback port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -13,6 +13,10 @@
 //	                                          the revision it converged to, ready or not, the last error
 //	/bothnia/v1/status/<node>/up/<port id>    written by the node's agent (no lease): the port is up
 //	                                          (tap in its bridge, rules in); the value is its tap
+//	/bothnia/v1/routers/<router>/active       the replica that holds the router (written by the
+//	                                          replicas' agents under the holder's lease; the value
+//	                                          is its node). See elect.go
+//	/bothnia/ha/v1/<router>/beat              the holder's heartbeat, outside the watched prefix
 //
 // Assemble turns the objects back into a spec. A port, network or group
 // that does not decode, or that validation refuses, is left out and
@@ -46,6 +50,7 @@ const (
 	KindPort    = "ports"
 	KindGroup   = "security_groups"
 	KindStatus  = "status"
+	KindRouters = "routers"
 )
 
 // FabricKey and the functions below name the keys of the layout.
@@ -267,6 +272,9 @@ func (a *Assembler) Assemble(objs Objects) (*spec.Spec, []Problem, error) {
 			problems = append(problems, Problem{k, err})
 		}
 	}
+	if r := h.Router; r != nil && r.Replicated() {
+		r.Active = activeReplica(r, objs[RouterActiveKey(r.Name)])
+	}
 	refused := map[string]bool{} // port keys left out by validation
 	for {
 		s := &spec.Spec{Fabric: h.Fabric, Sites: h.Sites, Link: h.Link, Router: h.Router, DNS: h.DNS, DHCPOptions: h.DHCPOptions, Firewall: h.Firewall, Lab: h.Lab}
@@ -357,8 +365,8 @@ func (c Change) String() string {
 	return fmt.Sprintf("%c %s %s", c.Op, strings.TrimSuffix(kind, "s"), name)
 }
 
-// Diff lists what turns have into want, sorted by key. Status keys are
-// the agents', never a push's.
+// Diff lists what turns have into want, sorted by key. Status and
+// election keys are the agents', never a push's.
 func Diff(have, want Objects) []Change {
 	var out []Change
 	for _, k := range slices.Sorted(maps.Keys(want)) {
@@ -371,7 +379,7 @@ func Diff(have, want Objects) []Change {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(have)) {
-		if _, ok := want[k]; !ok && !strings.HasPrefix(k, Prefix+KindStatus+"/") {
+		if _, ok := want[k]; !ok && !AgentKey(k) {
 			out = append(out, Change{'-', k})
 		}
 	}

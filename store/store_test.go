@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -195,41 +194,9 @@ func TestPushThroughEtcd(t *testing.T) {
 // Three members, as between the sites (two at Knox, one at ePouta): one
 // lost, the store still takes writes and serves the watch of an agent.
 func TestThreeMemberClusterLosesOne(t *testing.T) {
-	// Six distinct ports: every listener stays open until all are picked,
-	// or the kernel may hand one port out twice.
-	var ports []int
-	var ls []net.Listener
-	for i := 0; i < 6; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	names := []string{"knox-1", "knox-2", "epouta-1"}
-	var cluster []string
-	for i, n := range names {
-		cluster = append(cluster, fmt.Sprintf("%s=http://127.0.0.1:%d", n, ports[2*i+1]))
-	}
-	members := make([]*Server, 3)
-	errs := make(chan error, 3)
-	for i, n := range names {
-		go func(i int, n string) {
-			srv, err := StartMember(Member{Name: n, Dir: filepath.Join(t.TempDir(), n),
-				ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
-				InitialCluster: strings.Join(cluster, ","), State: "new"})
-			members[i] = srv
-			errs <- err
-		}(i, n)
-	}
-	for range names {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
+	members, err := StartCluster(t.TempDir(), []string{"knox-1", "knox-2", "epouta-1"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		for _, m := range members {
