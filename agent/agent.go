@@ -66,6 +66,12 @@ type Agent struct {
 	pmu     sync.Mutex
 	pending map[string]bool // taps the last converge could not plug yet
 	taps    chan struct{}   // a token when one of them appeared
+
+	// Set by Run, for the router's election (router.go).
+	ctx    context.Context
+	cli    *clientv3.Client
+	router *routerPart
+	kick   chan struct{} // a token: converge now (the election changed)
 }
 
 // Status is what the agent reports, in the store and on /readyz.
@@ -94,6 +100,7 @@ func New(cfg Config) *Agent {
 	a.changed = make(chan struct{}, 1)
 	a.upChanged = make(chan struct{}, 1)
 	a.taps = make(chan struct{}, 1)
+	a.kick = make(chan struct{}, 1)
 	a.rev = newRevoker()
 	a.m = newMetrics(cfg.Registry)
 	cfg.Registry.MustRegister(newDrops(cfg.Target.HostNS))
@@ -134,6 +141,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
+	a.ctx, a.cli = ctx, cli
+	defer func() {
+		if a.router != nil {
+			a.router.cancel()
+			<-a.router.done
+		}
+	}()
 	go a.report(ctx, cli)
 	go a.reportPorts(ctx, cli)
 	go a.rev.run(ctx, a.revoked)
@@ -203,6 +217,8 @@ func (a *Agent) session(ctx context.Context, cli *clientv3.Client, resync <-chan
 			}
 		case <-a.taps:
 			a.converge(objs, converged)
+		case <-a.kick:
+			a.converge(objs, converged)
 		case <-b.ready:
 			evs, rev, err := b.take()
 			changed := applyEvents(objs, evs)
@@ -237,6 +253,8 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 	}
 	ports := 0
 	assembled := time.Now()
+	a.routerElection(s)
+	a.routerView(s)
 	fab, err := node.Desired(s)
 	if err == nil {
 		var st *node.State
@@ -244,6 +262,7 @@ func (a *Agent) converge(objs store.Objects, rev int64) {
 			var res *node.Result
 			desired := time.Now()
 			res, err = a.conv.Converge(st)
+			a.routerConverged(st, err == nil)
 			if res != nil && len(res.Changes) > 0 {
 				a.m.changes.Add(float64(len(res.Changes)))
 				a.log.Info("converged", "revision", rev, "changes", len(res.Changes), "pending", len(res.Pending),

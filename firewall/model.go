@@ -152,7 +152,9 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 		f.Sets[g] = Normalize(ms)
 	}
 	if infra != nil && s.Router != nil {
-		f.Open = append(f.Open, OpenPort{plan.TapName(plan.RouterPortID(s)), s.Router.Node})
+		for _, rep := range s.Router.Replicas() {
+			f.Open = append(f.Open, OpenPort{plan.TapName(plan.RouterPortID(s)), rep})
+		}
 	}
 	if infra != nil {
 		for _, sn := range s.SiteNames() {

@@ -108,6 +108,9 @@ func (l *Lab) cabling(e *ensurer, s *spec.Spec, p *plan.Plan) error {
 // lab's blocked ones on its loopback.
 func (l *Lab) outside(e *ensurer, s *spec.Spec) error {
 	r := s.Router
+	if r.External.Device != "" {
+		return l.sharedOutside(e, s)
+	}
 	node, out := l.NodeNS(r.Node), l.OutsideNS()
 	steps := []func() error{
 		func() error { return e.netns(node) },
@@ -120,6 +123,40 @@ func (l *Lab) outside(e *ensurer, s *spec.Spec) error {
 		func() error { return e.sysctl(node, "net.ipv4.ip_forward", "1") },
 		func() error { return e.route(node, "0.0.0.0/0", upstreamOutside.Addr().String(), UpstreamDev) },
 		func() error { return e.route(out, r.External.CIDR, upstreamNode.Addr().String(), OutsideDev) },
+	}
+	for _, ep := range Endpoints(s) {
+		a := ep.Addr.String() + "/32"
+		steps = append(steps, func() error { return e.addr(out, "lo", a) })
+	}
+	return run(steps)
+}
+
+// sharedOutside is the external segment router replicas share: a switch
+// with each replica node's external device and the outside, which is the
+// upstream (the spec's external host address) and holds the endpoints.
+func (l *Lab) sharedOutside(e *ensurer, s *spec.Spec) error {
+	r := s.Router
+	sw, out := l.ExternalSwitchNS(), l.OutsideNS()
+	ext := netip.MustParsePrefix(r.External.CIDR)
+	steps := []func() error{
+		func() error { return e.netns(sw) },
+		func() error { return e.bridge(sw, SwitchBr) },
+		func() error { return e.up(sw, SwitchBr) },
+		func() error { return e.netns(out) },
+		func() error { return e.veth(out, OutsideDev, sw, "out", 0, "") },
+		func() error { return e.master(sw, "out", SwitchBr) },
+		func() error { return e.up(sw, "out") },
+		func() error { return e.addr(out, OutsideDev, fmt.Sprintf("%s/%d", r.External.Host, ext.Bits())) },
+		func() error { return e.up(out, OutsideDev) },
+	}
+	for i, n := range r.Replicas() {
+		node, port := l.NodeNS(n), fmt.Sprintf("r%d", i)
+		steps = append(steps,
+			func() error { return e.netns(node) },
+			func() error { return e.veth(node, r.External.Device, sw, port, 0, "") },
+			func() error { return e.master(sw, port, SwitchBr) },
+			func() error { return e.up(sw, port) },
+			func() error { return e.up(node, r.External.Device) })
 	}
 	for _, ep := range Endpoints(s) {
 		a := ep.Addr.String() + "/32"

@@ -177,7 +177,10 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	if err != nil {
 		return changes, err
 	}
-	return changes, l.waitConverged(ctx, cli, fab, rev)
+	if err := l.waitConverged(ctx, cli, fab, rev); err != nil {
+		return changes, err
+	}
+	return changes, l.waitRouter(ctx, cli, fab)
 }
 
 // agent is a node's bothnia agent as the lab runs it.
@@ -278,7 +281,10 @@ func (l *Lab) Push(s *spec.Spec) ([]store.Change, error) {
 	if err != nil {
 		return changes, err
 	}
-	return changes, l.waitConverged(ctx, cli, fab, rev)
+	if err := l.waitConverged(ctx, cli, fab, rev); err != nil {
+		return changes, err
+	}
+	return changes, l.waitRouter(ctx, cli, fab)
 }
 
 // AgentsRunning reports whether the lab runs a control plane.

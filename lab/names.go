@@ -12,6 +12,9 @@
 //	<p>-vm-<vm>      a VM: eth0 with the spec's MAC and address
 //	<p>-outside      behind the router node: the allowlisted endpoints and
 //	                 the lab's blocked ones, on its loopback
+//	<p>-xsw          with router replicas (router.external.device): the
+//	                 external segment, joining each replica node's device
+//	                 and the outside, which is the upstream there
 //
 // The node plans are applied by the same dataplane code as on real hosts;
 // the lab only plays the parts a real site already has (cabling, the
@@ -81,6 +84,9 @@ func (l *Lab) SwitchNS(site string) string { return l.Prefix + "-sw-" + site }
 
 // VMNS is a VM's namespace.
 func (l *Lab) VMNS(vm string) string { return l.Prefix + "-vm-" + vm }
+
+// ExternalSwitchNS is the segment router replicas share with the outside.
+func (l *Lab) ExternalSwitchNS() string { return l.Prefix + "-xsw" }
 
 // OutsideNS is the world behind the router's mm.
 func (l *Lab) OutsideNS() string { return l.Prefix + "-outside" }

@@ -34,6 +34,9 @@ type service struct {
 	// netOnly runs the process in the namespace's network only, sharing
 	// the host's mounts (see startServices).
 	netOnly bool
+	// enters starts the process where the lab runs, for it enters ns
+	// itself (and becomes another program there: conntrackd).
+	enters bool
 }
 
 // services are the DHCP and DNS servers the nodes' states place, each to
@@ -46,11 +49,17 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 		}
 		for _, sv := range st.Services {
 			ns := l.SubPrefix(st.Name) + sv.Namespace
-			args := []string{"dns", "--spec", fabricFile}
-			if sv.Kind == "dhcp" {
-				args = []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--iface", sv.Iface, "--debug"}
+			switch sv.Kind {
+			case "conntrackd":
+				out = append(out, service{name: "conntrackd-" + st.Name, ns: ns, enters: true, args: []string{
+					"router", "conntrackd", "--spec", fabricFile, "--node", st.Name, "--ns-prefix", l.SubPrefix(st.Name),
+					"--run-dir", filepath.Join(l.stateDir(), "conntrackd-"+st.Name)}})
+			case "dhcp":
+				out = append(out, service{name: sv.Name(), ns: ns,
+					args: []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--iface", sv.Iface, "--debug"}})
+			default:
+				out = append(out, service{name: sv.Name(), ns: ns, args: []string{"dns", "--spec", fabricFile}})
 			}
-			out = append(out, service{name: sv.Name(), ns: ns, args: args})
 		}
 	}
 	return out
@@ -70,8 +79,10 @@ func running(pidFile string) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
+	// The pid is still the lab's process: bothnia, or what a service
+	// became (conntrackd, with its configuration in the lab's directory).
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return pid, err == nil && bytes.Contains(cmdline, []byte("bothnia"))
+	return pid, err == nil && (bytes.Contains(cmdline, []byte("bothnia")) || bytes.Contains(cmdline, []byte(filepath.Dir(pidFile))))
 }
 
 // startServices starts each server that is not running yet, as
@@ -96,7 +107,7 @@ func (l *Lab) startServices(svcs []service) ([]string, error) {
 		}
 		cmd := exec.Command("ip", append([]string{"netns", "exec", sv.ns, exe}, sv.args...)...)
 		switch {
-		case sv.ns == "": // the store: a unix socket, no network of its own
+		case sv.ns == "" || sv.enters: // the store: a unix socket, no network of its own
 			cmd = exec.Command(exe, sv.args...)
 		case sv.netOnly:
 			// An agent creates the node's router and DHCP namespaces, whose

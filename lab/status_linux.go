@@ -1,8 +1,10 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/node"
@@ -38,6 +40,9 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 	}
 	if ls.Router != nil {
 		want = append(want, l.OutsideNS())
+		if ls.Router.External.Device != "" {
+			want = append(want, l.ExternalSwitchNS())
+		}
 	}
 	have, err := namespace.List(l.All())
 	if err != nil {
@@ -96,6 +101,21 @@ func (l *Lab) Status(s *spec.Spec) ([]string, bool, error) {
 				state, all = "STOPPED", false
 			}
 			lines = append(lines, fmt.Sprintf("%-8s %s (%s, log %s)", state, pr.name, pr.what, l.ServiceLog(pr.name)))
+		}
+	}
+	if r := ls.Router; r != nil && r.Replicated() && l.AgentsRunning() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		at, _, err := l.RouterServing(ctx, ls)
+		cancel()
+		switch {
+		case err != nil:
+			all = false
+			lines = append(lines, fmt.Sprintf("%-8s router %s: %v", "UNKNOWN", r.Name, err))
+		case at == "":
+			all = false
+			lines = append(lines, fmt.Sprintf("%-8s router %s: no replica serves (replicas %v)", "DOWN", r.Name, r.Replicas()))
+		default:
+			lines = append(lines, fmt.Sprintf("%-8s router %s on %s (replicas %v)", "serving", r.Name, at, r.Replicas()))
 		}
 	}
 	neutron, ok := l.neutronStatus(ls)

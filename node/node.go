@@ -7,6 +7,7 @@ package node
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/bothnia/bothnia/firewall"
 	"github.com/bothnia/bothnia/plan"
@@ -22,7 +23,8 @@ type State struct {
 	// own ports from it (remote-group members come from every node).
 	Firewall *firewall.Fabric
 	Renderer string // nftables or iptables
-	// Services are the DHCP and DNS servers the node runs.
+	// Services are the DHCP and DNS servers and the router replica's
+	// conntrackd the node runs.
 	Services []Service
 }
 
@@ -36,13 +38,15 @@ func (e *ForeignError) Error() string {
 
 // Service is a DHCP or DNS server a node runs in one of its namespaces.
 type Service struct {
-	Kind      string // dhcp or dns
+	Kind      string // dhcp, dns or conntrackd
 	Site      string // the site a DHCP server serves
-	Namespace string // the plan's namespace name (qdhcp-<network id>)
-	Iface     string // the DHCP server's interface in that namespace
+	Namespace string // the plan's namespace name (qdhcp-<network id>, qrouter-<router id>)
+	Iface     string // the DHCP server's interface, conntrackd's state-sync link
+	Addr      string // conntrackd's address on that link
 }
 
-// Name is how the lab and logs name the service: dhcp-<site>, dns.
+// Name is how the lab and logs name the service: dhcp-<site>, dns,
+// conntrackd.
 func (s Service) Name() string {
 	if s.Kind == "dhcp" {
 		return "dhcp-" + s.Site
@@ -103,6 +107,19 @@ func (f *Fabric) Node(name string) (*State, error) {
 // node the spec names.
 func services(s *spec.Spec, n *plan.Node) []Service {
 	var out []Service
+	for _, ns := range n.Namespaces {
+		// A router replica's connection tracking reaches the other
+		// replicas over its state-sync link.
+		if ns.Role != plan.RoleRouter {
+			continue
+		}
+		for _, l := range ns.Links {
+			if l.Name == "ha" && len(l.Addrs) > 0 {
+				addr, _, _ := strings.Cut(l.Addrs[0], "/")
+				out = append(out, Service{Kind: "conntrackd", Namespace: ns.Name, Iface: l.Name, Addr: addr})
+			}
+		}
+	}
 	for _, sn := range s.SiteNames() {
 		d := s.Sites[sn].DHCP
 		if d == nil || d.Node != n.Name {

@@ -282,8 +282,12 @@ func (b *builder) router(r *spec.Router, node string, index int, rid, pid, mac, 
 	if r.Replicated() {
 		ns.Links = append(ns.Links, b.haLink(r, node, index))
 	}
-	// No default route: only the allowlist leaves the fabric.
+	// No default route: only the allowlist leaves the fabric. A standby
+	// has none at all: the kernel routes nothing over a link that is down.
 	for _, a := range r.Allow {
+		if standby {
+			break
+		}
 		ns.Routes = append(ns.Routes, Route{Dst: spec.AllowedPrefix(a.Prefix).String(), Via: r.External.Host, Dev: "gw"})
 	}
 	if *r.SNAT {
@@ -291,7 +295,7 @@ func (b *builder) router(r *spec.Router, node string, index int, rid, pid, mac, 
 	}
 	nd.Namespaces = append(nd.Namespaces, ns)
 	host := nd.Namespace(HostNS)
-	host.Links = append(host.Links, Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, qr}})
+	host.Links = append(host.Links, Link{Name: tap, Kind: Veth, MTU: b.mtu, Master: br, Peer: &Peer{nsName, qr}, Down: standby})
 	if r.External.Device == "" {
 		host.Links = append(host.Links,
 			Link{Name: "mm", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Host, ext.Bits())},

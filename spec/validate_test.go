@@ -16,7 +16,7 @@ func example(t *testing.T) *Spec {
 }
 
 func TestExamplesAreValid(t *testing.T) {
-	for _, f := range []string{"../examples/knox-epouta.yaml", "../examples/knox-epouta-production.yaml"} {
+	for _, f := range []string{"../examples/knox-epouta.yaml", "../examples/knox-epouta-production.yaml", "../examples/knox-epouta-ha.yaml"} {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
@@ -57,6 +57,20 @@ func TestValidateRejects(t *testing.T) {
 		{"unknown vm node", func(s *Spec) { mgmt(s).VMs[0].Node = "knox-c9" }, "networks[0].vms[0].node: unknown node \"knox-c9\""},
 		{"unknown router node", func(s *Spec) { s.Router.Node = "nowhere" }, "router.node: unknown node \"nowhere\""},
 		{"unknown router network", func(s *Spec) { s.Router.Network = "nope" }, "router.network: unknown network \"nope\""},
+		{"router node and nodes", func(s *Spec) { s.Router.Nodes = []string{"knox-c1", "knox-c2"} }, "router.nodes: router has both node \"knox-ctl\" and nodes"},
+		{"router on no node", func(s *Spec) { s.Router.Node = "" }, "router.node: the router needs a node (or nodes: the replicas)"},
+		{"replica twice", func(s *Spec) {
+			s.Router.Node, s.Router.Nodes, s.Router.External.Device = "", []string{"knox-ctl", "knox-ctl"}, "ex0"
+		}, "router.nodes[1]: node \"knox-ctl\" is listed twice"},
+		{"foreign replica", func(s *Spec) {
+			s.Router.Node, s.Router.Nodes, s.Router.External.Device = "", []string{"knox-ctl", "epouta-c1"}, "ex0"
+		}, "router.nodes[1]: node \"epouta-c1\" is at foreign site epouta"},
+		{"replicas on a veth pair", func(s *Spec) { s.Router.Node, s.Router.Nodes = "", []string{"knox-ctl", "knox-c1"} },
+			"router.external.device: a router with 2 replicas needs a shared external segment"},
+		{"ha vni is a segment", func(s *Spec) {
+			s.Router.Node, s.Router.Nodes, s.Router.External.Device = "", []string{"knox-ctl", "knox-c1"}, "ex0"
+			s.Router.HA = &HA{VNI: 1204}
+		}, "router.ha.vni: 1204 is also network sandbox's segment"},
 		{"dhcp node in other site", func(s *Spec) { knox(s).DHCP.Node = "epouta-ctl" }, "sites.knox.dhcp.node: node \"epouta-ctl\" belongs to site epouta, not knox"},
 		{"malformed fabric cidr", func(s *Spec) { s.Fabric.CIDR = "10.101.0.0/33" }, "fabric.cidr: \"10.101.0.0/33\" is not an IPv4 CIDR"},
 		{"host bits", func(s *Spec) { knox(s).CIDR = "10.101.128.1/17" }, "sites.knox.cidr: 10.101.128.1/17 has host bits set; write 10.101.128.0/17"},

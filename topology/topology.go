@@ -9,6 +9,7 @@ package topology
 import (
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 
@@ -77,8 +78,13 @@ func Dot(s *spec.Spec, p *plan.Plan, broken Broken) string {
 				w("      %q [shape=component, label=%q];\n", "svc_"+n.Name+"_"+l, l)
 				w("      %q -> %q [style=dotted];\n", "node_"+n.Name, "svc_"+n.Name+"_"+l)
 			}
-			if r := s.Router; r != nil && r.Node == n.Name {
-				w("      %q [shape=doubleoctagon, label=%q];\n", "router", fmt.Sprintf("router %s\n%s, gw %s", r.Name, r.Address, r.External.Router))
+			if r := s.Router; r != nil && slices.Contains(r.Replicas(), n.Name) {
+				id, label := "router", fmt.Sprintf("router %s\n%s, gw %s", r.Name, r.Address, r.External.Router)
+				if r.Replicated() {
+					id = "router_" + n.Name
+					label += "\nreplica"
+				}
+				w("      %q [shape=doubleoctagon, label=%q];\n", id, label)
 			}
 			vms := vmsOn[n.Name]
 			sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
@@ -137,14 +143,25 @@ func Dot(s *spec.Spec, p *plan.Plan, broken Broken) string {
 
 	// The router: its leg, and the allowlist behind it.
 	if r := s.Router; r != nil {
-		w("  %q -> %q [color=%q, label=%q];\n", "router", "net_"+r.Network, color[r.Network], r.Address)
+		ids := []string{"router"}
+		if r.Replicated() {
+			ids = nil
+			for _, rep := range r.Replicas() {
+				ids = append(ids, "router_"+rep)
+			}
+		}
+		for _, id := range ids {
+			w("  %q -> %q [color=%q, label=%q];\n", id, "net_"+r.Network, color[r.Network], r.Address)
+		}
 		w("  subgraph \"cluster_outside\" {\n    label=%q; style=dotted;\n", "outside, via "+r.External.CIDR+fmt.Sprintf(" (SNAT %t)", r.SNAT == nil || *r.SNAT))
 		for _, a := range r.Allow {
 			w("    %q [shape=note, label=%q];\n", "ep_"+a.Name, a.Name+"\n"+a.Prefix)
 		}
 		w("  }\n")
 		for _, a := range r.Allow {
-			w("  %q -> %q [label=\"route\"];\n", "router", "ep_"+a.Name)
+			for _, id := range ids {
+				w("  %q -> %q [label=\"route\"];\n", id, "ep_"+a.Name)
+			}
 		}
 	}
 	w("}\n")

@@ -245,8 +245,13 @@ func routeOut(s *spec.Spec, p *plan.Plan, from, to endpoint, t *Trace, add func(
 		return false
 	}
 	r := s.Router
-	add("router", fmt.Sprintf("qrouter-%s on %s, gateway %s", plan.RouterID(s), r.Node, r.Address), "received")
-	t.RouterNode = r.Node
+	at := r.Serving()
+	if at == "" {
+		add("router", fmt.Sprintf("no replica of router %s serves", r.Name), "drop")
+		return false
+	}
+	add("router", fmt.Sprintf("qrouter-%s on %s, gateway %s", plan.RouterID(s), at, r.Address), "received")
+	t.RouterNode = at
 	for _, al := range r.Allow {
 		if pfx := spec.AllowedPrefix(al.Prefix); pfx.Contains(to.addr) {
 			add("route", fmt.Sprintf("allowlist %s (%s) via %s dev gw", al.Name, pfx, r.External.Host), "routed")

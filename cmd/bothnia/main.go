@@ -40,7 +40,7 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(validateCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
+	root.AddCommand(validateCmd(), routerCmd(), planCmd(), labCmd(), checkCmd(), applyCmd(), showCmd(), benchCmd(), dhcpCmd(), dnsCmd(),
 		etcdCmd(), pushCmd(), getCmd(), agentCmd(), traceCmd(), openstackCmd(), removeCmd())
 	var cpuProfile string
 	var profFile *os.File

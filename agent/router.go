@@ -1,0 +1,203 @@
+package agent
+
+// The node's part in its router's election: where the fabric puts a
+// replica of the router on this node, the agent runs for the router's key
+// (package replica), plans its legs up only while it serves, takes them
+// down at once when it stops, and announces a takeover.
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bothnia/bothnia/dataplane"
+	"github.com/bothnia/bothnia/internal/packetsock"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/node"
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/replica"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// routerPart is the agent's running election for one router.
+type routerPart struct {
+	key    string // router name and what Healthy checks: restart on change
+	el     *replica.Elector
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	ns        string   // the router's namespace (plan name)
+	legs      []string // its fabric and external legs
+	announced bool     // a takeover was announced since serving began
+}
+
+// routerElection starts, keeps or stops this node's election for the
+// fabric's router.
+func (a *Agent) routerElection(s *spec.Spec) {
+	want := ""
+	if r := s.Router; r != nil && r.Replicated() && slices.Contains(r.Replicas(), a.cfg.Node) {
+		want = r.Name + "\x00" + s.Link.Device + "\x00" + r.External.Device
+	}
+	if a.router != nil && a.router.key == want {
+		return
+	}
+	if a.router != nil {
+		a.router.cancel()
+		<-a.router.done
+		a.router = nil
+	}
+	if want == "" || a.cli == nil {
+		return
+	}
+	r := s.Router
+	part := &routerPart{key: want, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(a.ctx)
+	part.cancel = cancel
+	part.el = replica.New(replica.Config{
+		Client:  a.cli,
+		Router:  r.Name,
+		Node:    a.cfg.Node,
+		Healthy: a.healthy(ctx, []string{s.Link.Device, r.External.Device}),
+		Serve:   func(on bool) { a.serveRouter(part, on) },
+		Log:     a.log,
+	})
+	a.router = part
+	go func() {
+		defer close(part.done)
+		part.el.Run(ctx)
+	}()
+}
+
+// routerView makes the fabric's view of the router this agent's: the
+// store may lag the election by a watch event, and a replica that was
+// fenced off the store must not plan its legs up on the store's word.
+func (a *Agent) routerView(s *spec.Spec) {
+	r := s.Router
+	if a.router == nil || r == nil {
+		return
+	}
+	switch serving := a.router.el.Serving(); {
+	case serving:
+		r.Active = a.cfg.Node
+	case r.Active == a.cfg.Node:
+		r.Active = spec.NoActive
+	}
+}
+
+// serveRouter is the elector's word: on, converge now (the legs come up)
+// and announce; off, take the legs down at once, then converge.
+func (a *Agent) serveRouter(p *routerPart, on bool) {
+	p.mu.Lock()
+	if !on {
+		p.announced = false
+		if p.ns != "" {
+			if err := dataplane.SetDown(a.cfg.Target, p.ns, p.legs...); err != nil {
+				a.log.Error("router replica: taking the legs down", "err", err)
+			}
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// routerConverged records the router's legs from the node's state and,
+// once the legs of a replica that began serving are up, announces the
+// router's addresses: gratuitous ARP on each leg, so the neighbours and
+// the external segment's switch move to this node now, not when their
+// entries expire.
+func (a *Agent) routerConverged(st *node.State, ok bool) {
+	p := a.router
+	if p == nil {
+		return
+	}
+	var ns *plan.Namespace
+	for i := range st.Plan.Namespaces {
+		if st.Plan.Namespaces[i].Role == plan.RoleRouter {
+			ns = &st.Plan.Namespaces[i]
+		}
+	}
+	if ns == nil {
+		return
+	}
+	var legs []string
+	var arps []garp
+	for _, l := range ns.Links {
+		if l.Kind == plan.VXLAN { // the state-sync link stays up
+			continue
+		}
+		legs = append(legs, l.Name)
+		if !l.Down && l.MAC != "" && len(l.Addrs) > 0 {
+			ip, _, _ := strings.Cut(l.Addrs[0], "/")
+			arps = append(arps, garp{l.Name, l.MAC, ip})
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ns, p.legs = ns.Name, legs
+	if !ok || p.announced || !p.el.Serving() || len(arps) != len(legs) {
+		return
+	}
+	p.announced = true
+	where := a.cfg.Target.NS(ns.Name)
+	go func() {
+		// Three times, as a switch or a neighbour may miss one.
+		for i, wait := range []time.Duration{0, 50 * time.Millisecond, 200 * time.Millisecond} {
+			time.Sleep(wait)
+			for _, g := range arps {
+				if err := g.send(where); err != nil && i == 0 {
+					a.log.Warn("router replica: gratuitous ARP", "leg", g.dev, "err", err)
+				}
+			}
+		}
+	}()
+	a.log.Info("router replica: serving; announced", "legs", legs)
+}
+
+// garp is a gratuitous ARP for one leg's address.
+type garp struct{ dev, mac, ip string }
+
+func (g garp) send(ns string) error {
+	mac, err := net.ParseMAC(g.mac)
+	if err != nil {
+		return err
+	}
+	return packetsock.Send(ns, g.dev, packetsock.ARPRequest(mac, g.ip, g.ip))
+}
+
+// healthy says whether the node's uplink and external devices are up
+// with a carrier; a device the spec does not name is not checked.
+func (a *Agent) healthy(ctx context.Context, devs []string) func() bool {
+	var mu sync.Mutex
+	return func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		h, nsh, err := namespace.Netlink(a.cfg.Target.HostNS)
+		if err != nil {
+			return false
+		}
+		defer nsh.Close()
+		defer h.Close()
+		for _, d := range devs {
+			if d == "" {
+				continue
+			}
+			l, err := h.LinkByName(d)
+			if err != nil {
+				return false
+			}
+			if l.Attrs().Flags&net.FlagUp == 0 || l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+				return false
+			}
+		}
+		return ctx.Err() == nil
+	}
+}

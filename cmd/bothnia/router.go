@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
+
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/node"
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/replica"
+	"github.com/bothnia/bothnia/spec"
+)
+
+func routerCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "router",
+		Short: "A router replica's companions on its node",
+	}
+	c.AddCommand(conntrackdCmd())
+	return c
+}
+
+func conntrackdCmd() *cobra.Command {
+	var specPath, nodeName, prefix, runDir string
+	var printOnly bool
+	c := &cobra.Command{
+		Use:   "conntrackd --spec FILE --node NODE",
+		Short: "Run conntrackd in the node's router namespace, syncing with the other replicas",
+		Long: `Where the spec's router has replicas (router.nodes), each replica's
+connection tracking must reach the others continuously, so that a standby
+that takes over forwards established connections, SNAT'd ones included,
+without a reset. conntrack-tools' conntrackd does exactly that: this
+command writes its configuration for NODE's replica (FTFW sync over the
+replicas' state-sync link "ha", entries written straight into the
+standbys' kernel tables) into --run-dir, enters the router's namespace
+and becomes conntrackd (exec), so a service manager sees and stops
+conntrackd itself.
+
+Run it on every replica node, beside the agent (deploy/systemd has the
+unit). --print writes the configuration to stdout and runs nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := spec.Load(specPath)
+			if err != nil {
+				return err
+			}
+			fab, err := node.Desired(s)
+			if err != nil {
+				return err
+			}
+			st, err := fab.Node(nodeName)
+			if err != nil {
+				return err
+			}
+			var svc *node.Service
+			for i := range st.Services {
+				if st.Services[i].Kind == "conntrackd" {
+					svc = &st.Services[i]
+				}
+			}
+			if svc == nil {
+				return fmt.Errorf("router conntrackd: node %s holds no replica of a replicated router; list it in router.nodes (with at least one other node) or do not run conntrackd there", nodeName)
+			}
+			conf := replica.Conntrackd(svc.Iface, svc.Addr, plan.HANet.String(), runDir)
+			if printOnly {
+				_, err := fmt.Fprint(cmd.OutOrStdout(), conf)
+				return err
+			}
+			if err := os.MkdirAll(runDir, 0o755); err != nil {
+				return err
+			}
+			path := filepath.Join(runDir, "conntrackd.conf")
+			if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+				return err
+			}
+			// A lock left by a killed instance would stop this one.
+			_ = os.Remove(filepath.Join(runDir, "conntrackd.lock"))
+			bin, err := exec.LookPath("conntrackd")
+			if err != nil {
+				return fmt.Errorf("router conntrackd: %w; install Debian's conntrackd package", err)
+			}
+			ns := prefix + svc.Namespace
+			h, err := namespace.Open(ns)
+			if err != nil {
+				return fmt.Errorf("router conntrackd: the router namespace %s: %w (has the agent converged this node?)", ns, err)
+			}
+			// exec keeps the calling thread's network namespace.
+			runtime.LockOSThread()
+			if err := netns.Set(h); err != nil {
+				return fmt.Errorf("router conntrackd: enter %s: %w", ns, err)
+			}
+			return syscall.Exec(bin, []string{"conntrackd", "-C", path}, os.Environ())
+		},
+	}
+	c.Flags().StringVar(&specPath, "spec", "", "fabric spec file")
+	c.Flags().StringVar(&nodeName, "node", "", "this node's name in the spec")
+	c.Flags().StringVar(&prefix, "ns-prefix", "", "prefix of the node's namespaces (the agent's --ns-prefix)")
+	c.Flags().StringVar(&runDir, "run-dir", "/run/bothnia/conntrackd", "where the configuration, lock, control socket and log go")
+	c.Flags().BoolVar(&printOnly, "print", false, "print the configuration and exit")
+	_ = c.MarkFlagRequired("spec")
+	_ = c.MarkFlagRequired("node")
+	return c
+}
