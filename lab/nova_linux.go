@@ -82,8 +82,8 @@ func neutronCabling(e *ensurer, ns string, tunnels []plan.Link) error {
 	return nil
 }
 
-// vxlan makes a VXLAN device as the plan describes it, its forwarding
-// entries included.
+// vxlan makes a VXLAN device for a tunnel the plan describes, with its
+// flood list; it learns the rest.
 func (e *ensurer) vxlan(ns string, want plan.Link) error {
 	h, err := e.handle(ns)
 	if err != nil {
@@ -93,7 +93,10 @@ func (e *ensurer) vxlan(ns string, want plan.Link) error {
 	if err != nil {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name, attrs.MTU = want.Name, want.MTU
-		v := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: want.VXLAN.VNI, SrcAddr: net.ParseIP(want.VXLAN.Local), Port: want.VXLAN.Port}
+		// It stands for a switched VLAN, which learns where a MAC is
+		// (a router replica's takeover moves it there by its
+		// gratuitous ARP): only the flood list is given.
+		v := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: want.VXLAN.VNI, SrcAddr: net.ParseIP(want.VXLAN.Local), Port: want.VXLAN.Port, Learning: true}
 		if dev, err := h.LinkByName(want.VXLAN.Dev); err == nil {
 			v.VtepDevIndex = dev.Attrs().Index
 		}
@@ -106,14 +109,13 @@ func (e *ensurer) vxlan(ns string, want plan.Link) error {
 		}
 	}
 	for _, f := range want.FDB {
+		if f.MAC != plan.FloodMAC {
+			continue
+		}
 		mac, _ := net.ParseMAC(f.MAC)
 		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 			Flags: netlink.NTF_SELF, HardwareAddr: mac, IP: net.ParseIP(f.Dst)}
-		add := h.NeighSet
-		if f.MAC == plan.FloodMAC {
-			add = h.NeighAppend
-		}
-		if err := add(n); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.NeighAppend(n); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("%s: fdb %s dst %s: %w", ns, f.MAC, f.Dst, err)
 		}
 	}

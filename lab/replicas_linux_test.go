@@ -1,0 +1,393 @@
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// Issue 20, in the lab: two replicas of the router on Knox. The one that
+// serves loses its node in the middle of a download through SNAT; the
+// other takes over within a second, the download goes on without a reset
+// (conntrackd had given the standby the connection), and at no moment do
+// both replicas have their legs up, neither then nor when the killed node
+// comes back (as a standby, without a second takeover) nor when the link
+// between the sites is cut.
+func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
+	raw, err := os.ReadFile("../examples/knox-epouta-ha.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, s := newAgentLab(t, string(raw))
+	ctx := context.Background()
+	serving := func() string {
+		t.Helper()
+		at, _, err := l.RouterServing(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	a := serving()
+	if a == "" {
+		t.Fatal("no replica serves after lab up")
+	}
+	b := s.Router.Replicas()[0]
+	if b == a {
+		b = s.Router.Replicas()[1]
+	}
+	t.Logf("%s serves, %s stands by", a, b)
+	if fails := check.Failed(mustCheck(t, l, s)); fails != 0 {
+		t.Fatalf("check with router replicas: %d probes failed", fails)
+	}
+
+	w := watchReplicas(t, l, s)
+	outside := l.OutsideNS()
+	endpoint := spec.AllowedPrefix(s.Router.Allow[0].Prefix).Addr().String()
+	src := startSource(t, outside, endpoint+":9001")
+	startEcho(t, outside, endpoint+":9002")
+	vm := l.VMNS("knox-vm2") // on knox-c2, neither replica's node
+	down := startDownload(t, vm, endpoint+":9001")
+	probe := startProbe(t, vm, endpoint+":9002", 10*time.Millisecond)
+	time.Sleep(time.Second)
+
+	if _, err := l.KillNode(a); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for serving() != b {
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("%s does not serve 5 s after %s was killed", b, a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s serves %v after %s was killed", b, time.Since(killed).Round(time.Millisecond), a)
+	time.Sleep(2 * time.Second)
+	gap := probe.maxGap()
+	t.Logf("longest time without an echo through the router: %v", gap.Round(time.Millisecond))
+	if gap > time.Second {
+		t.Errorf("forwarding stopped for %v; want under 1 s", gap)
+	}
+	n0, err := down.state()
+	if err != nil {
+		t.Fatalf("the download through SNAT ended: %v (source: %v)", err, src.err())
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n1, err := down.state(); err != nil || n1 <= n0 {
+		t.Fatalf("the download through SNAT does not go on after the takeover: %d then %d bytes, %v", n0, n1, err)
+	}
+
+	// Revived, the node's replica stands by: no second takeover.
+	if _, err := l.ReviveNode(a); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if at := serving(); at != b {
+		t.Errorf("after %s was revived, %q serves; want %s to keep the router", a, at, b)
+	}
+
+	// The link between the sites is cut: both replicas are on Knox, with
+	// the store; nothing moves, and nothing answers twice.
+	sw := l.SwitchNS("knox")
+	if err := setLink(sw, "wan0", false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if at := serving(); at != b {
+		t.Errorf("with the sites' link cut, %q serves; want %s", at, b)
+	}
+	if err := setLink(sw, "wan0", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := down.state(); err != nil {
+		t.Errorf("the download through SNAT ended: %v", err)
+	}
+	w.stop()
+	if w.both.Load() > 0 {
+		t.Errorf("both replicas had their legs up at once in %d of %d samples", w.both.Load(), w.samples.Load())
+	}
+	t.Logf("%d samples of both replicas' legs, never both up", w.samples.Load())
+	if fails := check.Failed(mustCheck(t, l, s)); fails != 0 {
+		t.Errorf("check after the failover: %d probes failed", fails)
+	}
+}
+
+// replicaWatch samples both replicas' legs as fast as netlink answers.
+type replicaWatch struct {
+	samples, both atomic.Int64
+	done          chan struct{}
+	wg            sync.WaitGroup
+}
+
+func watchReplicas(t *testing.T, l *Lab, s *spec.Spec) *replicaWatch {
+	t.Helper()
+	w := &replicaWatch{done: make(chan struct{})}
+	var handles []*netlink.Handle
+	for _, n := range s.Router.Replicas() {
+		h, nsh, err := namespace.Netlink(l.SubPrefix(n) + "qrouter-" + plan.RouterID(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nsh.Close()
+		handles = append(handles, h)
+	}
+	up := func(h *netlink.Handle) bool {
+		l, err := h.LinkByName("gw")
+		return err == nil && l.Attrs().Flags&net.FlagUp != 0
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.done:
+				for _, h := range handles {
+					h.Close()
+				}
+				return
+			default:
+			}
+			n := 0
+			for _, h := range handles {
+				if up(h) {
+					n++
+				}
+			}
+			w.samples.Add(1)
+			if n > 1 {
+				w.both.Add(1)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *replicaWatch) stop() {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	w.wg.Wait()
+}
+
+func setLink(ns, dev string, up bool) error {
+	h, nsh, err := namespace.Netlink(ns)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return err
+	}
+	if up {
+		return h.LinkSetUp(l)
+	}
+	return h.LinkSetDown(l)
+}
+
+// source writes to whoever connects, a kilobyte every 2 ms, until the
+// test ends or the connection fails.
+type source struct {
+	mu   sync.Mutex
+	last error
+}
+
+func (s *source) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+func startSource(t *testing.T, ns, addr string) *source {
+	t.Helper()
+	var ln net.Listener
+	if err := namespace.Do(ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := &source{}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1024)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := c.Write(buf); err != nil {
+				s.mu.Lock()
+				s.last = err
+				s.mu.Unlock()
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// download reads a connection, counting bytes, until it fails.
+type download struct {
+	mu  sync.Mutex
+	n   int
+	err error
+}
+
+func (d *download) state() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n, d.err
+}
+
+func startDownload(t *testing.T, ns, addr string) *download {
+	t.Helper()
+	c, err := dialFrom(ns, addr, 3*time.Second)
+	if err != nil {
+		t.Fatalf("connect from %s to %s: %v", ns, addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := &download{}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := c.Read(buf)
+			d.mu.Lock()
+			d.n += n
+			if err != nil && d.err == nil {
+				d.err = err
+			}
+			d.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return d
+}
+
+// startEcho answers UDP datagrams on addr with themselves.
+func startEcho(t *testing.T, ns, addr string) net.PacketConn {
+	t.Helper()
+	var pc net.PacketConn
+	if err := namespace.Do(ns, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc
+}
+
+// probe sends a numbered datagram every interval and keeps the longest
+// time between two answers.
+type probe struct {
+	mu   sync.Mutex
+	last time.Time
+	max  time.Duration
+}
+
+func (p *probe) maxGap() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(p.max, time.Since(p.last))
+}
+
+func startProbe(t *testing.T, ns, addr string, every time.Duration) *probe {
+	t.Helper()
+	var c net.Conn
+	if err := namespace.Do(ns, func() error {
+		var err error
+		c, err = net.Dial("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := &probe{last: time.Now()}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); c.Close() })
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		var seq uint64
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			seq++
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], seq)
+			_, _ = c.Write(b[:])
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, err := c.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				// ECONNREFUSED from an ICMP error: keep reading.
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			now := time.Now()
+			p.mu.Lock()
+			if gap := now.Sub(p.last); gap > p.max {
+				p.max = gap
+			}
+			p.last = now
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
