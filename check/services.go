@@ -3,6 +3,7 @@ package check
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -19,8 +20,11 @@ type Service struct {
 	Got  string
 }
 
-// OK reports whether the VM got what the spec says.
-func (c Service) OK() bool { return c.Want == c.Got }
+// OK reports whether the VM got what the spec says: Want, or one of
+// Want's alternatives ("a or b": a site with two DHCP servers).
+func (c Service) OK() bool {
+	return c.Want == c.Got || slices.Contains(strings.Split(c.Want, " or "), c.Got)
+}
 
 // ExternalName is the name the lab's outside resolver answers, so that
 // check can follow a query through the fabric's forwarder and the router.
@@ -36,7 +40,7 @@ func LeaseWant(s *spec.Spec, vm *spec.VM) map[string]string {
 		"ip":       vm.IP,
 		"mask":     fmt.Sprint(netip.MustParsePrefix(s.Fabric.CIDR).Bits()),
 		"mtu":      fmt.Sprint(s.NetworkMTU()),
-		"serverid": s.Sites[s.NodeSite(vm.Node)].DHCP.Address,
+		"serverid": serverIDs(s.Sites[s.NodeSite(vm.Node)].DHCP),
 		"hostname": vm.Name,
 		"domain":   strings.TrimSuffix(s.Fabric.Domain, "."),
 	}
@@ -44,9 +48,18 @@ func LeaseWant(s *spec.Spec, vm *spec.VM) map[string]string {
 		want["router"] = s.Router.Address
 	}
 	if s.DNS != nil {
-		want["dns"] = s.DNS.Address
+		want["dns"] = strings.Join(s.DNS.Addresses(), " ")
 	}
 	return want
+}
+
+// serverIDs is the server a VM's lease may come from: any of its site's.
+func serverIDs(d *spec.DHCP) string {
+	var out []string
+	for _, srv := range d.Servers() {
+		out = append(out, srv.Address)
+	}
+	return strings.Join(out, " or ")
 }
 
 // DNSWant lists, for a VM, the names it must resolve and their answers:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,16 +46,33 @@ type Config struct {
 	Others map[string]bool
 }
 
-// ConfigFromSpec builds the server configuration of one site.
+// ConfigFromSpec builds the configuration of a site's first server.
 func ConfigFromSpec(s *spec.Spec, site string) (*Config, error) {
+	return ConfigForServer(s, site, "")
+}
+
+// ConfigForServer builds the configuration of the site's server at
+// address ("" the first). A site's servers differ only in their address:
+// the leases are fixed, so either may answer any of the site's VMs.
+func ConfigForServer(s *spec.Spec, site, address string) (*Config, error) {
 	st := s.Sites[site]
 	if st == nil || st.DHCP == nil {
 		return nil, fmt.Errorf("dhcp: site %q has no dhcp in the spec", site)
 	}
+	if address == "" {
+		address = st.DHCP.Address
+	}
+	var addrs []string
+	for _, srv := range st.DHCP.Servers() {
+		addrs = append(addrs, srv.Address)
+	}
+	if !slices.Contains(addrs, address) {
+		return nil, fmt.Errorf("dhcp: %s is none of site %s's DHCP servers (%s); pass one of theirs", address, site, strings.Join(addrs, ", "))
+	}
 	fabric := netip.MustParsePrefix(s.Fabric.CIDR)
 	c := &Config{
 		Site:      site,
-		ServerIP:  netip.MustParseAddr(st.DHCP.Address),
+		ServerIP:  netip.MustParseAddr(address),
 		Mask:      net.CIDRMask(fabric.Bits(), 32),
 		Domain:    strings.TrimSuffix(s.Fabric.Domain, "."),
 		LeaseTime: time.Duration(s.DHCPOptions.LeaseSeconds) * time.Second,
@@ -66,7 +84,9 @@ func ConfigFromSpec(s *spec.Spec, site string) (*Config, error) {
 		c.Router = netip.MustParseAddr(s.Router.Address)
 	}
 	if s.DNS != nil {
-		c.DNS = append(c.DNS, netip.MustParseAddr(s.DNS.Address))
+		for _, a := range s.DNS.Addresses() {
+			c.DNS = append(c.DNS, netip.MustParseAddr(a))
+		}
 	}
 	for _, r := range s.DHCPOptions.Routes {
 		c.Routes = append(c.Routes, Route{netip.MustParsePrefix(r.Destination), netip.MustParseAddr(r.Nexthop)})

@@ -112,7 +112,9 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 		if n == infra {
 			for _, sn := range s.SiteNames() {
 				if d := s.Sites[sn].DHCP; d != nil {
-					nw.DHCP = append(nw.DHCP, netip.MustParseAddr(d.Address))
+					for _, srv := range d.Servers() {
+						nw.DHCP = append(nw.DHCP, netip.MustParseAddr(srv.Address))
+					}
 				}
 			}
 		}
@@ -159,7 +161,9 @@ func Compile(s *spec.Spec) (*Fabric, error) {
 	if infra != nil {
 		for _, sn := range s.SiteNames() {
 			if d := s.Sites[sn].DHCP; d != nil {
-				f.Open = append(f.Open, OpenPort{plan.TapName(plan.DHCPPortID(s, sn)), d.Node})
+				for i, srv := range d.Servers() {
+					f.Open = append(f.Open, OpenPort{plan.TapName(plan.DHCPServerPortID(s, sn, i)), srv.Node})
+				}
 			}
 		}
 	}

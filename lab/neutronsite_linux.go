@@ -125,7 +125,7 @@ func ensureSubnet(ctx context.Context, c *openstack.Cloud, s *spec.Spec, site st
 	dhcp := false
 	if infra {
 		if s.DNS != nil {
-			dns = []string{s.DNS.Address}
+			dns = s.DNS.Addresses()
 		}
 		for _, r := range s.DHCPOptions.Routes {
 			routes = append(routes, subnets.HostRoute{DestinationCIDR: r.Destination, NextHop: r.Nexthop})

@@ -90,6 +90,28 @@ func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
 		t.Fatalf("the download through SNAT does not go on after the takeover: %d then %d bytes, %v", n0, n1, err)
 	}
 
+	// The killed node ran one of Knox's two DHCP and DNS servers: every
+	// Knox VM still renews its lease (with the other, if its own is
+	// gone) and has a resolver that answers (knox-vm2: knox-c2 is no
+	// replica's node, so it is never the one killed).
+	for _, vm := range []string{"knox-vm2"} {
+		r, err := l.Renew(ctx, vm, 500*time.Millisecond)
+		if err != nil {
+			t.Errorf("with %s killed: %v", a, err)
+			continue
+		}
+		t.Logf("%s renewed with %s (rebinding %v) in %v", vm, r.Server, r.Rebound, r.Took.Round(time.Millisecond))
+		answered := false
+		for _, server := range s.DNS.Addresses() {
+			if got := l.resolve(vm, server, "A knox-vm1."+s.Fabric.Domain+"."); got == "10.101.128.10" {
+				answered = true
+			}
+		}
+		if !answered {
+			t.Errorf("with %s killed, no resolver of %v answers %s", a, s.DNS.Addresses(), vm)
+		}
+	}
+
 	// Revived, the node's replica stands by: no second takeover.
 	if _, err := l.ReviveNode(a); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,8 @@
 package lab
 
 import (
-	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -42,9 +40,16 @@ func (l *Lab) CheckServices(s *spec.Spec) ([]check.Service, error) {
 		}
 		out = append(out, l.checkLease(ls, vm)...)
 		if ls.DNS != nil {
-			for _, q := range check.DNSWant(ls, n, vm) {
-				got := l.resolve(vm.Name, ls.DNS.Address, q[0])
-				out = append(out, check.Service{Kind: "dns", VM: vm.Name, What: q[0], Want: q[1], Got: got})
+			// Every resolver the VMs are given must answer alike.
+			for i, server := range ls.DNS.Addresses() {
+				for _, q := range check.DNSWant(ls, n, vm) {
+					what := q[0]
+					if i > 0 {
+						what += " @" + server
+					}
+					got := l.resolve(vm.Name, server, q[0])
+					out = append(out, check.Service{Kind: "dns", VM: vm.Name, What: what, Want: q[1], Got: got})
+				}
 			}
 		}
 	}
@@ -52,15 +57,7 @@ func (l *Lab) CheckServices(s *spec.Spec) ([]check.Service, error) {
 }
 
 func (l *Lab) checkLease(s *spec.Spec, vm *spec.VM) []check.Service {
-	got := map[string]string{}
-	if f, err := os.Open(l.LeaseFile(vm.Name)); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), "=")
-			got[k] = strings.TrimSpace(v)
-		}
-		f.Close()
-	}
+	got, _ := readLease(l.LeaseFile(vm.Name))
 	var out []check.Service
 	want := check.LeaseWant(s, vm)
 	keys := make([]string, 0, len(want))

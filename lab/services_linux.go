@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,9 +57,9 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 					"--run-dir", filepath.Join(l.stateDir(), "conntrackd-"+st.Name)}})
 			case "dhcp":
 				out = append(out, service{name: sv.Name(), ns: ns,
-					args: []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--iface", sv.Iface, "--debug"}})
+					args: []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--address", sv.Addr, "--iface", sv.Iface, "--debug"}})
 			default:
-				out = append(out, service{name: sv.Name(), ns: ns, args: []string{"dns", "--spec", fabricFile}})
+				out = append(out, service{name: sv.Name(), ns: ns, args: []string{"dns", "--spec", fabricFile, "--listen", net.JoinHostPort(sv.Addr, "53")}})
 			}
 		}
 	}

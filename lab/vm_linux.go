@@ -122,7 +122,9 @@ func freeIP(s *spec.Spec, n *spec.Network, node string) (string, error) {
 	}
 	for _, sn := range s.SiteNames() {
 		if d := s.Sites[sn].DHCP; d != nil {
-			used[netip.MustParseAddr(d.Address)] = true
+			for _, srv := range d.Servers() {
+				used[netip.MustParseAddr(srv.Address)] = true
+			}
 		}
 	}
 	if s.Router != nil {

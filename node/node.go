@@ -42,16 +42,23 @@ type Service struct {
 	Site      string // the site a DHCP server serves
 	Namespace string // the plan's namespace name (qdhcp-<network id>, qrouter-<router id>)
 	Iface     string // the DHCP server's interface, conntrackd's state-sync link
-	Addr      string // conntrackd's address on that link
+	Addr      string // the server's address (DHCP, DNS), conntrackd's on its link
+	// Index is which of the site's DHCP servers, or of the resolvers,
+	// this is (0: the first).
+	Index int
 }
 
 // Name is how the lab and logs name the service: dhcp-<site>, dns,
-// conntrackd.
+// conntrackd; a second server's name ends in -2.
 func (s Service) Name() string {
+	name := s.Kind
 	if s.Kind == "dhcp" {
-		return "dhcp-" + s.Site
+		name += "-" + s.Site
 	}
-	return s.Kind
+	if s.Index > 0 {
+		name += fmt.Sprintf("-%d", s.Index+1)
+	}
+	return name
 }
 
 // Fabric is the desired state of every node of a spec, computed once.
@@ -122,16 +129,25 @@ func services(s *spec.Spec, n *plan.Node) []Service {
 	}
 	for _, sn := range s.SiteNames() {
 		d := s.Sites[sn].DHCP
-		if d == nil || d.Node != n.Name {
+		if d == nil {
 			continue
 		}
-		for _, ns := range n.Namespaces {
-			if ns.Role != plan.RoleDHCP {
+		for i, srv := range d.Servers() {
+			if srv.Node != n.Name {
 				continue
 			}
-			out = append(out, Service{Kind: "dhcp", Site: sn, Namespace: ns.Name, Iface: ns.Links[0].Name})
-			if s.DNS != nil && s.DNS.Address == d.Address {
-				out = append(out, Service{Kind: "dns", Site: sn, Namespace: ns.Name})
+			for _, ns := range n.Namespaces {
+				if ns.Role != plan.RoleDHCP {
+					continue
+				}
+				out = append(out, Service{Kind: "dhcp", Site: sn, Index: i, Namespace: ns.Name, Iface: ns.Links[0].Name, Addr: srv.Address})
+				if s.DNS != nil {
+					for j, a := range s.DNS.Addresses() {
+						if a == srv.Address {
+							out = append(out, Service{Kind: "dns", Site: sn, Index: j, Namespace: ns.Name, Addr: a})
+						}
+					}
+				}
 			}
 		}
 	}

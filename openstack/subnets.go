@@ -76,9 +76,9 @@ func PlanSubnets(s *spec.Spec, invs map[string]*Inventory) ([]SubnetChange, erro
 				c.pools = pools
 				c.Fields = append(c.Fields, fmt.Sprintf("allocation_pools: %s -> %s", fmtPools(sub.AllocationPools), fmtPools(pools)))
 			}
-			if s.DNS != nil && !slices.Equal(sub.DNSNameservers, []string{s.DNS.Address}) {
-				c.dns = []string{s.DNS.Address}
-				c.Fields = append(c.Fields, fmt.Sprintf("dns_nameservers: %v -> [%s]", sub.DNSNameservers, s.DNS.Address))
+			if s.DNS != nil && !slices.Equal(sub.DNSNameservers, s.DNS.Addresses()) {
+				c.dns = s.DNS.Addresses()
+				c.Fields = append(c.Fields, fmt.Sprintf("dns_nameservers: %v -> %v", sub.DNSNameservers, s.DNS.Addresses()))
 			}
 			if r := s.Router; r != nil && r.Network == n.Name && sub.GatewayIP != r.Address {
 				gw := r.Address

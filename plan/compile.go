@@ -78,6 +78,15 @@ func DHCPPortID(s *spec.Spec, site string) string {
 	return DeriveID("dhcp-port", NetworkID(s, InfraNetwork(s))+"/"+site)
 }
 
+// DHCPServerPortID is the ID of a site's i-th DHCP server's leg (the
+// first one's is DHCPPortID).
+func DHCPServerPortID(s *spec.Spec, site string, i int) string {
+	if i == 0 {
+		return DHCPPortID(s, site)
+	}
+	return DeriveID("dhcp-port", fmt.Sprintf("%s/%s/%d", NetworkID(s, InfraNetwork(s)), site, i+1))
+}
+
 // InfraNetwork is the network the router, DHCP and DNS serve: the router's,
 // or the first one where there is no router.
 func InfraNetwork(s *spec.Spec) *spec.Network {
@@ -151,12 +160,14 @@ func (b *builder) network(n *spec.Network) error {
 			if d == nil {
 				continue
 			}
-			pid := DHCPPortID(s, sn)
-			mac := InfraMAC(pid)
-			if err := addMember(mac, d.Node, d.Address, "dhcp "+sn); err != nil {
-				return err
+			for i, srv := range d.Servers() {
+				pid := DHCPServerPortID(s, sn, i)
+				mac := InfraMAC(pid)
+				if err := addMember(mac, srv.Node, srv.Address, "dhcp "+sn); err != nil {
+					return err
+				}
+				b.dhcp(srv, netID, pid, mac, br, bits, gateway)
 			}
-			b.dhcp(d, netID, pid, mac, br, bits, gateway)
 		}
 	}
 
@@ -329,7 +340,7 @@ func (b *builder) haLink(r *spec.Router, node string, index int) Link {
 	return l
 }
 
-func (b *builder) dhcp(d *spec.DHCP, netID, pid, mac, br string, bits int, gateway string) {
+func (b *builder) dhcp(d spec.DHCPServer, netID, pid, mac, br string, bits int, gateway string) {
 	node := b.nodes[d.Node]
 	nsName := "qdhcp-" + netID
 	in, tap := "ns-"+short(pid), TapName(pid)

@@ -108,6 +108,25 @@ func (s *Site) Foreign() bool { return s.Mode == Foreign }
 type DHCP struct {
 	Address string `yaml:"address"`
 	Node    string `yaml:"node"`
+	// Second is a second server on another node of the site: the same
+	// fixed leases under its own address, so a VM whose server died
+	// renews with the other (rebinding) and keeps its address.
+	Second *DHCPServer `yaml:"second,omitempty"`
+}
+
+// DHCPServer is one of a site's DHCP servers.
+type DHCPServer struct {
+	Address string `yaml:"address"`
+	Node    string `yaml:"node"`
+}
+
+// Servers are the site's DHCP servers, the first one first.
+func (d *DHCP) Servers() []DHCPServer {
+	out := []DHCPServer{{d.Address, d.Node}}
+	if d.Second != nil {
+		out = append(out, *d.Second)
+	}
+	return out
 }
 
 // Node is a hypervisor or controller host of a site.
@@ -233,10 +252,21 @@ type StaticRoute struct {
 
 // DNS is the cache/forwarder every VM uses.
 type DNS struct {
-	Address    string   `yaml:"address"`
+	Address string `yaml:"address"`
+	// Second is a second resolver: another managed DHCP server's
+	// address, where the same DNS server runs. VMs get both.
+	Second     string   `yaml:"second,omitempty"`
 	Forwarders []string `yaml:"forwarders"`
 	// CacheSize bounds the forwarder's cache (entries, default 10000).
 	CacheSize int `yaml:"cache_size,omitempty"`
+}
+
+// Addresses are the resolvers VMs are given, the first one first.
+func (d *DNS) Addresses() []string {
+	if d.Second != "" {
+		return []string{d.Address, d.Second}
+	}
+	return []string{d.Address}
 }
 
 // Network is one project's L2 segment across both sites.

@@ -47,11 +47,13 @@ func Dot(s *spec.Spec, p *plan.Plan, broken Broken) string {
 	services := map[string][]string{} // node -> labels
 	for _, sn := range s.SiteNames() {
 		if d := s.Sites[sn].DHCP; d != nil {
-			l := "DHCP " + sn + " " + d.Address
-			if s.DNS != nil && s.DNS.Address == d.Address {
-				l += " + DNS"
+			for _, srv := range d.Servers() {
+				l := "DHCP " + sn + " " + srv.Address
+				if s.DNS != nil && slices.Contains(s.DNS.Addresses(), srv.Address) {
+					l += " + DNS"
+				}
+				services[srv.Node] = append(services[srv.Node], l)
 			}
-			services[d.Node] = append(services[d.Node], l)
 		}
 	}
 

@@ -44,7 +44,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func dhcpCmd() *cobra.Command {
-	var specPath, site, iface, metrics string
+	var specPath, site, iface, address, metrics string
 	var debug bool
 	c := &cobra.Command{
 		Use:   "dhcp --spec FILE --site SITE",
@@ -55,6 +55,10 @@ lease time, interface MTU (option 26, the link's MTU) and the spec's
 classless static routes. MACs of other sites and unknown MACs get no
 answer, so the two sites' servers on one segment never race; a request for
 a wrong address is NAKed. The spec file is re-read when it changes.
+
+A site may run a second server (dhcp.second) on another node: run this
+there with --address set to its address. Both hand out the same fixed
+leases, so a VM whose server is lost renews with the other.
 
 Run it inside the DHCP namespace, e.g.
   ip netns exec qdhcp-<network id> bothnia dhcp --spec fabric.yaml --site knox --iface ns-<port>`,
@@ -73,7 +77,7 @@ Run it inside the DHCP namespace, e.g.
 			if err != nil {
 				return err
 			}
-			cfg, err := dhcp.ConfigFromSpec(s, site)
+			cfg, err := dhcp.ConfigForServer(s, site, address)
 			if err != nil {
 				return err
 			}
@@ -83,7 +87,7 @@ Run it inside the DHCP namespace, e.g.
 			ctx, stop := signalContext()
 			defer stop()
 			go spec.Watch(ctx, specPath, 2*time.Second, log, func(s *spec.Spec) {
-				if c, err := dhcp.ConfigFromSpec(s, site); err == nil {
+				if c, err := dhcp.ConfigForServer(s, site, address); err == nil {
 					srv.SetConfig(c)
 				}
 			})
@@ -93,6 +97,7 @@ Run it inside the DHCP namespace, e.g.
 	}
 	c.Flags().StringVar(&specPath, "spec", "", "fabric spec (required)")
 	c.Flags().StringVar(&site, "site", "", "the site this server answers for (required)")
+	c.Flags().StringVar(&address, "address", "", "which of the site's servers this is: its address (default: the first, dhcp.address)")
 	c.Flags().StringVar(&iface, "iface", "", "interface to serve on (default: all)")
 	c.Flags().BoolVar(&debug, "debug", false, "log every message, including those left unanswered")
 	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9101")
