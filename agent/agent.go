@@ -40,6 +40,10 @@ type Config struct {
 	Log    *slog.Logger
 	// Registry takes the metrics (nil: a registry of the agent's own).
 	Registry *prometheus.Registry
+	// Conntrackd is the configuration of this node's router replica's
+	// conntrackd (bothnia router conntrackd), through which the agent
+	// tells it to send its whole table when the replica starts serving.
+	Conntrackd string
 	// StandIn converges a foreign site's node as that site's own cloud
 	// would (plain bridges, Neutron's iptables layout): the lab's stand-in
 	// for a cloud bothnia does not run. Without it a foreign node is refused.

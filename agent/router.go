@@ -7,7 +7,9 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +37,9 @@ type routerPart struct {
 	ns        string   // the router's namespace (plan name)
 	legs      []string // its fabric and external legs
 	announced bool     // a takeover was announced since serving began
+	// standing is set once a standby's table was emptied and refilled
+	// from the serving replica (standBy).
+	standing bool
 }
 
 // routerElection starts, keeps or stops this node's election for the
@@ -94,6 +99,7 @@ func (a *Agent) routerView(s *spec.Spec) {
 // and announce; off, take the legs down at once, then converge.
 func (a *Agent) serveRouter(p *routerPart, on bool) {
 	p.mu.Lock()
+	p.standing = false
 	if !on {
 		p.announced = false
 		if p.ns != "" {
@@ -103,6 +109,9 @@ func (a *Agent) serveRouter(p *routerPart, on bool) {
 		}
 	}
 	p.mu.Unlock()
+	if on {
+		go a.conntrackd(true)
+	}
 	select {
 	case a.kick <- struct{}{}:
 	default:
@@ -143,6 +152,10 @@ func (a *Agent) routerConverged(st *node.State, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ns, p.legs = ns.Name, legs
+	if ok && !p.el.Serving() && !p.standing {
+		p.standing = true
+		go a.standBy()
+	}
 	if !ok || p.announced || !p.el.Serving() || len(arps) != len(legs) {
 		return
 	}
@@ -160,6 +173,43 @@ func (a *Agent) routerConverged(st *node.State, ok bool) {
 		}
 	}()
 	a.log.Info("router replica: serving; announced", "legs", legs)
+}
+
+// standBy asks the serving replica for its connection tracking table:
+// a replica that stepped down holds entries of its own that went stale
+// since, which the serving replica's refresh.
+func (a *Agent) standBy() { a.conntrackd(false) }
+
+// conntrackd tells the replica's conntrackd what keepalived's
+// primary-backup script of conntrack-tools does. Serving: rebuild its
+// cache from the kernel table (which holds what the other replicas sent,
+// written there directly, and so not in its cache) and send it all, so
+// that a standby that comes back later gets every stream, not only those
+// that began here. Standing by: ask the serving replica for its table.
+func (a *Agent) conntrackd(serving bool) {
+	if a.cfg.Conntrackd == "" {
+		return
+	}
+	steps := [][]string{{"-n"}}
+	if serving {
+		steps = [][]string{{"-f"}, {"-R"}, {"-B"}}
+	}
+	for _, s := range steps {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, "conntrackd", append([]string{"-C", a.cfg.Conntrackd}, s...)...).CombinedOutput()
+		cancel()
+		if err != nil {
+			// A standby's conntrackd may not run yet (it starts after
+			// the agent's first converge); it asks for the table itself
+			// when it starts (StartupResync).
+			level := slog.LevelWarn
+			if !serving {
+				level = slog.LevelDebug
+			}
+			a.log.Log(context.Background(), level, "router replica: conntrackd", "serving", serving, "step", s[0], "err", err, "output", strings.TrimSpace(string(out)))
+			return
+		}
+	}
 }
 
 // garp is a gratuitous ARP for one leg's address.

@@ -190,7 +190,8 @@ func (l *Lab) agent(node string, foreign bool) service {
 		resync = 2 * time.Second
 	}
 	args := []string{"agent", "--node", node,
-		"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(node), "--listen", AgentAddr, "--resync", resync.String(), "--debug"}
+		"--etcd-endpoints", strings.Join(l.EtcdEndpoints(), ","), "--ns-prefix", l.SubPrefix(node), "--listen", AgentAddr, "--resync", resync.String(), "--debug",
+		"--conntrackd-conf", filepath.Join(l.conntrackdDir(node), "conntrackd.conf")}
 	if foreign {
 		// Standing in for the foreign cloud's own Neutron agent.
 		args = append(args, "--foreign-stand-in")

@@ -54,7 +54,7 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 			case "conntrackd":
 				out = append(out, service{name: "conntrackd-" + st.Name, ns: ns, enters: true, args: []string{
 					"router", "conntrackd", "--spec", fabricFile, "--node", st.Name, "--ns-prefix", l.SubPrefix(st.Name),
-					"--run-dir", filepath.Join(l.stateDir(), "conntrackd-"+st.Name)}})
+					"--run-dir", l.conntrackdDir(st.Name)}})
 			case "dhcp":
 				out = append(out, service{name: sv.Name(), ns: ns,
 					args: []string{"dhcp", "--spec", fabricFile, "--site", sv.Site, "--address", sv.Addr, "--iface", sv.Iface, "--debug"}})
@@ -65,6 +65,10 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 	}
 	return out
 }
+
+// conntrackdDir is where a node's router replica's conntrackd keeps its
+// configuration, lock, socket and log.
+func (l *Lab) conntrackdDir(node string) string { return filepath.Join(l.stateDir(), "conntrackd-"+node) }
 
 // ServiceLog is the log file of a lab server (dhcp-<site>, dns).
 func (l *Lab) ServiceLog(name string) string { return filepath.Join(l.stateDir(), name+".log") }

@@ -26,7 +26,9 @@ func Conntrackd(iface, addr, syncNet, runDir string) string {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# Written by bothnia: the router replica's connection tracking sync.\n")
 	w("Sync {\n")
-	w("\tMode FTFW {\n\t\tDisableExternalCache On\n\t}\n")
+	// A replica that starts (its node back) asks the others for their
+	// whole table: the streams of the replica that serves now.
+	w("\tMode FTFW {\n\t\tDisableExternalCache On\n\t\tStartupResync yes\n\t}\n")
 	w("\tMulticast {\n")
 	w("\t\tIPv4_address %s\n\t\tGroup %d\n\t\tIPv4_interface %s\n\t\tInterface %s\n", ConntrackdGroup, ConntrackdPort, addr, iface)
 	w("\t\tSndSocketBuffer 1249280\n\t\tRcvSocketBuffer 1249280\n\t\tChecksum on\n")

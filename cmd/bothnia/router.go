@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/bothnia/bothnia/namespace"
@@ -25,6 +27,29 @@ func routerCmd() *cobra.Command {
 	}
 	c.AddCommand(conntrackdCmd())
 	return c
+}
+
+// clearStandby empties a standby replica's connection tracking table
+// before its conntrackd starts: what the kernel kept from when the
+// replica served (its node back from a crash) is stale, with the kernel's
+// TCP window tracking, which would find a stream's packets out of window
+// after the next takeover. Emptied later, with conntrackd running, the
+// deletions would reach the serving replica and cut its live streams.
+// A replica whose gw leg is up serves: its table is left alone.
+func clearStandby(ns string) error {
+	h, nsh, err := namespace.Netlink(ns)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer h.Close()
+	if gw, err := h.LinkByName("gw"); err == nil && gw.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		return fmt.Errorf("empty the standby's connection tracking table in %s: %w", ns, err)
+	}
+	return nil
 }
 
 func conntrackdCmd() *cobra.Command {
@@ -91,6 +116,9 @@ unit). --print writes the configuration to stdout and runs nothing.`,
 			if err != nil {
 				return fmt.Errorf("router conntrackd: the router namespace %s: %w (has the agent converged this node?)", ns, err)
 			}
+			if err := clearStandby(ns); err != nil {
+				return fmt.Errorf("router conntrackd: %w", err)
+			}
 			// exec keeps the calling thread's network namespace.
 			runtime.LockOSThread()
 			if err := netns.Set(h); err != nil {
@@ -101,7 +129,7 @@ unit). --print writes the configuration to stdout and runs nothing.`,
 	}
 	c.Flags().StringVar(&specPath, "spec", "", "fabric spec file")
 	c.Flags().StringVar(&nodeName, "node", "", "this node's name in the spec")
-	c.Flags().StringVar(&prefix, "ns-prefix", "", "prefix of the node's namespaces (the agent's --ns-prefix)")
+	c.Flags().StringVar(&prefix, "ns-prefix", "bn-", "prefix of the node's namespaces (the agent's --ns-prefix)")
 	c.Flags().StringVar(&runDir, "run-dir", "/run/bothnia/conntrackd", "where the configuration, lock, control socket and log go")
 	c.Flags().BoolVar(&printOnly, "print", false, "print the configuration and exit")
 	_ = c.MarkFlagRequired("spec")

@@ -250,6 +250,8 @@ ready. It serves /healthz, /readyz and Prometheus /metrics on --listen.`,
 	c.Flags().DurationVar(&cfg.Resync, "resync", 10*time.Second, "how often the kernel is read back and drift repaired")
 	c.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:9464", "health and metrics (host:port or unix:/path; empty: none)")
 	c.Flags().BoolVar(&debug, "debug", false, "log every change")
+	c.Flags().StringVar(&cfg.Conntrackd, "conntrackd-conf", "/run/bothnia/conntrackd/conntrackd.conf",
+		"a router replica's conntrackd (bothnia router conntrackd): told to send its table when this node starts serving")
 	c.Flags().BoolVar(&cfg.StandIn, "foreign-stand-in", false, "lab only: wire a foreign site's node as its own cloud would (plain bridges, Neutron's iptables layout)")
 	_ = c.Flags().MarkHidden("foreign-stand-in")
 	_ = c.MarkFlagRequired("node")
