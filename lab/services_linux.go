@@ -68,7 +68,9 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 
 // conntrackdDir is where a node's router replica's conntrackd keeps its
 // configuration, lock, socket and log.
-func (l *Lab) conntrackdDir(node string) string { return filepath.Join(l.stateDir(), "conntrackd-"+node) }
+func (l *Lab) conntrackdDir(node string) string {
+	return filepath.Join(l.stateDir(), "conntrackd-"+node)
+}
 
 // ServiceLog is the log file of a lab server (dhcp-<site>, dns).
 func (l *Lab) ServiceLog(name string) string { return filepath.Join(l.stateDir(), name+".log") }

@@ -171,9 +171,11 @@ func (e *Elector) session(ctx context.Context) error {
 		close(lost)
 	}()
 	defer func() {
-		// Give the key up (a clean stop, or a lost session): a standby
-		// need not wait for Dead.
 		e.setServing(false)
+		if ctx.Err() == nil {
+			return // a lost lease: the key went, or goes, with it
+		}
+		// A clean stop gives the key up: a standby need not wait for Dead.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_, _ = e.cfg.Client.Txn(dctx).If(e.ours(lease)...).Then(clientv3.OpDelete(e.key())).Commit()
 		_, _ = e.cfg.Client.Revoke(dctx, lease)
