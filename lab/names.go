@@ -55,6 +55,11 @@ type Lab struct {
 	// (StoreHTTPURL), as bothnia's ML2 driver in a Neutron reads it.
 	StoreHTTP bool
 
+	// NoStateSync leaves the router replicas' conntrackd out: the
+	// failover benchmark's peer, replicas that share no connection
+	// state, as Neutron's L3 HA routers (keepalived alone).
+	NoStateSync bool
+
 	// Set by up: how this lab runs its foreign sites, and why where it
 	// fell back to the stand-in.
 	foreign, foreignWhy string

@@ -2,8 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"net"
 	"os"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/internal/flows"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
@@ -57,12 +56,29 @@ func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
 	w := watchReplicas(t, l, s)
 	outside := l.OutsideNS()
 	endpoint := spec.AllowedPrefix(s.Router.Allow[0].Prefix).Addr().String()
-	src := startSource(t, outside, endpoint+":9001")
-	startEcho(t, outside, endpoint+":9002")
+	src, err := flows.StartSource(outside, endpoint+":9001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	stopEcho, err := flows.StartEcho(outside, endpoint+":9002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopEcho)
 	vm := l.VMNS("knox-vm2") // on knox-c2, neither replica's node
-	down := startDownload(t, vm, endpoint+":9001")
-	probe := startProbe(t, vm, endpoint+":9002", 10*time.Millisecond)
+	down, err := flows.StartDownload(vm, endpoint+":9001", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.Close)
+	probe, err := flows.StartProbe(vm, endpoint+":9002", 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(probe.Close)
 	time.Sleep(time.Second)
+	probe.Reset()
 
 	if _, err := l.KillNode(a); err != nil {
 		t.Fatal(err)
@@ -76,17 +92,17 @@ func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
 	}
 	t.Logf("%s serves %v after %s was killed", b, time.Since(killed).Round(time.Millisecond), a)
 	time.Sleep(2 * time.Second)
-	gap := probe.maxGap()
+	gap := probe.MaxGap()
 	t.Logf("longest time without an echo through the router: %v", gap.Round(time.Millisecond))
 	if gap > time.Second {
 		t.Errorf("forwarding stopped for %v; want under 1 s", gap)
 	}
-	n0, err := down.state()
+	n0, err := down.State()
 	if err != nil {
-		t.Fatalf("the download through SNAT ended: %v (source: %v)", err, src.err())
+		t.Fatalf("the download through SNAT ended: %v (source: %v)", err, src.Err())
 	}
 	time.Sleep(300 * time.Millisecond)
-	if n1, err := down.state(); err != nil || n1 <= n0 {
+	if n1, err := down.State(); err != nil || n1 <= n0 {
 		t.Fatalf("the download through SNAT does not go on after the takeover: %d then %d bytes, %v", n0, n1, err)
 	}
 
@@ -134,7 +150,7 @@ func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
 	if err := setLink(sw, "wan0", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := down.state(); err != nil {
+	if _, err := down.State(); err != nil {
 		t.Errorf("the download through SNAT ended: %v", err)
 	}
 	w.stop()
@@ -225,191 +241,3 @@ func setLink(ns, dev string, up bool) error {
 	return h.LinkSetDown(l)
 }
 
-// source writes to whoever connects, a kilobyte every 2 ms, until the
-// test ends or the connection fails.
-type source struct {
-	mu   sync.Mutex
-	last error
-}
-
-func (s *source) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
-}
-
-func startSource(t *testing.T, ns, addr string) *source {
-	t.Helper()
-	var ln net.Listener
-	if err := namespace.Do(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	s := &source{}
-	stop := make(chan struct{})
-	t.Cleanup(func() { close(stop); ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1024)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			if _, err := c.Write(buf); err != nil {
-				s.mu.Lock()
-				s.last = err
-				s.mu.Unlock()
-				return
-			}
-		}
-	}()
-	return s
-}
-
-// download reads a connection, counting bytes, until it fails.
-type download struct {
-	mu  sync.Mutex
-	n   int
-	err error
-}
-
-func (d *download) state() (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.n, d.err
-}
-
-func startDownload(t *testing.T, ns, addr string) *download {
-	t.Helper()
-	c, err := dialFrom(ns, addr, 3*time.Second)
-	if err != nil {
-		t.Fatalf("connect from %s to %s: %v", ns, addr, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	d := &download{}
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, err := c.Read(buf)
-			d.mu.Lock()
-			d.n += n
-			if err != nil && d.err == nil {
-				d.err = err
-			}
-			d.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return d
-}
-
-// startEcho answers UDP datagrams on addr with themselves.
-func startEcho(t *testing.T, ns, addr string) net.PacketConn {
-	t.Helper()
-	var pc net.PacketConn
-	if err := namespace.Do(ns, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc
-}
-
-// probe sends a numbered datagram every interval and keeps the longest
-// time between two answers.
-type probe struct {
-	mu   sync.Mutex
-	last time.Time
-	max  time.Duration
-}
-
-func (p *probe) maxGap() time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return max(p.max, time.Since(p.last))
-}
-
-func startProbe(t *testing.T, ns, addr string, every time.Duration) *probe {
-	t.Helper()
-	var c net.Conn
-	if err := namespace.Do(ns, func() error {
-		var err error
-		c, err = net.Dial("udp4", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	p := &probe{last: time.Now()}
-	stop := make(chan struct{})
-	t.Cleanup(func() { close(stop); c.Close() })
-	go func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		var seq uint64
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			seq++
-			var b [8]byte
-			binary.BigEndian.PutUint64(b[:], seq)
-			_, _ = c.Write(b[:])
-		}
-	}()
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, err := c.Read(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				// ECONNREFUSED from an ICMP error: keep reading.
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			now := time.Now()
-			p.mu.Lock()
-			if gap := now.Sub(p.last); gap > p.max {
-				p.max = gap
-			}
-			p.last = now
-			p.mu.Unlock()
-		}
-	}()
-	return p
-}

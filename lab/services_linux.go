@@ -52,6 +52,9 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 			ns := l.SubPrefix(st.Name) + sv.Namespace
 			switch sv.Kind {
 			case "conntrackd":
+				if l.NoStateSync {
+					continue
+				}
 				out = append(out, service{name: "conntrackd-" + st.Name, ns: ns, enters: true, args: []string{
 					"router", "conntrackd", "--spec", fabricFile, "--node", st.Name, "--ns-prefix", l.SubPrefix(st.Name),
 					"--run-dir", l.conntrackdDir(st.Name)}})
@@ -64,6 +67,17 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 		}
 	}
 	return out
+}
+
+// StopStateSync stops every router replica's conntrackd, and with
+// NoStateSync set they stay stopped (revive leaves them out).
+func (l *Lab) StopStateSync() error {
+	matches, _ := filepath.Glob(filepath.Join(l.stateDir(), "conntrackd-*.pid"))
+	var errs []error
+	for _, f := range matches {
+		errs = append(errs, stop(f, time.Second))
+	}
+	return errors.Join(errs...)
 }
 
 // conntrackdDir is where a node's router replica's conntrackd keeps its

@@ -71,6 +71,36 @@ minute and 2 GiB of memory, all removed afterwards.`,
 	}
 	bi.Flags().IntVar(&runs, "runs", 5, "ports of each kind")
 	c.AddCommand(bi)
+	var kills int
+	fo := &cobra.Command{
+		Use:   "failover [SPEC]",
+		Short: "Kill the serving router replica's node again and again: forwarding, DNS, a download through SNAT, leases; beside replicas without conntrack sync",
+		Long: `Brings up a lab of SPEC (default examples/knox-epouta-ha.yaml, whose router has
+two replicas on Knox; the foreign site stood in for, it plays no part)
+and, from a VM on a Knox node that holds no replica, runs a download
+through SNAT, a UDP echo through the router every 10 ms, a DNS query loop
+to the site's two resolvers (a stub resolver: the first, then the second
+after 150 ms) and a lease renewal after each kill. Then, --kills times,
+pulls the plug of the serving replica's node (bothnia lab node kill),
+waits for the other to serve, measures, and revives the node.
+
+It does this twice in one run: with bothnia's replicas (the store's
+election, conntrackd's state sync), then with conntrackd stopped, which is
+how Neutron's L3 HA routers fail over (keepalived moves the addresses; no
+connection state follows). Prints per kill and, per kind, the time without
+forwarding and without DNS answers (p50/p99/max), downloads reset and
+leases renewed. About 6 s per kill; everything is removed afterwards.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec := "examples/knox-epouta-ha.yaml"
+			if len(args) == 1 {
+				spec = args[0]
+			}
+			return bench.Failover(cmd.OutOrStdout(), bench.FailoverOptions{Spec: spec, Kills: kills, Prefix: "bnfail"})
+		},
+	}
+	fo.Flags().IntVar(&kills, "kills", 20, "kills of each kind of replicas")
+	c.AddCommand(fo)
 	var count, bulk int
 	pr := &cobra.Command{
 		Use:   "propagation",

@@ -1,0 +1,308 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/bothnia/bothnia/internal/flows"
+	"github.com/bothnia/bothnia/lab"
+	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/plan"
+	"github.com/bothnia/bothnia/spec"
+)
+
+// FailoverOptions configures bench failover.
+type FailoverOptions struct {
+	Spec   string // a spec whose router has replicas
+	Kills  int    // per kind of replica
+	Prefix string // the lab's
+}
+
+// failoverRun is what one kind of replicas did over its kills.
+type failoverRun struct {
+	name               string
+	outage, dns, takeover []time.Duration
+	resets, renewed    int
+	rebound, kills     int
+}
+
+// Failover kills the node of the serving router replica again and again
+// in a lab of the spec, during a download through SNAT, a UDP echo every
+// 10 ms through the router, a DNS query loop to the site's resolvers and
+// a lease renewal after each kill, and reports, per kill, how long
+// forwarding and name resolution stopped, whether the download survived
+// and whether the lease was renewed. It does so twice in one run: with
+// bothnia's replicas as they are (the election through the store, the
+// connection state synchronised by conntrackd), and with the same
+// replicas sharing no connection state, as Neutron's L3 HA routers share
+// none (keepalived alone).
+func Failover(w io.Writer, o FailoverOptions) error {
+	raw, err := os.ReadFile(o.Spec)
+	if err != nil {
+		return err
+	}
+	s, err := spec.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if s.Router == nil || !s.Router.Replicated() {
+		return fmt.Errorf("bench failover: %s's router has no replicas; list two nodes under router.nodes (examples/knox-epouta-ha.yaml)", o.Spec)
+	}
+	vm, err := failoverVM(s)
+	if err != nil {
+		return err
+	}
+	l, err := lab.New(o.Prefix)
+	if err != nil {
+		return err
+	}
+	l.Agents, l.Foreign = true, lab.ForeignStandIn
+	defer l.Down()
+	if _, err := l.Up(s, raw); err != nil {
+		return fmt.Errorf("bench failover: lab up: %w", err)
+	}
+	ls, err := lab.LabSpec(s)
+	if err != nil {
+		return err
+	}
+	endpoint := spec.AllowedPrefix(s.Router.Allow[0].Prefix).Addr().String()
+	src, err := flows.StartSource(l.OutsideNS(), endpoint+":9001")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	stopEcho, err := flows.StartEcho(l.OutsideNS(), endpoint+":9002")
+	if err != nil {
+		return err
+	}
+	defer stopEcho()
+	probe, err := flows.StartProbe(l.VMNS(vm.Name), endpoint+":9002", 10*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	var resolvers []string
+	if s.DNS != nil {
+		resolvers = s.DNS.Addresses()
+	}
+	dns, err := startDNSLoop(l.VMNS(vm.Name), resolvers, vm.Name+"."+s.Fabric.Domain+".")
+	if err != nil {
+		return err
+	}
+	defer dns.close()
+
+	fmt.Fprintf(w, "bench failover: %s, router %s on %v, %d kills of the serving replica's node per kind; traffic from %s (%s)\n",
+		o.Spec, s.Router.Name, s.Router.Replicas(), o.Kills, vm.Name, vm.Node)
+	var runs []*failoverRun
+	for _, kind := range []string{"bothnia (store election + conntrackd)", "no state sync (as Neutron L3 HA)"} {
+		run := &failoverRun{name: kind}
+		if len(runs) == 1 {
+			l.NoStateSync = true
+			if err := l.StopStateSync(); err != nil {
+				return err
+			}
+		}
+		if err := failoverKills(w, l, ls, vm, endpoint, probe, dns, run, o.Kills); err != nil {
+			return err
+		}
+		runs = append(runs, run)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "%-40s %6s  %-26s  %-26s  %-20s  %s\n", "", "kills", "forwarding stopped p50/p99/max", "DNS unanswered p50/p99/max", "downloads reset", "leases renewed")
+	for _, r := range runs {
+		o50, o99, omx := quantiles(r.outage)
+		d50, d99, dmx := quantiles(r.dns)
+		fmt.Fprintf(w, "%-40s %6d  %-30s  %-26s  %-20s  %d of %d (%d by the other server)\n", r.name, r.kills,
+			fmt.Sprintf("%v/%v/%v", ms(o50), ms(o99), ms(omx)), fmt.Sprintf("%v/%v/%v", ms(d50), ms(d99), ms(dmx)),
+			fmt.Sprintf("%d of %d", r.resets, r.kills), r.renewed, r.kills, r.rebound)
+	}
+	return nil
+}
+
+func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+// failoverVM is the VM the traffic comes from: on the router's network,
+// at a site with DHCP, on a managed node that holds no replica, so that no
+// kill takes it down.
+func failoverVM(s *spec.Spec) (*spec.VM, error) {
+	n := plan.InfraNetwork(s)
+	for _, vm := range n.VMs {
+		site := s.Sites[s.NodeSite(vm.Node)]
+		if site.DHCP != nil && !site.Foreign() && !slices.Contains(s.Router.Replicas(), vm.Node) {
+			return vm, nil
+		}
+	}
+	return nil, fmt.Errorf("bench failover: network %s has no VM on a managed node without a router replica; add one", n.Name)
+}
+
+func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint string, probe *flows.Probe, dns *dnsLoop, run *failoverRun, kills int) error {
+	ctx := context.Background()
+	down, err := flows.StartDownload(l.VMNS(vm.Name), endpoint+":9001", 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() { down.Close() }()
+	alive := true
+	for i := 0; i < kills; i++ {
+		if !alive {
+			down.Close()
+			if down, err = flows.StartDownload(l.VMNS(vm.Name), endpoint+":9001", 3*time.Second); err != nil {
+				return err
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		a, _, err := l.RouterServing(ctx, s)
+		if err != nil || a == "" {
+			return fmt.Errorf("bench failover: no replica serves before kill %d: %v", i+1, err)
+		}
+		probe.Reset()
+		dns.reset()
+		if _, err := l.KillNode(a); err != nil {
+			return err
+		}
+		killed := time.Now()
+		for {
+			b, _, err := l.RouterServing(ctx, s)
+			if err == nil && b != "" && b != a {
+				run.takeover = append(run.takeover, time.Since(killed))
+				break
+			}
+			if time.Since(killed) > 10*time.Second {
+				return fmt.Errorf("bench failover: no replica took over 10 s after %s was killed", a)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		run.outage = append(run.outage, probe.MaxGap())
+		run.dns = append(run.dns, dns.maxGap())
+		run.kills++
+		// A reset reaches the source, not the VM, whose download just
+		// stops: kept means it still grows.
+		n0, _ := down.State()
+		time.Sleep(300 * time.Millisecond)
+		n1, err := down.State()
+		if alive = err == nil && n1 > n0; !alive {
+			run.resets++
+		}
+		if r, err := l.Renew(ctx, vm.Name, 300*time.Millisecond); err == nil {
+			run.renewed++
+			if r.Rebound {
+				run.rebound++
+			}
+		}
+		if _, err := l.ReviveNode(a); err != nil {
+			return err
+		}
+		// The revived replica's agent converges and its conntrackd gets
+		// the serving replica's table before the next kill.
+		time.Sleep(2500 * time.Millisecond)
+		fmt.Fprintf(w, "  %s: kill %d of %s: took over in %v, forwarding stopped %v, DNS %v\n", run.name, i+1, a,
+			ms(run.takeover[len(run.takeover)-1]), ms(run.outage[len(run.outage)-1]), ms(run.dns[len(run.dns)-1]))
+	}
+	return nil
+}
+
+// dnsLoop asks the resolvers for a name every 20 ms as a stub resolver
+// does: the first, then the next after 150 ms without an answer. It keeps
+// the longest time without an answer.
+type dnsLoop struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	last time.Time
+	max  time.Duration
+}
+
+func startDNSLoop(ns string, resolvers []string, name string) (*dnsLoop, error) {
+	if len(resolvers) == 0 {
+		return nil, errors.New("bench failover: the spec has no dns")
+	}
+	var conns []*mdns.Conn
+	for _, r := range resolvers {
+		var c net.Conn
+		if err := namespace.Do(ns, func() error {
+			var err error
+			c, err = net.Dial("udp4", net.JoinHostPort(r, "53"))
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		conns = append(conns, &mdns.Conn{Conn: c})
+	}
+	d := &dnsLoop{stop: make(chan struct{}), last: time.Now()}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-d.stop:
+				return
+			case <-tick.C:
+			}
+			m := new(mdns.Msg)
+			m.SetQuestion(name, mdns.TypeA)
+			for _, c := range conns {
+				if ask(c, m) {
+					now := time.Now()
+					d.mu.Lock()
+					d.max = max(d.max, now.Sub(d.last))
+					d.last = now
+					d.mu.Unlock()
+					break
+				}
+			}
+		}
+	}()
+	return d, nil
+}
+
+// ask sends m on c and waits 150 ms for its answer.
+func ask(c *mdns.Conn, m *mdns.Msg) bool {
+	m.Id = mdns.Id()
+	_ = c.SetDeadline(time.Now().Add(150 * time.Millisecond))
+	if err := c.WriteMsg(m); err != nil {
+		return false
+	}
+	for {
+		r, err := c.ReadMsg()
+		if err != nil {
+			return false
+		}
+		if r.Id == m.Id {
+			return r.Rcode == mdns.RcodeSuccess && len(r.Answer) > 0
+		}
+	}
+}
+
+func (d *dnsLoop) maxGap() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(d.max, time.Since(d.last))
+}
+
+func (d *dnsLoop) reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.max = 0
+}
+
+func (d *dnsLoop) close() {
+	close(d.stop)
+	d.wg.Wait()
+}
