@@ -29,10 +29,10 @@ type FailoverOptions struct {
 
 // failoverRun is what one kind of replicas did over its kills.
 type failoverRun struct {
-	name               string
+	name                  string
 	outage, dns, takeover []time.Duration
-	resets, renewed    int
-	rebound, kills     int
+	resets, renewed       int
+	rebound, kills        int
 }
 
 // Failover kills the node of the serving router replica again and again

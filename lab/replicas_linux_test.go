@@ -240,4 +240,3 @@ func setLink(ns, dev string, up bool) error {
 	}
 	return h.LinkSetDown(l)
 }
-
