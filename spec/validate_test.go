@@ -57,6 +57,16 @@ func TestValidateRejects(t *testing.T) {
 		{"unknown vm node", func(s *Spec) { mgmt(s).VMs[0].Node = "knox-c9" }, "networks[0].vms[0].node: unknown node \"knox-c9\""},
 		{"unknown router node", func(s *Spec) { s.Router.Node = "nowhere" }, "router.node: unknown node \"nowhere\""},
 		{"unknown router network", func(s *Spec) { s.Router.Network = "nope" }, "router.network: unknown network \"nope\""},
+		{"second dhcp on the first's node", func(s *Spec) { knox(s).DHCP.Second = &DHCPServer{Address: "10.101.128.0", Node: "knox-ctl"} },
+			"sites.knox.dhcp.second.node: node \"knox-ctl\" already runs the site's first DHCP server"},
+		{"second dhcp at a foreign site", func(s *Spec) {
+			s.Sites["epouta"].DHCP.Second = &DHCPServer{Address: "10.101.0.2", Node: "epouta-c1"}
+		}, "sites.epouta.dhcp.second: site epouta is foreign"},
+		{"second dhcp in a pool", func(s *Spec) { knox(s).DHCP.Second = &DHCPServer{Address: "10.101.130.1", Node: "knox-c1"} },
+			"sites.knox.dhcp.second.address: 10.101.130.1 lies inside the pool sites.knox.pools[0]"},
+		{"second resolver is no dhcp server", func(s *Spec) { s.DNS.Second = "10.101.0.3" },
+			"dns.second: 10.101.0.3 is foreign site epouta's DHCP address"},
+		{"second resolver twice", func(s *Spec) { s.DNS.Second = s.DNS.Address }, "dns.second: 10.101.128.0 is also dns.address"},
 		{"router node and nodes", func(s *Spec) { s.Router.Nodes = []string{"knox-c1", "knox-c2"} }, "router.nodes: router has both node \"knox-ctl\" and nodes"},
 		{"router on no node", func(s *Spec) { s.Router.Node = "" }, "router.node: the router needs a node (or nodes: the replicas)"},
 		{"replica twice", func(s *Spec) {

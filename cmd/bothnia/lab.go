@@ -274,6 +274,9 @@ router, DNS, domain, MTU, server) is the spec's and its own site's server
 gave it, and that the fabric's DNS resolves the VMs of both sites, their
 addresses backwards, and an outside name through the forwarder.
 
+Where the router has replicas, check names the one that serves: the
+probes through the router went through it.
+
 Exit status 1 if any observation differs from the expectation.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -294,7 +297,18 @@ Exit status 1 if any observation differs from the expectation.`,
 			n, m := check.Failed(rs), check.FailedServices(svc)
 			out := cmd.OutOrStdout()
 			view := map[string]any{"probes": rs, "services": svc, "failed_probes": n, "failed_services": m}
+			serving := ""
+			if r := s.Router; r != nil && r.Replicated() && l.AgentsRunning() {
+				// The probes through the router went through this one.
+				if serving, _, err = l.RouterServing(ctx, s); err != nil {
+					return err
+				}
+				view["router_serving"] = serving
+			}
 			if err := emit(out, output, view, func() error {
+				if serving != "" {
+					fmt.Fprintf(out, "router %s: served by %s (replicas %s)\n", s.Router.Name, serving, strings.Join(s.Router.Replicas(), ", "))
+				}
 				fmt.Fprint(out, check.Matrix(rs))
 				if len(svc) > 0 {
 					fmt.Fprintf(out, "\nDHCP and DNS, as each VM sees them:\n%s", check.ServiceTable(svc))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
@@ -18,6 +20,7 @@ import (
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/replica"
 	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/store"
 )
 
 func routerCmd() *cobra.Command {
@@ -55,8 +58,9 @@ func clearStandby(ns string) error {
 func conntrackdCmd() *cobra.Command {
 	var specPath, nodeName, prefix, runDir string
 	var printOnly bool
+	var sf storeFlags
 	c := &cobra.Command{
-		Use:   "conntrackd --spec FILE --node NODE",
+		Use:   "conntrackd --node NODE [--spec FILE]",
 		Short: "Run conntrackd in the node's router namespace, syncing with the other replicas",
 		Long: `Where the spec's router has replicas (router.nodes), each replica's
 connection tracking must reach the others continuously, so that a standby
@@ -72,7 +76,7 @@ Run it on every replica node, beside the agent (deploy/systemd has the
 unit). --print writes the configuration to stdout and runs nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := spec.Load(specPath)
+			s, err := routerSpec(specPath, sf.c)
 			if err != nil {
 				return err
 			}
@@ -127,12 +131,32 @@ unit). --print writes the configuration to stdout and runs nothing.`,
 			return syscall.Exec(bin, []string{"conntrackd", "-C", path}, os.Environ())
 		},
 	}
-	c.Flags().StringVar(&specPath, "spec", "", "fabric spec file")
+	sf.add(c)
+	c.Flags().StringVar(&specPath, "spec", "", "fabric spec file (default: the fabric in the store)")
 	c.Flags().StringVar(&nodeName, "node", "", "this node's name in the spec")
 	c.Flags().StringVar(&prefix, "ns-prefix", "bn-", "prefix of the node's namespaces (the agent's --ns-prefix)")
 	c.Flags().StringVar(&runDir, "run-dir", "/run/bothnia/conntrackd", "where the configuration, lock, control socket and log go")
 	c.Flags().BoolVar(&printOnly, "print", false, "print the configuration and exit")
-	_ = c.MarkFlagRequired("spec")
 	_ = c.MarkFlagRequired("node")
 	return c
+}
+
+// routerSpec is the fabric from a spec file, or else from the store.
+func routerSpec(path string, c store.ClientConfig) (*spec.Spec, error) {
+	if path != "" {
+		return spec.Load(path)
+	}
+	cli, err := store.Connect(c)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	objs, _, err := store.Load(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := store.Assemble(objs)
+	return s, err
 }
