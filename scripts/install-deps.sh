@@ -8,10 +8,11 @@ set -euo pipefail
 # socat, sudo and ebtables: the real agents that run the lab's foreign site
 # (internal/devcloud); python3-pip and python3-setuptools install bothnia's
 # ML2 driver into that Neutron as an operator would (pip, offline);
-# graphviz renders show topology -o svg.
+# graphviz renders show topology -o svg; conntrackd (conntrack-tools) syncs
+# router replicas' connection state, conntrack lists it.
 pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server
   rabbitmq-server neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base socat sudo ebtables graphviz
-  python3-pip python3-setuptools)
+  python3-pip python3-setuptools conntrackd conntrack)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
