@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
+	"github.com/bothnia/bothnia/store"
 )
 
 // Issue 20, in the lab: two replicas of the router on Knox. The one that
@@ -163,9 +165,67 @@ func TestRouterReplicasSurviveTheLossOfANode(t *testing.T) {
 	}
 }
 
+// The store's leader hangs (the member a Knox host runs, of the sites'
+// three): writes stop everywhere until the other two elect a leader, the
+// serving replica's beats fail and it fences itself; then one replica
+// serves again, and at no moment do two.
+func TestRouterReplicasWhenTheStoresLeaderHangs(t *testing.T) {
+	raw, err := os.ReadFile("../examples/knox-epouta-ha.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, s := newAgentLab(t, string(raw), func(l *Lab) { l.EtcdMembers = 3 })
+	cli, err := store.Connect(l.storeConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	leader := ""
+	for i, ep := range l.EtcdEndpoints() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			leader = l.etcdMembers()[i]
+		}
+	}
+	if leader == "" {
+		t.Fatal("no member says it leads")
+	}
+	w := watchReplicas(t, l, s)
+	time.Sleep(500 * time.Millisecond)
+	pid, ok := running(l.pidFile(leader))
+	if !ok {
+		t.Fatalf("%s is not running", leader)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	hung := time.Now()
+	served := ""
+	for served == "" && time.Since(hung) < 20*time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		served, _, _ = l.RouterServing(ctx, s)
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if served == "" {
+		t.Fatalf("no replica serves 20 s after the store's leader %s hung", leader)
+	}
+	time.Sleep(3 * time.Second)
+	w.stop()
+	t.Logf("%s (the leader) hung: %s serves; no replica's legs were up for at most %v; %d samples",
+		leader, served, time.Duration(w.noneMax.Load()).Round(time.Millisecond), w.samples.Load())
+	if w.both.Load() > 0 {
+		t.Errorf("both replicas had their legs up at once in %d of %d samples", w.both.Load(), w.samples.Load())
+	}
+}
+
 // replicaWatch samples both replicas' legs as fast as netlink answers.
 type replicaWatch struct {
 	samples, both atomic.Int64
+	noneMax       atomic.Int64 // the longest time no replica's legs were up (ns)
 	done          chan struct{}
 	wg            sync.WaitGroup
 }
@@ -189,6 +249,7 @@ func watchReplicas(t *testing.T, l *Lab, s *spec.Spec) *replicaWatch {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		lastUp := time.Now()
 		for {
 			select {
 			case <-w.done:
@@ -207,6 +268,11 @@ func watchReplicas(t *testing.T, l *Lab, s *spec.Spec) *replicaWatch {
 			w.samples.Add(1)
 			if n > 1 {
 				w.both.Add(1)
+			}
+			if n > 0 {
+				lastUp = time.Now()
+			} else if none := time.Since(lastUp); int64(none) > w.noneMax.Load() {
+				w.noneMax.Store(int64(none))
 			}
 			time.Sleep(time.Millisecond)
 		}

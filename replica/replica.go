@@ -67,6 +67,8 @@ type Elector struct {
 	serving atomic.Bool
 	lastAck atomic.Int64 // send time of the last acknowledged beat (unix ns)
 	mu      sync.Mutex   // orders Serve calls
+	hmu     sync.Mutex   // guards holding; taken before mu, never after
+	holding bool         // hold runs: an acknowledged beat may serve
 }
 
 // New returns an elector; Run takes part in the election.
@@ -262,28 +264,48 @@ func (e *Elector) acquire(ctx context.Context, lease clientv3.LeaseID) (bool, st
 	return false, string(kvs[0].Value), nil
 }
 
-// hold beats while the key is this replica's and it stays healthy.
+// hold beats while the key is this replica's and it stays healthy. A beat
+// goes out every Beat whether the last one was answered or not: a request
+// stuck on a hung etcd member must not hold back the next, which the
+// client sends to another.
 func (e *Elector) hold(ctx context.Context, lease clientv3.LeaseID, lost <-chan struct{}) error {
 	t := time.NewTicker(e.cfg.Beat)
 	defer t.Stop()
-	seq := 0
-	for {
-		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, e.cfg.Fence)
-		seq++
-		resp, err := e.cfg.Client.Txn(rctx).If(e.ours(lease)...).
-			Then(clientv3.OpPut(e.beat(), fmt.Sprintf("%s %d", e.cfg.Node, seq), clientv3.WithLease(lease))).Commit()
+	hctx, cancel := context.WithCancel(ctx)
+	taken := make(chan struct{}, 1) // a beat found the key someone else's
+	var wg sync.WaitGroup
+	e.hmu.Lock()
+	e.holding = true
+	e.hmu.Unlock()
+	defer func() {
+		// A beat still in flight must not make this replica serve once
+		// it has stopped holding.
+		e.hmu.Lock()
+		e.holding = false
+		e.hmu.Unlock()
 		cancel()
-		switch {
-		case err == nil && !resp.Succeeded:
-			e.setServing(false)
-			return nil // the key is someone else's now
-		case err == nil:
-			e.lastAck.Store(sent.UnixNano())
-			if time.Since(sent) < e.cfg.Fence {
-				e.setServing(true)
+		wg.Wait()
+	}()
+	for seq := 1; ; seq++ {
+		wg.Add(1)
+		go func(seq int) {
+			defer wg.Done()
+			sent := time.Now()
+			rctx, cancel := context.WithTimeout(hctx, e.cfg.Fence)
+			defer cancel()
+			resp, err := e.cfg.Client.Txn(rctx).If(e.ours(lease)...).
+				Then(clientv3.OpPut(e.beat(), fmt.Sprintf("%s %d", e.cfg.Node, seq), clientv3.WithLease(lease))).Commit()
+			switch {
+			case err != nil:
+			case !resp.Succeeded:
+				select {
+				case taken <- struct{}{}:
+				default:
+				}
+			default:
+				e.acked(sent)
 			}
-		}
+		}(seq)
 		if !e.cfg.Healthy() {
 			e.setServing(false)
 			e.resign(ctx, lease)
@@ -294,8 +316,30 @@ func (e *Elector) hold(ctx context.Context, lease clientv3.LeaseID, lost <-chan 
 			return ctx.Err()
 		case <-lost:
 			return errors.New("the lease's keepalives ended")
+		case <-taken:
+			e.setServing(false)
+			return nil // the key is someone else's now
 		case <-t.C:
 		}
+	}
+}
+
+// acked records an acknowledged beat sent at sent, and serves if it is
+// the freshest and within the fence.
+func (e *Elector) acked(sent time.Time) {
+	for {
+		last := e.lastAck.Load()
+		if sent.UnixNano() <= last {
+			return
+		}
+		if e.lastAck.CompareAndSwap(last, sent.UnixNano()) {
+			break
+		}
+	}
+	e.hmu.Lock()
+	defer e.hmu.Unlock()
+	if e.holding && time.Since(sent) < e.cfg.Fence {
+		e.setServing(true)
 	}
 }
 
