@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +131,27 @@ func Failover(w io.Writer, o FailoverOptions) error {
 
 func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
+// logSince is up to max lines of a slog text log written at or after t,
+// their change details left out.
+func logSince(path string, t time.Time, max int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok || strings.Contains(line, "msg=change") {
+			continue
+		}
+		ts, _, _ = strings.Cut(ts, " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && !at.Before(t) && len(out) < max {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // failoverVM is the VM the traffic comes from: on the router's network,
 // at a site with DHCP, on a managed node that holds no replica, so that no
 // kill takes it down.
@@ -170,8 +192,9 @@ func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint 
 			return err
 		}
 		killed := time.Now()
+		var b string
 		for {
-			b, _, err := l.RouterServing(ctx, s)
+			b, _, err = l.RouterServing(ctx, s)
 			if err == nil && b != "" && b != a {
 				run.takeover = append(run.takeover, time.Since(killed))
 				break
@@ -183,6 +206,16 @@ func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint 
 		}
 		time.Sleep(2 * time.Second)
 		run.outage = append(run.outage, probe.MaxGap())
+		if gap := probe.MaxGap(); gap > time.Second {
+			// An outlier: what the new holder's agent and the VM's node's
+			// agent did meanwhile, to tell where the time went.
+			for _, n := range []string{b, vm.Node} {
+				fmt.Fprintf(w, "  forwarding stopped %v after the kill of %s; agent-%s's log from then:\n", ms(gap), a, n)
+				for _, line := range logSince(l.ServiceLog("agent-"+n), killed.Add(-100*time.Millisecond), 40) {
+					fmt.Fprintf(w, "    %s\n", line)
+				}
+			}
+		}
 		run.dns = append(run.dns, dns.maxGap())
 		run.kills++
 		// A reset reaches the source, not the VM, whose download just
