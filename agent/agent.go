@@ -40,6 +40,11 @@ type Config struct {
 	Log    *slog.Logger
 	// Registry takes the metrics (nil: a registry of the agent's own).
 	Registry *prometheus.Registry
+	// ExternalElection leaves the choice of the serving router replica
+	// to another system, which writes the store's election key (bothnia
+	// router claim): the failover benchmark's keepalived peer. The agent
+	// only follows the key.
+	ExternalElection bool
 	// Conntrackd is the configuration of this node's router replica's
 	// conntrackd (bothnia router conntrackd), through which the agent
 	// tells it to send its whole table when the replica starts serving.

@@ -29,9 +29,12 @@ import (
 // routerPart is the agent's running election for one router.
 type routerPart struct {
 	key    string // router name and what Healthy checks: restart on change
-	el     *replica.Elector
+	el     *replica.Elector // nil: another system elects (Config.ExternalElection)
 	cancel context.CancelFunc
 	done   chan struct{}
+	// claimed is whether the store names this node, where another
+	// system elects.
+	claimed bool
 
 	mu        sync.Mutex
 	ns        string   // the router's namespace (plan name)
@@ -40,6 +43,15 @@ type routerPart struct {
 	// standing is set once a standby's table was emptied and refilled
 	// from the serving replica (standBy).
 	standing bool
+}
+
+// serving is whether this node's replica serves: its elector's word, or
+// the store's where another system elects.
+func (p *routerPart) serving() bool {
+	if p.el != nil {
+		return p.el.Serving()
+	}
+	return p.claimed
 }
 
 // routerElection starts, keeps or stops this node's election for the
@@ -64,6 +76,13 @@ func (a *Agent) routerElection(s *spec.Spec) {
 	part := &routerPart{key: want, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(a.ctx)
 	part.cancel = cancel
+	if a.cfg.ExternalElection {
+		// The store's key is written by another system (keepalived's
+		// notify, through bothnia router claim): only follow it.
+		a.router = part
+		close(part.done)
+		return
+	}
 	part.el = replica.New(replica.Config{
 		Client:  a.cli,
 		Router:  r.Name,
@@ -85,6 +104,10 @@ func (a *Agent) routerElection(s *spec.Spec) {
 func (a *Agent) routerView(s *spec.Spec) {
 	r := s.Router
 	if a.router == nil || r == nil {
+		return
+	}
+	if a.router.el == nil {
+		a.router.claimed = r.Active == a.cfg.Node
 		return
 	}
 	switch serving := a.router.el.Serving(); {
@@ -152,11 +175,14 @@ func (a *Agent) routerConverged(st *node.State, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ns, p.legs = ns.Name, legs
-	if ok && !p.el.Serving() && !p.standing {
+	if !p.serving() {
+		p.announced = false
+	}
+	if ok && p.el != nil && !p.el.Serving() && !p.standing {
 		p.standing = true
 		go a.standBy()
 	}
-	if !ok || p.announced || !p.el.Serving() || len(arps) != len(legs) {
+	if !ok || p.announced || !p.serving() || len(arps) != len(legs) {
 		return
 	}
 	p.announced = true

@@ -180,6 +180,9 @@ func (l *Lab) controlPlane(fab *node.Fabric) ([]string, error) {
 	if err := l.waitConverged(ctx, cli, fab, rev); err != nil {
 		return changes, err
 	}
+	if l.KeepalivedPeer {
+		return changes, nil // keepalived, started with the servers, elects
+	}
 	return changes, l.waitRouter(ctx, cli, fab)
 }
 
@@ -195,6 +198,9 @@ func (l *Lab) agent(node string, foreign bool) service {
 	if foreign {
 		// Standing in for the foreign cloud's own Neutron agent.
 		args = append(args, "--foreign-stand-in")
+	}
+	if l.KeepalivedPeer {
+		args = append(args, "--external-router-election")
 	}
 	return service{name: "agent-" + node, ns: l.NodeNS(node), args: args, netOnly: true}
 }

@@ -50,7 +50,10 @@ func (l *Lab) KillNode(nodeName string) ([]string, error) {
 	}
 	for _, sv := range svcs {
 		if pid, ok := running(l.pidFile(sv.name)); ok {
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			// The whole process group (each service is a session of its
+			// own): a crash leaves no child behind to say goodbye, as
+			// keepalived's VRRP process would.
+			if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
 				return done, fmt.Errorf("lab: kill %s: %w", sv.name, err)
 			}
 			done = append(done, "kill "+sv.name)

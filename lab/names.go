@@ -59,6 +59,11 @@ type Lab struct {
 	// failover benchmark's peer, replicas that share no connection
 	// state, as Neutron's L3 HA routers (keepalived alone).
 	NoStateSync bool
+	// KeepalivedPeer runs the router replicas as Neutron's L3 HA does:
+	// keepalived's VRRP (its defaults as Neutron writes them) chooses the
+	// serving replica, the agents only follow (their election off), and
+	// no connection state is synchronised. The failover benchmark's peer.
+	KeepalivedPeer bool
 
 	// Set by up: how this lab runs its foreign sites, and why where it
 	// fell back to the stand-in.

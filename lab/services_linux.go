@@ -38,6 +38,8 @@ type service struct {
 	// enters starts the process where the lab runs, for it enters ns
 	// itself (and becomes another program there: conntrackd).
 	enters bool
+	// bin runs this program instead of bothnia (keepalived).
+	bin string
 }
 
 // services are the DHCP and DNS servers the nodes' states place, each to
@@ -52,6 +54,10 @@ func (l *Lab) services(fab *node.Fabric, fabricFile string) []service {
 			ns := l.SubPrefix(st.Name) + sv.Namespace
 			switch sv.Kind {
 			case "conntrackd":
+				if l.KeepalivedPeer {
+					out = append(out, l.keepalived(st.Name, ns, sv))
+					continue
+				}
 				if l.NoStateSync {
 					continue
 				}
@@ -126,7 +132,11 @@ func (l *Lab) startServices(svcs []service) ([]string, error) {
 		if err != nil {
 			return changes, err
 		}
-		cmd := exec.Command("ip", append([]string{"netns", "exec", sv.ns, exe}, sv.args...)...)
+		prog := exe
+		if sv.bin != "" {
+			prog = sv.bin
+		}
+		cmd := exec.Command("ip", append([]string{"netns", "exec", sv.ns, prog}, sv.args...)...)
 		switch {
 		case sv.ns == "" || sv.enters: // the store: a unix socket, no network of its own
 			cmd = exec.Command(exe, sv.args...)

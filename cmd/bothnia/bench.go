@@ -74,7 +74,7 @@ minute and 2 GiB of memory, all removed afterwards.`,
 	var kills int
 	fo := &cobra.Command{
 		Use:   "failover [SPEC]",
-		Short: "Kill the serving router replica's node again and again: forwarding, DNS, a download through SNAT, leases; beside replicas without conntrack sync",
+		Short: "Kill the serving router replica's node again and again: forwarding, DNS, a download through SNAT, leases; beside keepalived as Neutron L3 HA runs it",
 		Long: `Brings up a lab of SPEC (default examples/knox-epouta-ha.yaml, whose router has
 two replicas on Knox; the foreign site stood in for, it plays no part)
 and, from a VM on a Knox node that holds no replica, runs a download
@@ -84,12 +84,16 @@ after 150 ms) and a lease renewal after each kill. Then, --kills times,
 pulls the plug of the serving replica's node (bothnia lab node kill),
 waits for the other to serve, measures, and revives the node.
 
-It does this twice in one run: with bothnia's replicas (the store's
-election, conntrackd's state sync), then with conntrackd stopped, which is
-how Neutron's L3 HA routers fail over (keepalived moves the addresses; no
-connection state follows). Prints per kill and, per kind, the time without
-forwarding and without DNS answers (p50/p99/max), downloads reset and
-leases renewed. About 6 s per kill; everything is removed afterwards.`,
+It does this three times in one run, each in a lab of its own: bothnia's
+replicas (the store's election, conntrackd's state sync); the same without
+conntrackd; and Neutron L3 HA's way, keepalived's VRRP electing as
+Neutron's L3 agent configures it (every instance BACKUP, nopreempt,
+priority 50, advert_int 2 s; its notify_master writes the store's election
+key, which the agents follow) with no connection state. Prints per kill
+and, per kind, the time without forwarding and without DNS answers
+(p50/p99/max), downloads reset and leases renewed, and the ratio of the
+median outage to bothnia's. About 6 s per kill (12 s with keepalived);
+everything is removed afterwards. Needs conntrackd and keepalived.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec := "examples/knox-epouta-ha.yaml"

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -28,7 +29,43 @@ func routerCmd() *cobra.Command {
 		Use:   "router",
 		Short: "A router replica's companions on its node",
 	}
-	c.AddCommand(conntrackdCmd())
+	c.AddCommand(conntrackdCmd(), claimCmd())
+	return c
+}
+
+// claimCmd is how another election system (keepalived's notify_master,
+// in the failover benchmark's peer) tells the agents which replica
+// serves, where the agents are told not to elect (--external-router-election).
+func claimCmd() *cobra.Command {
+	var nodeName string
+	var sf storeFlags
+	c := &cobra.Command{
+		Use:    "claim --node NODE",
+		Short:  "Write NODE into the router's election key (for another election system)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := routerSpec("", sf.c)
+			if err != nil {
+				return err
+			}
+			if s.Router == nil || !slices.Contains(s.Router.Replicas(), nodeName) {
+				return fmt.Errorf("router claim: %s is no replica of the fabric's router", nodeName)
+			}
+			cli, err := store.Connect(sf.c)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err = cli.Put(ctx, store.RouterActiveKey(s.Router.Name), nodeName)
+			return err
+		},
+	}
+	sf.add(c)
+	c.Flags().StringVar(&nodeName, "node", "", "the replica that serves now")
+	_ = c.MarkFlagRequired("node")
 	return c
 }
 

@@ -254,6 +254,9 @@ ready. It serves /healthz, /readyz and Prometheus /metrics on --listen.`,
 		"a router replica's conntrackd (bothnia router conntrackd): told to send its table when this node starts serving")
 	c.Flags().BoolVar(&cfg.StandIn, "foreign-stand-in", false, "lab only: wire a foreign site's node as its own cloud would (plain bridges, Neutron's iptables layout)")
 	_ = c.Flags().MarkHidden("foreign-stand-in")
+	c.Flags().BoolVar(&cfg.ExternalElection, "external-router-election", false,
+		"bench only: leave the choice of the serving router replica to another system (keepalived, through bothnia router claim)")
+	_ = c.Flags().MarkHidden("external-router-election")
 	_ = c.MarkFlagRequired("node")
 	return c
 }
