@@ -28,7 +28,7 @@ import (
 
 // routerPart is the agent's running election for one router.
 type routerPart struct {
-	key    string // router name and what Healthy checks: restart on change
+	key    string           // router name and what Healthy checks: restart on change
 	el     *replica.Elector // nil: another system elects (Config.ExternalElection)
 	cancel context.CancelFunc
 	done   chan struct{}
