@@ -18,27 +18,7 @@ func TestThreeMemberStoreLosesItsLeader(t *testing.T) {
 	if got := len(l.EtcdEndpoints()); got != 3 {
 		t.Fatalf("the lab's store has %d members, want 3", got)
 	}
-	cli, err := store.Connect(l.storeConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	// The leader, found by asking each member.
-	leader := ""
-	for i, ep := range l.EtcdEndpoints() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := cli.Status(ctx, ep)
-		cancel()
-		if err != nil {
-			t.Fatalf("status of %s: %v", ep, err)
-		}
-		if st.Leader == st.Header.MemberId {
-			leader = l.etcdMembers()[i]
-		}
-	}
-	if leader == "" {
-		t.Fatal("no member says it leads")
-	}
+	leader := etcdLeader(t, l)
 	pid, ok := running(l.pidFile(leader))
 	if !ok {
 		t.Fatalf("%s is not running", leader)
@@ -60,4 +40,27 @@ func TestThreeMemberStoreLosesItsLeader(t *testing.T) {
 		t.Fatalf("e1, booted at ePouta in rg while %s hung, cannot reach k1: %v", leader, err)
 	}
 	c.Close()
+}
+
+// etcdLeader is the lab's etcd member that says it leads.
+func etcdLeader(t *testing.T, l *Lab) string {
+	t.Helper()
+	cli, err := store.Connect(l.storeConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for i, ep := range l.EtcdEndpoints() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err != nil {
+			t.Fatalf("status of %s: %v", ep, err)
+		}
+		if st.Leader == st.Header.MemberId {
+			return l.etcdMembers()[i]
+		}
+	}
+	t.Fatal("no member says it leads")
+	return ""
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
-	"github.com/bothnia/bothnia/store"
 )
 
 // Issue 20, in the lab: two replicas of the router on Knox. The one that
@@ -175,23 +174,7 @@ func TestRouterReplicasWhenTheStoresLeaderHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, s := newAgentLab(t, string(raw), func(l *Lab) { l.EtcdMembers = 3 })
-	cli, err := store.Connect(l.storeConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	leader := ""
-	for i, ep := range l.EtcdEndpoints() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := cli.Status(ctx, ep)
-		cancel()
-		if err == nil && st.Leader == st.Header.MemberId {
-			leader = l.etcdMembers()[i]
-		}
-	}
-	if leader == "" {
-		t.Fatal("no member says it leads")
-	}
+	leader := etcdLeader(t, l)
 	w := watchReplicas(t, l, s)
 	time.Sleep(500 * time.Millisecond)
 	pid, ok := running(l.pidFile(leader))

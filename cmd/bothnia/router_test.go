@@ -1,20 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 )
 
-func runRouter(args ...string) (string, error) {
-	c := routerCmd()
-	var out bytes.Buffer
-	c.SetOut(&out)
-	c.SetErr(&out)
-	c.SetArgs(args)
-	err := c.Execute()
-	return out.String(), err
-}
+func runRouter(args ...string) (string, error) { return run(routerCmd(), args...) }
 
 // Each replica's conntrackd syncs over the state-sync link from its own
 // address there, and ignores that link's own traffic; a node with no

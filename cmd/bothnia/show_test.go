@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
-func runShow(args ...string) (string, error) {
-	c := showCmd()
+func runShow(args ...string) (string, error) { return run(showCmd(), args...) }
+
+// run executes a command as the CLI would, returning what it printed.
+func run(c *cobra.Command, args ...string) (string, error) {
 	var out bytes.Buffer
 	c.SetOut(&out)
 	c.SetErr(&out)
