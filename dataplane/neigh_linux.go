@@ -16,7 +16,7 @@ import (
 // answers ARP and neighbour solicitations for. Only permanent entries are
 // bothnia's; what the kernel learned is left alone.
 func (a *applier) neighs(h *netlink.Handle, ns string, l netlink.Link, want *plan.Link) error {
-	if want.Kind != plan.Bridge {
+	if want.Kind != plan.Bridge && want.Kind != plan.Veth {
 		return nil
 	}
 	wantSet := map[string]string{}

@@ -137,6 +137,7 @@ func (b *builder) network(n *spec.Network) error {
 		}
 	}
 
+	var routers func() // after the DHCP servers, which the router knows as neighbours too
 	if infra && s.Router != nil {
 		r := s.Router
 		rid, pid := RouterID(s), RouterPortID(s)
@@ -150,8 +151,10 @@ func (b *builder) network(n *spec.Network) error {
 		if err := addMember(mac, at, r.Address, "router "+r.Name); err != nil {
 			return err
 		}
-		for i, rep := range r.Replicas() {
-			b.router(r, rep, i, rid, pid, mac, br, bits)
+		routers = func() {
+			for i, rep := range r.Replicas() {
+				b.router(r, rep, i, rid, pid, mac, br, bits, members)
+			}
 		}
 	}
 	if infra {
@@ -169,6 +172,9 @@ func (b *builder) network(n *spec.Network) error {
 				b.dhcp(srv, netID, pid, mac, br, bits, gateway)
 			}
 		}
+	}
+	if routers != nil {
+		routers()
 	}
 
 	// Every node with a port on the network gets the bridge and uplink;
@@ -270,16 +276,27 @@ func (b *builder) uplink(n *spec.Network, node, br string, nodes map[string]bool
 // every link, address and route of the active one, its fabric and
 // external legs down: taking over is setting them up and announcing the
 // addresses. Replicas share the state-sync link ha.
-func (b *builder) router(r *spec.Router, node string, index int, rid, pid, mac, br string, bits int) {
+func (b *builder) router(r *spec.Router, node string, index int, rid, pid, mac, br string, bits int, members []member) {
 	nd := b.nodes[node]
 	standby := r.Serving() != node
 	nsName := "qrouter-" + rid
 	qr, tap := "qr-"+short(pid), TapName(pid)
 	ext := netip.MustParsePrefix(r.External.CIDR)
 	ns := Namespace{Name: nsName, Role: RoleRouter, Forwarding: true}
-	ns.Links = append(ns.Links,
-		Link{Name: qr, Kind: Veth, MAC: mac, MTU: b.mtu, Addrs: []string{fmt.Sprintf("%s/%d", r.Address, bits)},
-			Peer: &Peer{HostNS, tap}, Down: standby})
+	leg := Link{Name: qr, Kind: Veth, MAC: mac, MTU: b.mtu, Addrs: []string{fmt.Sprintf("%s/%d", r.Address, bits)},
+		Peer: &Peer{HostNS, tap}, Down: standby}
+	if !standby {
+		// Every member's MAC is known from the spec, as the bridges'
+		// are: a router that takes over, or meets a VM for the first
+		// time, forwards at once instead of asking ARP first.
+		for _, m := range members {
+			if m.ip != "" && m.mac != mac {
+				leg.Neigh = append(leg.Neigh, Neigh{IP: m.ip, MAC: m.mac})
+			}
+		}
+		sort.Slice(leg.Neigh, func(i, j int) bool { return leg.Neigh[i].IP < leg.Neigh[j].IP })
+	}
+	ns.Links = append(ns.Links, leg)
 	gw := Link{Name: "gw", Kind: Veth, MTU: b.s.Link.UnderlayMTU, Addrs: []string{fmt.Sprintf("%s/%d", r.External.Router, ext.Bits())},
 		Down: standby}
 	if r.External.Device != "" {

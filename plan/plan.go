@@ -87,8 +87,9 @@ type Link struct {
 	// entries for: the other nodes' members, known from the spec, so the
 	// bridge can answer for them before it has seen them.
 	Static []string
-	// Neigh are permanent neighbour entries on a bridge: the addresses it
-	// answers for.
+	// Neigh are permanent neighbour entries: on a bridge, the addresses
+	// it answers for; on the serving router's fabric leg, every member of
+	// its network, so that it never waits for ARP.
 	Neigh []Neigh
 }
 
