@@ -40,8 +40,8 @@ type routerPart struct {
 	ns        string   // the router's namespace (plan name)
 	legs      []string // its fabric and external legs
 	announced bool     // a takeover was announced since serving began
-	// standing is set once a standby's table was emptied and refilled
-	// from the serving replica (standBy).
+	// standing is set once a standby asked the serving replica for its
+	// connection tracking table (standBy).
 	standing bool
 }
 
