@@ -85,6 +85,17 @@ func LoadFabric(ctx context.Context, cli *clientv3.Client) (objs Objects, rev, f
 	return objs, resp.Header.Revision, fabricRev, nil
 }
 
+// Fabric reads every object and assembles the fabric they describe, its
+// refused objects left out.
+func Fabric(ctx context.Context, cli *clientv3.Client) (*spec.Spec, error) {
+	objs, _, err := Load(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := Assemble(objs)
+	return s, err
+}
+
 // ErrConflict says the store changed between the read a push was
 // computed from and the write.
 var ErrConflict = errors.New("store: the store changed since it was read; run the push again")

@@ -40,12 +40,7 @@ func (f *osFlags) connect(ctx context.Context) (*clientv3.Client, *spec.Spec, ma
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	objs, _, err := store.Load(ctx, cli)
-	if err != nil {
-		cli.Close()
-		return nil, nil, nil, err
-	}
-	s, _, err := store.Assemble(objs)
+	s, err := store.Fabric(ctx, cli)
 	if err != nil {
 		cli.Close()
 		return nil, nil, nil, err
@@ -323,11 +318,7 @@ not say which driver a cloud runs, so it needs --address-groups-enforced.`,
 // syncOnce runs one sync round for every foreign site with a cloud, from
 // the fabric as the store holds it now.
 func syncOnce(ctx context.Context, cli *clientv3.Client, clouds map[string]*openstack.Cloud, mechanism string) (map[string][]openstack.SyncAction, error) {
-	objs, _, err := store.Load(ctx, cli)
-	if err != nil {
-		return nil, err
-	}
-	s, _, err := store.Assemble(objs)
+	s, err := store.Fabric(ctx, cli)
 	if err != nil {
 		return nil, err
 	}

@@ -45,13 +45,6 @@ func claimCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := routerSpec("", sf.c)
-			if err != nil {
-				return err
-			}
-			if s.Router == nil || !slices.Contains(s.Router.Replicas(), nodeName) {
-				return fmt.Errorf("router claim: %s is no replica of the fabric's router", nodeName)
-			}
 			cli, err := store.Connect(sf.c)
 			if err != nil {
 				return err
@@ -59,6 +52,13 @@ func claimCmd() *cobra.Command {
 			defer cli.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
+			s, err := store.Fabric(ctx, cli)
+			if err != nil {
+				return err
+			}
+			if s.Router == nil || !slices.Contains(s.Router.Replicas(), nodeName) {
+				return fmt.Errorf("router claim: %s is no replica of the fabric's router", nodeName)
+			}
 			_, err = cli.Put(ctx, store.RouterActiveKey(s.Router.Name), nodeName)
 			return err
 		},
@@ -190,10 +190,5 @@ func routerSpec(path string, c store.ClientConfig) (*spec.Spec, error) {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	objs, _, err := store.Load(ctx, cli)
-	if err != nil {
-		return nil, err
-	}
-	s, _, err := store.Assemble(objs)
-	return s, err
+	return store.Fabric(ctx, cli)
 }
