@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/bothnia/bothnia/dataplane"
@@ -252,28 +254,46 @@ func (g garp) send(ns string) error {
 // healthy says whether the node's uplink and external devices are up
 // with a carrier; a device the spec does not name is not checked.
 func (a *Agent) healthy(ctx context.Context, devs []string) func() bool {
+	// One handle for the election's life, asked every beat; opened
+	// again only after a failure.
 	var mu sync.Mutex
+	var h *netlink.Handle
+	context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if h != nil {
+			h.Close()
+			h = nil
+		}
+	})
 	return func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		h, nsh, err := namespace.Netlink(a.cfg.Target.HostNS)
-		if err != nil {
+		if ctx.Err() != nil {
 			return false
 		}
-		defer nsh.Close()
-		defer h.Close()
+		if h == nil {
+			nh, nsh, err := namespace.Netlink(a.cfg.Target.HostNS)
+			if err != nil {
+				return false
+			}
+			nsh.Close()
+			h = nh
+		}
 		for _, d := range devs {
 			if d == "" {
 				continue
 			}
 			l, err := h.LinkByName(d)
-			if err != nil {
-				return false
+			var notFound netlink.LinkNotFoundError
+			if err != nil && !errors.As(err, &notFound) {
+				h.Close()
+				h = nil
 			}
-			if l.Attrs().Flags&net.FlagUp == 0 || l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+			if err != nil || l.Attrs().Flags&net.FlagUp == 0 || l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
 				return false
 			}
 		}
-		return ctx.Err() == nil
+		return true
 	}
 }
