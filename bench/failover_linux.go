@@ -223,7 +223,7 @@ func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint 
 			return fmt.Errorf("bench failover: no replica serves before kill %d: %v", i+1, err)
 		}
 		probe.Reset()
-		dns.reset()
+		dns.Reset()
 		if _, err := l.KillNode(a); err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint 
 				}
 			}
 		}
-		run.dns = append(run.dns, dns.maxGap())
+		run.dns = append(run.dns, dns.MaxGap())
 		run.kills++
 		// A reset reaches the source, not the VM, whose download just
 		// stops: kept means it still grows.
@@ -285,11 +285,9 @@ func failoverKills(w io.Writer, l *lab.Lab, s *spec.Spec, vm *spec.VM, endpoint 
 // does: the first, then the next after 150 ms without an answer. It keeps
 // the longest time without an answer.
 type dnsLoop struct {
+	flows.Silence
 	stop chan struct{}
 	wg   sync.WaitGroup
-	mu   sync.Mutex
-	last time.Time
-	max  time.Duration
 }
 
 func startDNSLoop(ns string, resolvers []string, name string) (*dnsLoop, error) {
@@ -308,7 +306,8 @@ func startDNSLoop(ns string, resolvers []string, name string) (*dnsLoop, error) 
 		}
 		conns = append(conns, &mdns.Conn{Conn: c})
 	}
-	d := &dnsLoop{stop: make(chan struct{}), last: time.Now()}
+	d := &dnsLoop{stop: make(chan struct{})}
+	d.Start()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -329,11 +328,7 @@ func startDNSLoop(ns string, resolvers []string, name string) (*dnsLoop, error) 
 			m.SetQuestion(name, mdns.TypeA)
 			for _, c := range conns {
 				if ask(c, m) {
-					now := time.Now()
-					d.mu.Lock()
-					d.max = max(d.max, now.Sub(d.last))
-					d.last = now
-					d.mu.Unlock()
+					d.Heard()
 					break
 				}
 			}
@@ -358,18 +353,6 @@ func ask(c *mdns.Conn, m *mdns.Msg) bool {
 			return r.Rcode == mdns.RcodeSuccess && len(r.Answer) > 0
 		}
 	}
-}
-
-func (d *dnsLoop) maxGap() time.Duration {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return max(d.max, time.Since(d.last))
-}
-
-func (d *dnsLoop) reset() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.max = 0
 }
 
 func (d *dnsLoop) close() {

@@ -146,19 +146,57 @@ func StartEcho(ns, addr string) (func(), error) {
 	return func() { pc.Close() }, nil
 }
 
-// Probe sends a numbered datagram every interval from ns to an echo and
-// keeps when answers came.
-type Probe struct {
-	c    net.Conn
-	stop chan struct{}
+// Silence keeps the longest time between two answers, of a probe or a
+// query loop, counted from Start.
+type Silence struct {
 	mu   sync.Mutex
 	last time.Time
 	max  time.Duration
 }
 
+// Start counts from now, as if an answer had just come.
+func (s *Silence) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last, s.max = time.Now(), 0
+}
+
+// Heard records an answer now.
+func (s *Silence) Heard() {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.max = max(s.max, now.Sub(s.last))
+	s.last = now
+}
+
+// MaxGap is the longest time without an answer since the last Reset,
+// the current silence included.
+func (s *Silence) MaxGap() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.max, time.Since(s.last))
+}
+
+// Reset starts a new measurement; a silence already under way counts.
+func (s *Silence) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.max = 0
+}
+
+// Probe sends a numbered datagram every interval from ns to an echo and
+// keeps when answers came.
+type Probe struct {
+	Silence
+	c    net.Conn
+	stop chan struct{}
+}
+
 // StartProbe starts sending from ns to addr every interval.
 func StartProbe(ns, addr string, every time.Duration) (*Probe, error) {
-	p := &Probe{stop: make(chan struct{}), last: time.Now()}
+	p := &Probe{stop: make(chan struct{})}
+	p.Start()
 	if err := namespace.Do(ns, func() error {
 		var err error
 		p.c, err = net.Dial("udp4", addr)
@@ -196,29 +234,10 @@ func StartProbe(ns, addr string, every time.Duration) (*Probe, error) {
 				time.Sleep(time.Millisecond)
 				continue
 			}
-			now := time.Now()
-			p.mu.Lock()
-			p.max = max(p.max, now.Sub(p.last))
-			p.last = now
-			p.mu.Unlock()
+			p.Heard()
 		}
 	}()
 	return p, nil
-}
-
-// MaxGap is the longest time without an answer since the last Reset,
-// the current silence included.
-func (p *Probe) MaxGap() time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return max(p.max, time.Since(p.last))
-}
-
-// Reset starts a new measurement.
-func (p *Probe) Reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.max = 0
 }
 
 // Close stops the probe.
