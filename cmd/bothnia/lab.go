@@ -397,10 +397,13 @@ func labNodeCmd() *cobra.Command {
 		Long: `kill stops the node's agent and its DHCP and DNS servers at once (SIGKILL:
 its status key stays in the store until its lease runs out) and takes
 down every link of its namespaces (the underlay, the router's external
-leg), so nothing reaches it and it reaches nothing. revive brings those
-links up and starts what kill stopped; the kernel state a real reboot
-would lose stays, and the agent converges it as after a restart. Both do
-nothing to a node already in that state.`,
+leg), so nothing reaches it and it reaches nothing. revive brings the
+lab's links up (the cabling, the VMs' taps), leaves bothnia's own to the
+node's agent, which brings them up as it plans them (a router replica
+that served before the kill comes back as the standby), and starts what
+kill stopped; the rest of the kernel state a real reboot would lose
+stays, and the agent converges it as after a restart. Both do nothing to
+a node already in that state.`,
 	}
 	var name string
 	for _, verb := range []string{"kill", "revive"} {
