@@ -9,10 +9,13 @@ set -euo pipefail
 # (internal/devcloud); python3-pip and python3-setuptools install bothnia's
 # ML2 driver into that Neutron as an operator would (pip, offline);
 # graphviz renders show topology -o svg; conntrackd (conntrack-tools) syncs
-# router replicas' connection state, conntrack lists it.
+# router replicas' connection state, conntrack lists it; qemu-system-x86,
+# debootstrap, busybox-static (the guests' initramfs shell; it stands in
+# for busybox, udhcpc's dependency), xz-utils and e2fsprogs build and boot
+# the Debian guests of the 802.1Q tests (scripts/guest-image.sh).
 pkgs=(iproute2 nftables iptables ipset udhcpc iputils-ping kmod ca-certificates mariadb-server neutron-server
   rabbitmq-server neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base socat sudo ebtables graphviz
-  python3-pip python3-setuptools conntrackd conntrack)
+  python3-pip python3-setuptools conntrackd conntrack qemu-system-x86 debootstrap busybox-static xz-utils e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
