@@ -69,7 +69,7 @@ func (a *applier) neighs(h *netlink.Handle, ns string, l netlink.Link, want *pla
 	return nil
 }
 
-// suppress sets a bridge port's neighbour suppression and its static
+// suppress sets a bridge port's neighbour suppression, learning and static
 // forwarding entries (the other nodes' MACs) as the plan says.
 func (a *applier) suppress(h *netlink.Handle, ns string, l netlink.Link, want *plan.Link) error {
 	if want.Master == "" {
@@ -84,6 +84,12 @@ func (a *applier) suppress(h *netlink.Handle, ns string, l netlink.Link, want *p
 			return fmt.Errorf("set neigh_suppress: %w", err)
 		}
 		a.changef(ns, "link set %s type bridge_slave neigh_suppress %s", want.Name, onOff(want.NeighSuppress))
+	}
+	if pi.Learning != !want.NoLearning {
+		if err := h.LinkSetLearning(l, !want.NoLearning); err != nil {
+			return fmt.Errorf("set learning: %w", err)
+		}
+		a.changef(ns, "link set %s type bridge_slave learning %s", want.Name, onOff(!want.NoLearning))
 	}
 	if want.Kind != plan.VXLAN && want.Kind != plan.VLAN {
 		return nil

@@ -3,6 +3,7 @@ package lab
 import (
 	"encoding/binary"
 	"net"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/namespace"
+	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
 
@@ -103,4 +105,75 @@ func TestARPForKnownVMsStaysOnTheNode(t *testing.T) {
 	if !far.has("request 10.101.128.10 10.101.0.99") {
 		t.Error("a request for an unknown address did not flood to epouta-c1: the watch sees nothing")
 	}
+}
+
+// A frame from the link that claims a MAC of this node's VM (a switch
+// reflecting a flood back, as the seed's fibre did; another site's
+// forgery) moves nothing: the uplink learns no MAC, so the VM stays where
+// its tap is and the other site still reaches it. Before, the bridge
+// learnt the MAC on the uplink and dropped what came for the VM.
+func TestAFrameFromTheLinkMovesNoLocalMAC(t *testing.T) {
+	s, err := spec.Parse([]byte(twoNodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(t, s, []byte(twoNodes))
+	ls, err := LabSpec(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Compile(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := net.ParseMAC("fa:16:3e:80:00:0a")
+	var tap, br string
+	for _, n := range p.Nodes {
+		for _, port := range n.Ports {
+			if port.VM == "k1" {
+				tap, br = port.Name, port.Bridge
+			}
+		}
+	}
+	frame := append(append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, k1...), 0x88, 0xb5)
+	frame = append(frame, make([]byte, 46)...)
+	if err := packetsock.Send(l.NodeNS("epouta-c1"), plan.VXLANName(1203), frame); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := fdbPort(t, l.NodeNS("knox-ctl"), br, k1); got != tap {
+		t.Errorf("knox-ctl forwards k1's MAC to %q after a frame from the link claimed it, want k1's tap %s", got, tap)
+	}
+	out, err := exec.Command("ip", "netns", "exec", l.VMNS("e1"), "ping", "-c", "1", "-W", "1", "10.101.128.10").CombinedOutput()
+	if err != nil {
+		t.Errorf("e1 no longer reaches k1: %v\n%s", err, out)
+	}
+}
+
+// fdbPort is the port of bridge br that its table sends mac to.
+func fdbPort(t *testing.T, ns, br string, mac net.HardwareAddr) string {
+	t.Helper()
+	h, nsh, err := namespace.Netlink(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	defer h.Close()
+	bl, err := h.LinkByName(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns2, err := h.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ns2 {
+		if n.MasterIndex != bl.Attrs().Index || n.HardwareAddr.String() != mac.String() {
+			continue
+		}
+		if port, err := h.LinkByIndex(n.LinkIndex); err == nil {
+			return port.Attrs().Name
+		}
+	}
+	return ""
 }

@@ -191,6 +191,7 @@ func (b *builder) network(n *spec.Network) error {
 			// As the site's Neutron wires it: ARP and ND cross the link.
 			up.NeighSuppress = false
 		} else {
+			up.NoLearning = true
 			bridge.Neigh = remoteNeighbours(name, members)
 			for _, m := range members {
 				if m.node != name {

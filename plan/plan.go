@@ -83,6 +83,12 @@ type Link struct {
 	// NeighSuppress makes a bridge port (the uplink) one that ARP and
 	// neighbour solicitations the bridge can answer are not sent to.
 	NeighSuppress bool
+	// NoLearning makes a bridge port (a managed node's uplink) one the
+	// bridge learns no MAC from: every other node's member is a Static
+	// entry, and a frame from the wire that claims a MAC of this node's
+	// (one the fibre reflects, the seed's bug; one another site forges)
+	// cannot move it onto the uplink.
+	NoLearning bool
 	// Static are MACs a bridge port (the uplink) has static forwarding
 	// entries for: the other nodes' members, known from the spec, so the
 	// bridge can answer for them before it has seen them.
@@ -266,6 +272,9 @@ func (l *Link) String() string {
 	}
 	if l.NeighSuppress {
 		b.WriteString(" neigh_suppress")
+	}
+	if l.NoLearning {
+		b.WriteString(" port_learning off")
 	}
 	for _, a := range l.Addrs {
 		fmt.Fprintf(&b, " addr %s", a)
