@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,12 +23,6 @@ import (
 	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/trace"
 )
-
-// traceTable is the table trace --kernel adds, and removes, in each of the
-// lab's node and router namespaces: it sets nftrace on the traced packet's
-// addresses, in the bridge and in the inet prerouting hooks, before
-// anything of bothnia's (or of the iptables layout's) sees it.
-const traceTable = "bothnia-trace"
 
 // TraceKernel sends the packet a model trace describes for real, from the
 // source VM, with nftables tracing on in every node and router namespace of
@@ -49,18 +42,11 @@ func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, r trace.Request) (*trace
 	if err != nil {
 		return nil, err
 	}
-	match := fmt.Sprintf("ip saddr %s ip daddr %s", t.Src, t.Dst)
-	rules := fmt.Sprintf(`table bridge %[1]s {
-	chain pre { type filter hook prerouting priority -400; %[2]s meta nftrace set 1; }
-}
-table ip %[1]s {
-	chain pre { type filter hook prerouting priority -400; %[2]s meta nftrace set 1; }
-}
-`, traceTable, match)
+	rules := trace.KernelRules(t)
 	var added []string
 	defer func() {
 		for _, ns := range added {
-			_ = exec.Command("ip", "netns", "exec", ns, "nft", "delete table bridge "+traceTable+"; delete table ip "+traceTable).Run()
+			_ = exec.Command("ip", "netns", "exec", ns, "nft", "delete table bridge "+trace.KernelTable+"; delete table ip "+trace.KernelTable).Run()
 		}
 	}()
 	for _, tn := range nss {
@@ -73,8 +59,7 @@ table ip %[1]s {
 		added = append(added, ns)
 	}
 	var mu sync.Mutex
-	var lines []string
-	var hops []trace.Hop
+	var traced []trace.Traced
 	var mons []*exec.Cmd
 	for _, tn := range nss {
 		cmd := exec.Command("ip", "netns", "exec", tn.ns, "nft", "monitor", "trace")
@@ -91,10 +76,7 @@ table ip %[1]s {
 			for sc.Scan() {
 				if line := sc.Text(); strings.HasPrefix(line, "trace id") {
 					mu.Lock()
-					lines = append(lines, tn.ns+": "+line)
-					if h, ok := trace.KernelHop(tn.node, tn.router, line); ok {
-						hops = append(hops, h)
-					}
+					traced = append(traced, trace.Traced{NS: tn.ns, Node: tn.node, Router: tn.router, Line: line})
 					mu.Unlock()
 				}
 			}
@@ -121,55 +103,10 @@ table ip %[1]s {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	k := &trace.Kernel{Lines: slices.Clone(lines), Verdict: "delivered", Hops: compact(hops)}
-	for _, h := range k.Hops {
-		if h.Drop != "" {
-			k.Verdict = "dropped"
-		}
+	if len(traced) == 0 && answered {
+		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
 	}
-	if k.Verdict == "delivered" && !forged && !answered {
-		k.Verdict = "not answered, and no rule dropped it"
-		for _, h := range k.Hops {
-			if h.Router {
-				// The router saw it and sent it nowhere: no route (the
-				// allowlist), a routing decision, not a rule.
-				k.Verdict = "dropped"
-				k.Lines = append(k.Lines, "the router received it and had no route for it")
-				break
-			}
-		}
-	}
-	k.Disagreements = t.Compare(k.Hops)
-	if len(lines) == 0 {
-		if answered {
-			return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
-		}
-		// Not on the VM's own network: nothing answers its neighbour
-		// request, and the packet never leaves the VM.
-		k.Verdict = "dropped"
-		k.Lines = []string{"nothing traced: the packet never reached a node (no neighbour on the VM's network has the address)"}
-	}
-	return k, nil
-}
-
-// compact keeps a hop per node in the order the kernel saw them, with the
-// first drop there.
-func compact(hops []trace.Hop) []trace.Hop {
-	var out []trace.Hop
-	at := map[trace.Hop]int{}
-	for _, h := range hops {
-		key := trace.Hop{Node: h.Node, Router: h.Router}
-		i, ok := at[key]
-		if !ok {
-			i = len(out)
-			at[key] = i
-			out = append(out, key)
-		}
-		if out[i].Drop == "" {
-			out[i].Drop = h.Drop
-		}
-	}
-	return out
+	return t.Judge(traced, answered, forged), nil
 }
 
 // traceNS is a namespace trace --kernel watches: a node's, or its router's.
