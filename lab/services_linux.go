@@ -213,11 +213,11 @@ func (l *Lab) writeFabric(s *spec.Spec) (string, error) {
 	return path, os.WriteFile(path, b, 0o644)
 }
 
-// dhcpScript is what udhcpc runs on each event: it configures the VM's
+// DHCPScript is what udhcpc runs on each event: it configures the VM's
 // interface from the lease and records the lease for check. It touches
 // nothing outside the VM's namespace (no resolv.conf: the namespaces share
 // the host's files).
-const dhcpScript = `#!/bin/sh
+const DHCPScript = `#!/bin/sh
 case "$1" in
 deconfig)
 	ip -4 addr flush dev "$interface"
@@ -282,7 +282,7 @@ func DHCPVMs(s *spec.Spec) map[string]bool {
 // hold its address yet, all at once, and fails if any gets no lease.
 func (l *Lab) runDHCPClients(ports []plan.Port, dhcpVMs map[string]bool) ([]string, error) {
 	script := filepath.Join(l.stateDir(), "udhcpc.script")
-	if err := os.WriteFile(script, []byte(dhcpScript), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte(DHCPScript), 0o755); err != nil {
 		return nil, err
 	}
 	var mu sync.Mutex

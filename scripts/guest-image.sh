@@ -14,7 +14,7 @@
 set -euo pipefail
 cache=${1:-/var/cache/bothnia/guest}
 # What the tests run inside a guest, beyond debootstrap's minimal base.
-packages=iproute2,nftables,iptables,kmod,busybox,udhcpc,procps,iputils-ping
+packages=iproute2,nftables,iptables,kmod,busybox,udhcpc,procps,iputils-ping,tcpdump
 
 # The kernel: the newest linux-image-6.1 Debian's metapackage names.
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -85,6 +85,8 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 mkdir -p /run/netns /var/run
+# The initramfs pointed the kernel at its own modprobe; this one's is kmod.
+echo /sbin/modprobe >/proc/sys/kernel/modprobe
 for m in virtio_net virtio_console 9pnet_virtio 9p 8021q bridge br_netfilter; do modprobe "$m"; done
 name=$(sed -n 's/.*bothnia\.name=\([^ ]*\).*/\1/p' /proc/cmdline)
 hostname "${name:-guest}"

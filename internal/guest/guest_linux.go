@@ -134,6 +134,12 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := ip("-n", c.NS, "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
+	// A quieter switch: no IPv6 router solicitations of its ports on the
+	// captures (the bridge still sends IGMP reports: SwitchMACs).
+	if out, err := exec.Command("ip", "netns", "exec", c.NS, "sysctl", "-qw",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("guest: %s: sysctl: %w: %s", c.NS, err, out)
+	}
 	segments := map[string]bool{}
 	for _, g := range o.Guests {
 		for _, n := range g.NICs {
@@ -266,6 +272,26 @@ func (c *Cluster) plug(g *Guest, tap, segment string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// SwitchMACs are the MACs of the host's side of the segments (bridges
+// and taps), whose own frames (IGMP reports) are on the captures too.
+func (c *Cluster) SwitchMACs() (map[string]bool, error) {
+	out, err := exec.Command("ip", "-n", c.NS, "-j", "link", "show").Output()
+	if err != nil {
+		return nil, fmt.Errorf("guest: ip -n %s link: %w", c.NS, err)
+	}
+	var ls []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal(out, &ls); err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, l := range ls {
+		m[l.Address] = true
+	}
+	return m, nil
 }
 
 // PcapPath is where qemu writes every frame NIC i carries, both ways.

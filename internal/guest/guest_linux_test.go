@@ -28,7 +28,14 @@ func TestTwoGuestsTalkOverVLAN1203(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.KeepLogs("/tmp/guestlogs"); c.Close() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, g := range c.Guests {
+				t.Logf("%s console:\n%s", g.Name, g.Serial(20))
+			}
+		}
+		c.Close()
+	})
 	a, b := c.Guest("a"), c.Guest("b")
 	for _, g := range []*Guest{a, b} {
 		last := map[*Guest]string{a: "1", b: "2"}[g]

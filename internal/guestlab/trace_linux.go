@@ -1,0 +1,104 @@
+package guestlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bothnia/bothnia/internal/guest"
+	"github.com/bothnia/bothnia/trace"
+)
+
+// TraceKernel is trace --kernel in the guests: the packet the model's
+// trace describes is sent for real from the VM's namespace, with the same
+// nftables tracing (trace.KernelRules) on in every node and router
+// namespace of every guest, and judged as the lab judges it (Judge). The
+// VM's own source only: a forged packet is the lab's to trace. Responders
+// must be listening (listen) for a TCP packet to be answered.
+func (f *Fabric) TraceKernel(ctx context.Context, t *trace.Trace, r trace.Request) (*trace.Kernel, error) {
+	if r.SrcIP != "" || r.SrcMAC != "" {
+		return nil, errors.New("guestlab: trace --kernel sends the VM's own packets only")
+	}
+	if !t.Src.Is4() || !t.Dst.Is4() {
+		return nil, errors.New("trace --kernel: IPv4 only")
+	}
+	// Each guest: the rules and a monitor in its own namespace and its
+	// router's, each monitor writing to a file of its namespace's name.
+	// The rules go in the script: the share is cached in the guests.
+	arm := "set -e\ncat > /run/trace.nft <<'EOF'\n" + trace.KernelRules(t) + "EOF\n" + `
+for ns in root $(ip netns list | awk '$1 ~ /^bn-qrouter-/ {print $1}'); do
+  run=""; [ "$ns" = root ] || run="ip netns exec $ns"
+  $run nft -f /run/trace.nft
+  $run stdbuf -oL nft monitor trace > /run/trace-$ns.txt 2>/dev/null &
+done`
+	const collect = `pkill -f '^nft monitor trace' || true
+sleep 0.2
+for f in /run/trace-*.txt; do
+  ns=$(basename "$f" .txt); ns=${ns#trace-}
+  run=""; [ "$ns" = root ] || run="ip netns exec $ns"
+  $run nft delete table bridge ` + trace.KernelTable + ` 2>/dev/null || true
+  $run nft delete table ip ` + trace.KernelTable + ` 2>/dev/null || true
+  grep '^trace id' "$f" | sed "s|^|$ns	|" || true
+  rm -f "$f"
+done`
+	nodes := f.Spec.NodeNames()
+	if err := f.onAll(ctx, nodes, arm, nil); err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second) // the monitors subscribe (slowly, emulated)
+	var answered bool
+	p := &prober{f}
+	switch t.Proto {
+	case 1:
+		answered = p.ICMP(ctx, r.From, t.Dst) == nil
+	case 6:
+		_, err := p.TCP(ctx, r.From, t.Dst, t.DPort)
+		answered = err == nil || strings.Contains(err.Error(), "connection refused")
+	default:
+		return nil, fmt.Errorf("guestlab: trace --kernel sends ICMP and TCP, not protocol %d", t.Proto)
+	}
+	time.Sleep(500 * time.Millisecond) // the last events arrive
+	var mu sync.Mutex
+	var traced []trace.Traced
+	err := f.onAll(ctx, nodes, collect, func(node, out string) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range strings.Split(out, "\n") {
+			ns, line, ok := strings.Cut(l, "\t")
+			if !ok {
+				continue
+			}
+			traced = append(traced, trace.Traced{NS: node + "/" + ns, Node: node, Router: ns != "root", Line: line})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(traced) == 0 && answered {
+		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
+	}
+	return t.Judge(traced, answered, false), nil
+}
+
+// onAll runs a script on the nodes' guests at once, handing each output
+// to out.
+func (f *Fabric) onAll(ctx context.Context, nodes []string, script string, out func(node, out string)) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		wg.Add(1)
+		go func(i int, n string, g *guest.Guest) {
+			defer wg.Done()
+			o, err := g.Sh(ctx, script)
+			errs[i] = err
+			if err == nil && out != nil {
+				out(n, o)
+			}
+		}(i, n, f.Guest(n))
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
