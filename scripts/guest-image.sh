@@ -52,23 +52,31 @@ file_magic=$(head -c 4 "$tmp/vmlinux" | od -An -c | tr -d ' ')
 
 # Modules the guests use, not all 400 MB of them.
 mods=$tmp/k/lib/modules/$kver/kernel
-prune() { # DEST: copy the modules the guests need into DEST/lib/modules
-  local d=$1/lib/modules/$kver
+prune() { # DEST PATH...: copy those modules (globs under kernel/) into DEST
+  local dest=$1 d=$1/lib/modules/$kver p f
+  shift
   mkdir -p "$d/kernel"
-  for p in net drivers/net drivers/virtio drivers/block/virtio_blk.ko drivers/char/virtio_console.ko \
-    drivers/firmware/qemu_fw_cfg.ko fs/9p fs/netfs fs/fscache fs/ext4 fs/jbd2 fs/mbcache.ko lib crypto arch; do
-    [[ -e $mods/$p ]] || continue
-    mkdir -p "$d/kernel/$(dirname "$p")"
-    cp -a "$mods/$p" "$d/kernel/$(dirname "$p")/"
+  for p in "$@"; do
+    for f in $mods/$p; do
+      [[ -e $f ]] || continue
+      mkdir -p "$d/kernel/$(dirname "${f#"$mods"/}")"
+      cp -a "$f" "$d/kernel/$(dirname "${f#"$mods"/}")/"
+    done
   done
   cp "$tmp/k/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$d/" 2>/dev/null || true
-  depmod -b "$1" "$kver"
+  depmod -b "$dest" "$kver"
 }
+# The root: networking (802.1Q, bridge, netfilter, veth, vxlan, macvlan,
+# virtio-net), 9p, the serial port, and what they need.
+rootmods=(net 'drivers/net/*.ko' drivers/net/vxlan drivers/virtio drivers/block/virtio_blk.ko
+  drivers/char/virtio_console.ko fs/9p fs/netfs fs/fscache fs/ext4 fs/jbd2 fs/mbcache.ko lib crypto arch)
+# The initramfs: only what mounting the root takes.
+initmods=(drivers/virtio drivers/block/virtio_blk.ko fs/ext4 fs/jbd2 fs/mbcache.ko lib/crc16.ko crypto/crc32c_generic.ko)
 
 echo "guest-image: debootstrap bookworm ($packages)" >&2
 debootstrap --variant=minbase --include="$packages" bookworm "$tmp/root" "$mirror" >>"$log" 2>&1 ||
   fail "debootstrap from $mirror failed"
-prune "$tmp/root"
+prune "$tmp/root" "${rootmods[@]}"
 rm -rf "$tmp/root"/var/cache/apt/archives/*.deb "$tmp/root"/var/lib/apt/lists/*
 echo bothnia-guest >"$tmp/root/etc/hostname"
 mkdir -p "$tmp/root/host"
@@ -110,7 +118,7 @@ ir=$tmp/initrd
 mkdir -p "$ir"/{bin,dev,proc,sys,newroot}
 cp /bin/busybox "$ir/bin/busybox"
 for a in sh mount switch_root modprobe sleep cat; do ln -s busybox "$ir/bin/$a"; done
-prune "$ir"
+prune "$ir" "${initmods[@]}"
 cat >"$ir/init" <<'EOF'
 #!/bin/sh
 mount -t proc proc /proc

@@ -88,6 +88,9 @@ type Cluster struct {
 	NS     string // the host namespace holding the segments and taps
 	Share  string
 	Guests map[string]*Guest
+	// Booted is how long the guests took from qemu's start until every
+	// agent answered.
+	Booted time.Duration
 	order  []*Guest
 	dir    string
 }
@@ -157,6 +160,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			}
 		}
 	}
+	booting := time.Now()
 	for i, cfg := range o.Guests {
 		g, err := c.boot(i, cfg, o)
 		if err != nil {
@@ -177,6 +181,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		}(i, g)
 	}
 	wg.Wait()
+	c.Booted = time.Since(booting)
 	return c, errors.Join(errs...)
 }
 

@@ -21,6 +21,7 @@ func TestTwoGuestsTalkOverVLAN1203(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	start := time.Now()
 	c, err := Start(ctx, Options{Prefix: kerneltest.Prefix(t), Image: img, Share: t.TempDir(), Guests: []Config{
 		{Name: "a", NICs: []NIC{{Segment: "fibre", MAC: "52:54:00:00:00:0a"}}},
 		{Name: "b", NICs: []NIC{{Segment: "fibre", MAC: "52:54:00:00:00:0b"}}},
@@ -28,6 +29,7 @@ func TestTwoGuestsTalkOverVLAN1203(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("two guests booted in %s (%s with building their binaries)", c.Booted.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, g := range c.Guests {

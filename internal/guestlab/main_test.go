@@ -81,7 +81,9 @@ func fabric(t *testing.T) *Fabric {
 		if errUp != nil && shared != nil {
 			errUp = fmt.Errorf("%w\n%s", errUp, consoles(shared))
 		}
-		t.Logf("five guests booted and the fabric up in %s", time.Since(start).Round(100*time.Millisecond))
+		if shared != nil && shared.Cluster != nil {
+			t.Logf("five guests booted in %s, the fabric up in them %s after the start", shared.Cluster.Booted.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+		}
 	})
 	if errUp != nil {
 		t.Fatal(errUp)

@@ -48,7 +48,7 @@ done`
 	if err := f.onAll(ctx, nodes, arm, nil); err != nil {
 		return nil, err
 	}
-	time.Sleep(time.Second) // the monitors subscribe (slowly, emulated)
+	time.Sleep(1500 * time.Millisecond) // the monitors subscribe (slowly, emulated)
 	var answered bool
 	p := &prober{f}
 	switch t.Proto {

@@ -306,29 +306,32 @@ func TestVLANARPAndBroadcast(t *testing.T) {
 		}
 	}
 
-	// A broadcast of the other project: listeners on every VM.
+	// A broadcast of the other project: a capture in every VM, each
+	// started and listening before the broadcast goes.
 	unknown := "10.101.128.77"
-	listen := map[string]string{}
-	var b strings.Builder
+	filter := "arp and host " + unknown
 	for vm, node := range f.NodeOf {
-		listen[vm] = node
+		if _, err := f.Guest(node).Sh(ctx, fmt.Sprintf("(timeout 15 ip netns exec %[1]s tcpdump -l -n -i eth0 -c 3 '%[2]s' >/run/bcast-%[1]s.out 2>/run/bcast-%[1]s.err &)", VMNS(vm), filter)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	type cap struct{ vm, out string }
-	done := make(chan cap, len(listen))
-	for vm, node := range listen {
-		go func(vm, node string) {
-			out, _ := f.Guest(node).Sh(ctx, fmt.Sprintf("timeout 6 ip netns exec %s tcpdump -l -n -i eth0 -c 3 'arp and host %s' 2>/dev/null; true", VMNS(vm), unknown))
-			done <- cap{vm, out}
-		}(vm, node)
+	for vm, node := range f.NodeOf {
+		if out, err := f.Guest(node).Sh(ctx, fmt.Sprintf("for i in $(seq 100); do grep -q 'listening on' /run/bcast-%[1]s.err && exit 0; sleep 0.1; done; cat /run/bcast-%[1]s.err; exit 1", VMNS(vm))); err != nil {
+			t.Fatalf("the capture in %s did not start: %v\n%s", vm, err, out)
+		}
 	}
-	time.Sleep(2 * time.Second) // the captures start
 	// The kernel asks three times, by broadcast, for the unanswered address.
 	_, _ = f.VMGuest("sandbox-vm1").Sh(ctx, fmt.Sprintf("ip netns exec %s ping -c 3 -W 1 %s", VMNS("sandbox-vm1"), unknown))
+	time.Sleep(500 * time.Millisecond)
 	saw := map[string]bool{}
-	for range listen {
-		c := <-done
-		saw[c.vm] = strings.Contains(c.out, unknown)
-		fmt.Fprintf(&b, "%s: %q\n", c.vm, strings.TrimSpace(c.out))
+	var b strings.Builder
+	for vm, node := range f.NodeOf {
+		out, err := f.Guest(node).Sh(ctx, fmt.Sprintf("pkill -x tcpdump; sleep 0.2; cat /run/bcast-%[1]s.out; rm -f /run/bcast-%[1]s.*", VMNS(vm)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saw[vm] = strings.Contains(out, unknown)
+		fmt.Fprintf(&b, "%s: %q\n", vm, strings.TrimSpace(out))
 	}
 	if !saw["sandbox-vm2"] {
 		t.Errorf("sandbox-vm2 (knox-c2) did not see sandbox-vm1's ARP broadcast:\n%s", b.String())
