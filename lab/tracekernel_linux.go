@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 	"golang.org/x/net/ipv4"
 
 	"github.com/bothnia/bothnia/check"
@@ -178,12 +176,10 @@ func (l *Lab) sendFrame(s *spec.Spec, vm, to, srcMAC string, t *trace.Trace) err
 			return err
 		}
 	}
-	pkt, err := ipPacket(t)
+	frame, err := t.Frame(src, dst)
 	if err != nil {
 		return err
 	}
-	frame := append(append(append([]byte{}, dst...), src...), 0x08, 0x00)
-	frame = append(frame, pkt...)
 	return namespace.Do(l.VMNS(vm), func() error {
 		ifc, err := net.InterfaceByName("eth0")
 		if err != nil {
@@ -198,32 +194,9 @@ func (l *Lab) sendFrame(s *spec.Spec, vm, to, srcMAC string, t *trace.Trace) err
 	})
 }
 
-// ipPacket is the IPv4 packet a trace describes, header and all.
-func ipPacket(t *trace.Trace) ([]byte, error) {
-	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice(), Protocol: layers.IPProtocol(t.Proto)}
-	var payload []gopacket.SerializableLayer
-	switch t.Proto {
-	case 6:
-		tcp := &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(t.DPort), SYN: true, Seq: 1, Window: 64240}
-		_ = tcp.SetNetworkLayerForChecksum(ip)
-		payload = []gopacket.SerializableLayer{ip, tcp}
-	case 17:
-		udp := &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(t.DPort)}
-		_ = udp.SetNetworkLayerForChecksum(ip)
-		payload = []gopacket.SerializableLayer{ip, udp, gopacket.Payload("bothnia trace")}
-	default:
-		payload = []gopacket.SerializableLayer{ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 1, Seq: 1}, gopacket.Payload("bothnia trace")}
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, payload...); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
 // sendRaw writes one IPv4 packet, header and all, from the VM.
 func (l *Lab) sendRaw(vm string, t *trace.Trace) error {
-	b, err := ipPacket(t)
+	b, err := t.IPv4Packet()
 	if err != nil {
 		return err
 	}

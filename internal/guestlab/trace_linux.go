@@ -4,24 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/bothnia/bothnia/internal/guest"
+	"github.com/bothnia/bothnia/internal/guest/wire"
 	"github.com/bothnia/bothnia/trace"
 )
 
 // TraceKernel is trace --kernel in the guests: the packet the model's
 // trace describes is sent for real from the VM's namespace, with the same
 // nftables tracing (trace.KernelRules) on in every node and router
-// namespace of every guest, and judged as the lab judges it (Judge). The
-// VM's own source only: a forged packet is the lab's to trace. Responders
-// must be listening (listen) for a TCP packet to be answered.
+// namespace of every guest, and judged as the lab judges it (Judge).
+// Responders must be listening (listen) for a TCP packet to be answered. A
+// forged packet (another source address or MAC) goes as one Ethernet
+// frame from the VM's eth0, to the target VM's MAC (or broadcast when the
+// target is not a VM), from the forged MAC or the VM's own.
 func (f *Fabric) TraceKernel(ctx context.Context, t *trace.Trace, r trace.Request) (*trace.Kernel, error) {
-	if r.SrcIP != "" || r.SrcMAC != "" {
-		return nil, errors.New("guestlab: trace --kernel sends the VM's own packets only")
-	}
+	forged := r.SrcIP != "" || r.SrcMAC != ""
 	if !t.Src.Is4() || !t.Dst.Is4() {
 		return nil, errors.New("trace --kernel: IPv4 only")
 	}
@@ -51,10 +53,14 @@ done`
 	time.Sleep(1500 * time.Millisecond) // the monitors subscribe (slowly, emulated)
 	var answered bool
 	p := &prober{f}
-	switch t.Proto {
-	case 1:
+	switch {
+	case forged:
+		if err := f.sendForged(ctx, t, r); err != nil {
+			return nil, err
+		}
+	case t.Proto == 1:
 		answered = p.ICMP(ctx, r.From, t.Dst) == nil
-	case 6:
+	case t.Proto == 6:
 		_, err := p.TCP(ctx, r.From, t.Dst, t.DPort)
 		answered = err == nil || strings.Contains(err.Error(), "connection refused")
 	default:
@@ -80,7 +86,38 @@ done`
 	if len(traced) == 0 && answered {
 		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
 	}
-	return t.Judge(traced, answered, false), nil
+	return t.Judge(traced, answered, forged), nil
+}
+
+// sendForged sends the trace's packet as one frame from the VM.
+func (f *Fabric) sendForged(ctx context.Context, t *trace.Trace, r trace.Request) error {
+	vm, _ := f.Spec.VM(r.From)
+	if vm == nil {
+		return fmt.Errorf("trace --kernel: no VM %s", r.From)
+	}
+	srcMAC := vm.MAC
+	if r.SrcMAC != "" {
+		srcMAC = r.SrcMAC
+	}
+	src, err := net.ParseMAC(srcMAC)
+	if err != nil {
+		return fmt.Errorf("trace --kernel: source MAC %q: %w", srcMAC, err)
+	}
+	dst := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if to, _ := f.Spec.VM(r.To); to != nil {
+		if dst, err = net.ParseMAC(to.MAC); err != nil {
+			return err
+		}
+	}
+	frame, err := t.Frame(src, dst)
+	if err != nil {
+		return err
+	}
+	resp, err := f.VMGuest(r.From).Do(ctx, wire.Request{Op: wire.OpFrame, Namespace: VMNS(r.From), Iface: "eth0", Frame: frame})
+	if err == nil && resp.RC != 0 {
+		err = errors.New(resp.Err)
+	}
+	return err
 }
 
 // onAll runs a script on the nodes' guests at once, handing each output

@@ -394,10 +394,10 @@ func TestVLANRouterAndDHCPAcrossTheLink(t *testing.T) {
 	}
 }
 
-// trace --kernel in VLAN mode: each kind of cell of check's matrix sent
-// for real from its VM, traced by nftables in every node and router
-// namespace of every guest, judged as the lab judges it; the kernel's
-// verdict and path are the model's.
+// trace --kernel in VLAN mode: each kind of cell of check's matrix, and
+// forged packets, sent for real from their VM, traced by nftables in
+// every node and router namespace of every guest, judged as the lab
+// judges it; the kernel's verdict and path are the model's.
 func TestVLANTraceKernelAgreesWithTheModel(t *testing.T) {
 	f := fabric(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -416,6 +416,12 @@ func TestVLANTraceKernelAgreesWithTheModel(t *testing.T) {
 		{From: "sandbox-vm1", To: "sandbox-vm2", Proto: "tcp", Port: 7000}, // the other project's own group
 		{From: "knox-vm2", To: "198.51.100.10", Proto: "tcp", Port: 7000},  // allowlisted, through the router
 		{From: "epouta-vm1", To: "203.0.113.99", Proto: "icmp"},            // off the allowlist
+		// Forged, as the lab traces them: another address, another MAC
+		// (both dropped by anti-spoofing), and the VM's own MAC in a raw
+		// frame (delivered: the frame path itself is sound).
+		{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcIP: "10.101.128.99"},
+		{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcMAC: "fa:16:3e:00:00:99"},
+		{From: "knox-vm2", To: "knox-vm1", Proto: "tcp", Port: 7000, SrcMAC: "fa:16:3e:80:00:0b"},
 	}
 	verdicts := map[string]int{}
 	for _, r := range reqs {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/bothnia/bothnia/check"
 	"github.com/bothnia/bothnia/internal/guest/wire"
+	"github.com/bothnia/bothnia/internal/packetsock"
 )
 
 func main() {
@@ -102,6 +103,10 @@ func (d *daemon) serve(req wire.Request) {
 			err = p.ICMP(ctx, "", addr)
 		}
 		if err != nil {
+			r.RC, r.Err = 1, err.Error()
+		}
+	case wire.OpFrame:
+		if err := packetsock.Send(req.Namespace, req.Iface, req.Frame); err != nil {
 			r.RC, r.Err = 1, err.Error()
 		}
 	default:

@@ -10,6 +10,7 @@ const (
 	OpUnlisten = "unlisten" // stop the responders kept under Key
 	OpTCP      = "tcp"      // check's TCP probe from Namespace to Addr:Port; Out is the source the responder saw
 	OpICMP     = "icmp"     // check's echo probe from Namespace to Addr
+	OpFrame    = "frame"    // send Frame, a whole Ethernet frame, on Iface in Namespace
 )
 
 // Request is one thing for the guest to do.
@@ -23,6 +24,8 @@ type Request struct {
 	Port       int      `json:"port,omitempty"`
 	Ports      []int    `json:"ports,omitempty"`
 	Key        string   `json:"key,omitempty"`
+	Iface      string   `json:"iface,omitempty"`
+	Frame      []byte   `json:"frame,omitempty"`
 	TimeoutMS  int64    `json:"timeout_ms,omitempty"`
 }
 
