@@ -26,6 +26,18 @@ type validator struct {
 	owners map[string]string
 	macs   map[string]string
 	names  map[string]string
+
+	// What the later checks measure against, set by Validate and sites.
+	fabric   netip.Prefix
+	fabricOK bool
+	halves   map[string]netip.Prefix // each site's half of the fabric
+	pools    []pool
+}
+
+// pool is a site's address pool and the field that gave it.
+type pool struct {
+	field string
+	r     Range
 }
 
 func (v *validator) addf(field, format string, args ...any) {
@@ -127,113 +139,15 @@ func clip(s string) string {
 func (s *Spec) Validate() error {
 	v := &validator{owners: map[string]string{}, macs: map[string]string{}, names: map[string]string{}}
 
-	fabric, fabricOK := v.prefix("fabric.cidr", s.Fabric.CIDR)
+	v.fabric, v.fabricOK = v.prefix("fabric.cidr", s.Fabric.CIDR)
+	fabric, fabricOK := v.fabric, v.fabricOK
 	if s.Fabric.Name == "" {
 		v.addf("fabric.name", "the fabric needs a name")
 	}
 
-	// Sites: halves inside the fabric, disjoint, pools inside their half.
-	type pool struct {
-		field string
-		r     Range
-	}
-	var pools []pool
-	halves := map[string]netip.Prefix{}
 	siteNames := s.SiteNames()
-	if len(siteNames) == 0 {
-		v.addf("sites", "a fabric needs at least one site")
-	}
-	for _, sn := range siteNames {
-		site := s.Sites[sn]
-		f := "sites." + sn
-		if site == nil {
-			v.addf(f, "empty site")
-			continue
-		}
-		half, ok := v.prefix(f+".cidr", site.CIDR)
-		if ok {
-			if fabricOK && !(fabric.Contains(half.Addr()) && half.Bits() >= fabric.Bits()) {
-				v.addf(f+".cidr", "%s lies outside the fabric %s", half, fabric)
-			}
-			for on, oh := range halves {
-				if oh.Overlaps(half) {
-					v.addf(f+".cidr", "%s overlaps site %s's %s; the sites must split the fabric", half, on, oh)
-				}
-			}
-			halves[sn] = half
-		}
-		for i, ps := range site.Pools {
-			pf := fmt.Sprintf("%s.pools[%d]", f, i)
-			r, err := ParseRange(ps)
-			if err != nil {
-				v.addf(pf, "%v", err)
-				continue
-			}
-			if ok && !r.Within(half) {
-				v.addf(pf, "%s lies outside %s's half %s", r, sn, half)
-			}
-			for _, p := range pools {
-				if p.r.Overlaps(r) {
-					v.addf(pf, "%s overlaps %s (%s); pools must not share addresses", r, p.field, p.r)
-				}
-			}
-			pools = append(pools, pool{pf, r})
-		}
-		if len(site.Nodes) == 0 {
-			v.addf(f+".nodes", "site %s has no nodes", sn)
-		}
-		switch site.Mode {
-		case "", Managed, Foreign:
-		default:
-			v.addf(f+".mode", "%q is not a mode; use managed (bothnia runs on the site's nodes) or foreign (only an API account there)", site.Mode)
-		}
-		for i, n := range site.Nodes {
-			nf := fmt.Sprintf("%s.nodes[%d]", f, i)
-			v.uniqueName("node", nf+".name", n.Name)
-			if n.Role != "controller" && n.Role != "compute" {
-				v.addf(nf+".role", "%q is not a role; use controller or compute", n.Role)
-			}
-			if a, ok := v.addr(nf+".underlay", n.Underlay); ok {
-				v.claim("underlay", nf+".underlay", a)
-			}
-			if len(n.Name) > 40 {
-				v.addf(nf+".name", "%q is longer than 40 characters", clip(n.Name))
-			}
-		}
-	}
-
-	inPool := func(a netip.Addr) (pool, bool) {
-		for _, p := range pools {
-			if p.r.Contains(a) {
-				return p, true
-			}
-		}
-		return pool{}, false
-	}
-	siteOf := func(a netip.Addr) string {
-		for sn, h := range halves {
-			if h.Contains(a) {
-				return sn
-			}
-		}
-		return ""
-	}
-	// infra checks an address that serves the whole fabric: inside it, in
-	// no pool (a pool address may be handed to a VM at any time).
-	infra := func(field string, a netip.Addr) {
-		if fabricOK && !fabric.Contains(a) {
-			v.addf(field, "%s lies outside the fabric %s", a, fabric)
-		}
-		if p, ok := inPool(a); ok {
-			v.addf(field, "%s lies inside the pool %s (%s); reserve it by moving the pool's bounds", a, p.field, p.r)
-		}
-		v.claim("", field, a)
-	}
-	nodeRef := func(field, node string) {
-		if s.NodeSite(node) == "" {
-			v.addf(field, "unknown node %q; it must be one of the sites' nodes", node)
-		}
-	}
+	v.sites(s, siteNames)
+	nodeRef := func(field, node string) { v.nodeRef(s, field, node) }
 
 	// Link.
 	switch s.Link.Mode {
@@ -249,7 +163,7 @@ func (s *Spec) Validate() error {
 		v.addf("link.underlay_mtu", "%d is not a plausible MTU (1280-9216)", s.Link.UnderlayMTU)
 	}
 
-	validateDHCP(v, s, siteNames, halves, infra, nodeRef)
+	validateDHCP(v, s, siteNames, v.halves, v.infra, nodeRef)
 	if s.DNS != nil {
 		validateResolvers(v, s, siteNames)
 		for i, fw := range s.DNS.Forwarders {
@@ -264,139 +178,10 @@ func (s *Spec) Validate() error {
 		}
 	}
 
-	// Router.
-	if r := s.Router; r != nil {
-		if r.Name == "" {
-			v.addf("router.name", "the router needs a name")
-		}
-		validateReplicas(v, s, r, nodeRef)
-		if s.Network(r.Network) == nil {
-			v.addf("router.network", "unknown network %q; the router needs a leg in one of the networks", r.Network)
-		}
-		if a, ok := v.addr("router.address", r.Address); ok {
-			// The gateway is the one address that may sit in either half
-			// (the seed's 10.101.0.1 lives on Knox): only the fabric bounds it.
-			if fabricOK && !fabric.Contains(a) {
-				v.addf("router.address", "gateway %s lies outside the fabric %s; VMs could not reach it on-link", a, fabric)
-			}
-			infra("router.address", a)
-		}
-		ext, extOK := v.prefix("router.external.cidr", r.External.CIDR)
-		if extOK && fabricOK && ext.Overlaps(fabric) {
-			v.addf("router.external.cidr", "%s overlaps the fabric %s; the transfer network must be outside it", ext, fabric)
-		}
-		ga, gOK := v.addr("router.external.router", r.External.Router)
-		ha, hOK := v.addr("router.external.host", r.External.Host)
-		if extOK && gOK && !ext.Contains(ga) {
-			v.addf("router.external.router", "%s lies outside %s", ga, ext)
-		}
-		if extOK && hOK && !ext.Contains(ha) {
-			v.addf("router.external.host", "%s lies outside %s", ha, ext)
-		}
-		if gOK && hOK && ga == ha {
-			v.addf("router.external.host", "%s is also the router's end; the two ends need two addresses", ha)
-		}
-		if len(r.Allow) == 0 {
-			v.addf("router.allow", "no destinations are allowed; list at least one, or drop the router")
-		}
-		for i, al := range r.Allow {
-			af := fmt.Sprintf("router.allow[%d]", i)
-			p, ok := allowedPrefix(v, af+".prefix", al.Prefix)
-			if ok && fabricOK && p.Overlaps(fabric) {
-				v.addf(af+".prefix", "%s overlaps the fabric %s; the fabric is routed on-link, not through gw", p, fabric)
-			}
-			if ok && p.Bits() == 0 {
-				v.addf(af+".prefix", "%s is a default route; the router must not have one (list the destinations instead)", p)
-			}
-		}
+	if s.Router != nil {
+		v.router(s, s.Router, nodeRef)
 	}
-	// Networks and VMs.
-	segments := map[int]string{}
-	bridges, taps, portIDs := map[string]string{}, map[string]string{}, map[string]string{}
-	secured := 0
-	for i, n := range s.Networks {
-		f := fmt.Sprintf("networks[%d]", i)
-		v.uniqueName("network", f+".name", n.Name)
-		obj := fmt.Sprintf("%s (%s)", f, n.Name)
-		if n.ID != "" && !validID(n.ID) {
-			v.addf(f+".id", "%q is not a Neutron network UUID such as 1a6abf7e-f927-4598-9a6c-c4311e685e52 (lowercase); leave it out to derive one", n.ID)
-		} else if id := s.NetworkID(n); id != "" {
-			// Two networks on one bridge would be one L2 segment: two
-			// projects merged.
-			dev := "brq" + id[:DeviceIDLen]
-			if prev, ok := bridges[dev]; ok {
-				v.addf(f+".id", "its bridge %s is also %s's: the two networks would share one segment; give one of them another ID", dev, prev)
-			}
-			bridges[dev] = obj
-		}
-		max := 4094
-		if s.Link.Mode == "vxlan" {
-			max = 1<<24 - 1
-		}
-		if n.Segment < 1 || n.Segment > max {
-			v.addf(f+".segment", "%d is outside 1-%d", n.Segment, max)
-		} else if prev, ok := segments[n.Segment]; ok {
-			v.addf(f+".segment", "segment %d is already used by %s; each network needs its own", n.Segment, prev)
-		} else {
-			segments[n.Segment] = f
-		}
-		// A network without VMs is valid: a cloud's network before its
-		// first VM boots. Only the router and DHCP servers sit on it then.
-		for j, vm := range n.VMs {
-			vf := fmt.Sprintf("%s.vms[%d]", f, j)
-			v.uniqueName("vm", vf+".name", vm.Name)
-			vobj := fmt.Sprintf("%s (%s)", vf, vm.Name)
-			if vm.PortID != "" && !validID(vm.PortID) {
-				v.addf(vf+".port_id", "%q is not a Neutron port UUID such as b83935a5-3012-4c1e-9a5e-6f0d2c3b4a10 (lowercase); leave it out to derive one", vm.PortID)
-			} else if id := s.PortID(n, vm); id != "" {
-				if prev, ok := portIDs[id]; ok {
-					v.addf(vf+".port_id", "%s is also %s's port ID; each port needs its own", id, prev)
-				} else if dev := "tap" + id[:DeviceIDLen]; taps[dev] != "" {
-					v.addf(vf+".port_id", "its tap %s is also %s's: the two ports would share one device; give one of them another port ID", dev, taps[dev])
-				}
-				portIDs[id] = vobj
-				taps["tap"+id[:DeviceIDLen]] = vobj
-			}
-			if vm.Secured() {
-				secured++
-			}
-			nodeRef(vf+".node", vm.Node)
-			if hw, err := net.ParseMAC(vm.MAC); err != nil || len(hw) != 6 {
-				v.addf(vf+".mac", "%q is not a MAC address such as fa:16:3e:00:00:01", vm.MAC)
-			} else if hw[0]&1 == 1 {
-				v.addf(vf+".mac", "%s is a multicast address; a port needs a unicast MAC", hw)
-			} else if isZeroMAC(hw) {
-				v.addf(vf+".mac", "%s is the all-zero MAC, which no interface may send from (bridges drop it); use one such as fa:16:3e:00:00:01", hw)
-			} else {
-				k := strings.ToLower(hw.String())
-				if prev, ok := v.macs[k]; ok {
-					v.addf(vf+".mac", "%s is already used by %s", hw, prev)
-				}
-				v.macs[k] = vf + ".mac"
-			}
-			v.port(s, vf, vm)
-			a, ok := v.addr(vf+".ip", vm.IP)
-			if !ok {
-				continue
-			}
-			if fabricOK && !fabric.Contains(a) {
-				v.addf(vf+".ip", "%s lies outside the fabric %s", a, fabric)
-			}
-			if fabricOK && (a == fabric.Addr() || a == lastAddr(fabric)) {
-				v.addf(vf+".ip", "%s is the fabric %s's network or broadcast address; no host may use it", a, fabric)
-			}
-			site := s.NodeSite(vm.Node)
-			if h, ok := halves[site]; ok && !h.Contains(a) {
-				if other := siteOf(a); other != "" {
-					v.addf(vf+".ip", "%s lies in %s's half %s, but node %s is in %s (%s); pick an address of %s", a, other, halves[other], vm.Node, site, h, h)
-				} else {
-					v.addf(vf+".ip", "%s lies outside %s's half %s", a, site, h)
-				}
-			}
-			v.claim(n.Name, vf+".ip", a)
-		}
-	}
-
+	secured := v.networks(s, nodeRef)
 	if secured > MaxSecuredPorts {
 		v.addf("networks", "%d ports have port security, more than the %d the firewall can number; split the fabric or turn port security off where it is not needed", secured, MaxSecuredPorts)
 	}
