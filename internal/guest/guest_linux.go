@@ -122,9 +122,10 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	c = &Cluster{NS: o.Prefix + "-guests", Share: o.Share, Guests: map[string]*Guest{}, dir: dir}
+	made := c // the returns below set c to nil
 	defer func() {
 		if err != nil {
-			c.Close()
+			made.Close()
 			c = nil
 		}
 	}()

@@ -2,6 +2,7 @@ package guest
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,32 @@ ip link set br0 up; ip link set br0.1203 up; ip link set br0.1204 up`); err != n
 	}
 	if out, _ := b.Sh(ctx, "uname -r"); !strings.HasPrefix(out, "6.1.") {
 		t.Fatalf("the guest runs kernel %q, want Debian's 6.1", out)
+	}
+}
+
+// A guest that cannot boot fails Start with qemu's own words, and nothing
+// of the cluster is left: no namespace, no qemu.
+func TestStartCleansUpWhenAGuestCannotBoot(t *testing.T) {
+	kerneltest.RequireRoot(t)
+	prefix := kerneltest.Prefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	empty := t.TempDir()
+	c, err := Start(ctx, Options{Prefix: prefix, Image: Image{Dir: empty}, Share: t.TempDir(), Guests: []Config{
+		{Name: "a", NICs: []NIC{{Segment: "fibre", MAC: "52:54:00:00:00:0a"}}},
+	}})
+	if err == nil {
+		c.Close()
+		t.Fatal("a guest without a kernel booted")
+	}
+	if !strings.Contains(err.Error(), "qemu exited") || !strings.Contains(err.Error(), empty) {
+		t.Fatalf("the error does not say that qemu exited and why: %v", err)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), prefix) {
+		t.Fatalf("the cluster's namespace is left:\n%s", out)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64 -name a ").Output(); len(out) > 0 {
+		t.Fatalf("qemu is left: %s", out)
 	}
 }
