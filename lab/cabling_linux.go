@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/bothnia/bothnia/check"
 	"github.com/bothnia/bothnia/plan"
 	"github.com/bothnia/bothnia/spec"
 )
@@ -165,24 +166,17 @@ func (l *Lab) sharedOutside(e *ensurer, s *spec.Spec) error {
 	return run(steps)
 }
 
-// Endpoint is an address in the lab's outside namespace.
-type Endpoint struct {
-	Name    string
-	Addr    netip.Addr
-	Allowed bool
-}
-
-// Endpoints lists the outside's addresses: the first address of every
-// allowlisted prefix and of every blocked one.
-func Endpoints(s *spec.Spec) []Endpoint {
-	var out []Endpoint
+// Endpoints lists the outside's addresses, as check's endpoints: the
+// first address of every allowlisted prefix and of every blocked one.
+func Endpoints(s *spec.Spec) []check.Endpoint {
+	var out []check.Endpoint
 	if s.Router != nil {
 		for _, a := range s.Router.Allow {
-			out = append(out, Endpoint{a.Name, spec.AllowedPrefix(a.Prefix).Addr(), true})
+			out = append(out, check.Endpoint{Name: a.Name, Addr: spec.AllowedPrefix(a.Prefix).Addr(), Allowed: true})
 		}
 	}
 	for _, b := range s.Lab.Blocked {
-		out = append(out, Endpoint{b.Name, spec.AllowedPrefix(b.Prefix).Addr(), false})
+		out = append(out, check.Endpoint{Name: b.Name, Addr: spec.AllowedPrefix(b.Prefix).Addr()})
 	}
 	return out
 }

@@ -17,10 +17,7 @@ func (l *Lab) Check(ctx context.Context, s *spec.Spec, full bool) ([]check.Resul
 	for _, vm := range check.VMs(s) {
 		nss = append(nss, l.VMNS(vm.Name))
 	}
-	var eps []check.Endpoint
-	for _, ep := range Endpoints(s) {
-		eps = append(eps, check.Endpoint{Name: ep.Name, Addr: ep.Addr, Allowed: ep.Allowed})
-	}
+	eps := Endpoints(s)
 	if len(eps) > 0 {
 		nss = append(nss, l.OutsideNS())
 	}

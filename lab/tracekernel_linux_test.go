@@ -21,10 +21,7 @@ func TestTraceKernelAgreesWithTheModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var eps []check.Endpoint
-	for _, ep := range Endpoints(s) {
-		eps = append(eps, check.Endpoint{Name: ep.Name, Addr: ep.Addr, Allowed: ep.Allowed})
-	}
+	eps := Endpoints(s)
 	type req struct{ r trace.Request }
 	var reqs []req
 	probes := check.Expect(s, fw, eps)

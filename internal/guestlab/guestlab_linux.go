@@ -224,10 +224,7 @@ func (f *Fabric) Lease(ctx context.Context, vm string) (map[string]string, error
 func (f *Fabric) Check(ctx context.Context, full bool) ([]check.Result, error) {
 	s := f.Spec
 	fw := f.Desired.Nodes[0].Firewall
-	var eps []check.Endpoint
-	for _, ep := range lab.Endpoints(s) {
-		eps = append(eps, check.Endpoint{Name: ep.Name, Addr: ep.Addr, Allowed: ep.Allowed})
-	}
+	eps := lab.Endpoints(s)
 	stop, err := f.listen(ctx, "check")
 	if err != nil {
 		return nil, err
