@@ -436,12 +436,6 @@ func (c *Cluster) Close() {
 // through the nil it gets.
 func (c *Cluster) Guest(name string) *Guest { return c.Guests[name] }
 
-// KeepLogs copies every guest's run directory (console, qemu's log, the
-// pcaps) under dst, for a failed test to leave behind.
-func (c *Cluster) KeepLogs(dst string) error {
-	return exec.Command("cp", "-a", c.dir+"/.", dst).Run()
-}
-
 func ip(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
