@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/bothnia/bothnia/check"
+	"github.com/bothnia/bothnia/internal/packetsock"
 	"github.com/bothnia/bothnia/namespace"
 	"github.com/bothnia/bothnia/spec"
 	"github.com/bothnia/bothnia/trace"
@@ -90,7 +91,7 @@ func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, r trace.Request) (*trace
 	var answered bool
 	var sendErr error
 	if r.SrcMAC != "" {
-		sendErr = l.sendFrame(s, fromVM, r.To, r.SrcMAC, t)
+		sendErr = l.sendFrame(s, r, t)
 	} else {
 		answered, sendErr = l.send(fromVM, t, forged)
 	}
@@ -101,10 +102,7 @@ func (l *Lab) TraceKernel(s *spec.Spec, t *trace.Trace, r trace.Request) (*trace
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(traced) == 0 && answered {
-		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
-	}
-	return t.Judge(traced, answered, forged), nil
+	return t.Judge(traced, answered, forged)
 }
 
 // traceNS is a namespace trace --kernel watches: a node's, or its router's.
@@ -162,36 +160,13 @@ func (l *Lab) send(vm string, t *trace.Trace, forged bool) (bool, error) {
 	return false, l.sendRaw(vm, t)
 }
 
-// sendFrame writes one Ethernet frame from the VM's eth0 with the given
-// source MAC: the IPv4 packet sendRaw would send, to the target VM's MAC,
-// or to broadcast when the target is an address.
-func (l *Lab) sendFrame(s *spec.Spec, vm, to, srcMAC string, t *trace.Trace) error {
-	src, err := net.ParseMAC(srcMAC)
-	if err != nil {
-		return fmt.Errorf("trace --kernel: --src-mac %q: %w", srcMAC, err)
-	}
-	dst := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	if v, _ := s.VM(to); v != nil {
-		if dst, err = net.ParseMAC(v.MAC); err != nil {
-			return err
-		}
-	}
-	frame, err := t.Frame(src, dst)
+// sendFrame writes one Ethernet frame from the VM's eth0 (trace.Frame).
+func (l *Lab) sendFrame(s *spec.Spec, r trace.Request, t *trace.Trace) error {
+	frame, err := t.Frame(s, r)
 	if err != nil {
 		return err
 	}
-	return namespace.Do(l.VMNS(vm), func() error {
-		ifc, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer syscall.Close(fd)
-		return syscall.Sendto(fd, frame, 0, &syscall.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6, Addr: [8]byte{dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]}})
-	})
+	return packetsock.Send(l.VMNS(r.From), VMDev, frame)
 }
 
 // sendRaw writes one IPv4 packet, header and all, from the VM.

@@ -1,6 +1,9 @@
 package trace
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // KernelTable is the nftables table trace --kernel adds, and removes, in
 // each node and router namespace it watches.
@@ -32,8 +35,12 @@ type Traced struct {
 // monitors printed while it went and whether it was answered: dropped if
 // any rule or chain policy dropped it, delivered if nothing did and (for
 // a packet with the VM's own source, not forged) it was answered; its path
-// is held to the model's stages (Compare).
-func (t *Trace) Judge(traced []Traced, answered, forged bool) *Kernel {
+// is held to the model's stages (Compare). An answered packet that no
+// namespace traced is an error: the tracing did not work.
+func (t *Trace) Judge(traced []Traced, answered, forged bool) (*Kernel, error) {
+	if len(traced) == 0 && answered {
+		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
+	}
 	k := &Kernel{Verdict: "delivered"}
 	var hops []Hop
 	for _, tr := range traced {
@@ -67,7 +74,7 @@ func (t *Trace) Judge(traced []Traced, answered, forged bool) *Kernel {
 		k.Verdict = "dropped"
 		k.Lines = []string{"nothing traced: the packet never reached a node (no neighbour on the VM's network has the address)"}
 	}
-	return k
+	return k, nil
 }
 
 // compact keeps a hop per node in the order the kernel saw them, with the

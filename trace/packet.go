@@ -1,10 +1,13 @@
 package trace
 
 import (
+	"fmt"
 	"net"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/bothnia/bothnia/spec"
 )
 
 // IPv4Packet is the IPv4 packet a trace describes, header and all, as
@@ -31,8 +34,29 @@ func (t *Trace) IPv4Packet() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Frame is IPv4Packet in an Ethernet frame from src to dst.
-func (t *Trace) Frame(src, dst net.HardwareAddr) ([]byte, error) {
+// Frame is IPv4Packet in the Ethernet frame trace --kernel sends for a
+// forged packet: from the request's source MAC (the VM's own if it forges
+// none), to the target VM's MAC, or to broadcast when the target is not a
+// VM of the spec.
+func (t *Trace) Frame(s *spec.Spec, r Request) ([]byte, error) {
+	vm, _ := s.VM(r.From)
+	if vm == nil {
+		return nil, fmt.Errorf("trace --kernel: no VM %s", r.From)
+	}
+	srcMAC := vm.MAC
+	if r.SrcMAC != "" {
+		srcMAC = r.SrcMAC
+	}
+	src, err := net.ParseMAC(srcMAC)
+	if err != nil {
+		return nil, fmt.Errorf("trace --kernel: source MAC %q: %w", srcMAC, err)
+	}
+	dst := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if to, _ := s.VM(r.To); to != nil {
+		if dst, err = net.ParseMAC(to.MAC); err != nil {
+			return nil, err
+		}
+	}
 	pkt, err := t.IPv4Packet()
 	if err != nil {
 		return nil, err

@@ -274,8 +274,8 @@ func (f *Fabric) listen(ctx context.Context, key string) (stop func(), err error
 // prober sends check's probes from a VM's namespace in its guest.
 type prober struct{ f *Fabric }
 
-func (p *prober) do(ctx context.Context, req wire.Request) (wire.Response, error) {
-	r, err := p.f.VMGuest(req.Namespace[len("vm-"):]).Do(ctx, req)
+func (p *prober) do(ctx context.Context, vm string, req wire.Request) (wire.Response, error) {
+	r, err := p.f.VMGuest(vm).Do(ctx, req)
 	if err != nil {
 		return r, err
 	}
@@ -286,11 +286,11 @@ func (p *prober) do(ctx context.Context, req wire.Request) (wire.Response, error
 }
 
 func (p *prober) TCP(ctx context.Context, vm string, addr netip.Addr, port int) (string, error) {
-	r, err := p.do(ctx, wire.Request{Op: wire.OpTCP, Namespace: VMNS(vm), Addr: addr.String(), Port: port, TimeoutMS: 1500})
+	r, err := p.do(ctx, vm, wire.Request{Op: wire.OpTCP, Namespace: VMNS(vm), Addr: addr.String(), Port: port, TimeoutMS: 1500})
 	return strings.TrimSpace(r.Out), err
 }
 
 func (p *prober) ICMP(ctx context.Context, vm string, addr netip.Addr) error {
-	_, err := p.do(ctx, wire.Request{Op: wire.OpICMP, Namespace: VMNS(vm), Addr: addr.String(), TimeoutMS: 1500})
+	_, err := p.do(ctx, vm, wire.Request{Op: wire.OpICMP, Namespace: VMNS(vm), Addr: addr.String(), TimeoutMS: 1500})
 	return err
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/bothnia/bothnia/internal/guest"
 	"github.com/bothnia/bothnia/internal/guest/wire"
+	"github.com/bothnia/bothnia/node"
 	"github.com/bothnia/bothnia/trace"
 )
 
@@ -46,8 +46,7 @@ for f in /run/trace-*.txt; do
   grep '^trace id' "$f" | sed "s|^|$ns	|" || true
   rm -f "$f"
 done`
-	nodes := f.Spec.NodeNames()
-	if err := f.onAll(ctx, nodes, arm, nil); err != nil {
+	if err := f.onAll(ctx, arm, nil); err != nil {
 		return nil, err
 	}
 	time.Sleep(1500 * time.Millisecond) // the monitors subscribe (slowly, emulated)
@@ -69,7 +68,7 @@ done`
 	time.Sleep(500 * time.Millisecond) // the last events arrive
 	var mu sync.Mutex
 	var traced []trace.Traced
-	err := f.onAll(ctx, nodes, collect, func(node, out string) {
+	err := f.onAll(ctx, collect, func(node, out string) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, l := range strings.Split(out, "\n") {
@@ -83,33 +82,13 @@ done`
 	if err != nil {
 		return nil, err
 	}
-	if len(traced) == 0 && answered {
-		return nil, errors.New("trace --kernel: the packet was answered, but no node traced it")
-	}
-	return t.Judge(traced, answered, forged), nil
+	return t.Judge(traced, answered, forged)
 }
 
-// sendForged sends the trace's packet as one frame from the VM.
+// sendForged sends the trace's packet as one frame from the VM
+// (trace.Frame).
 func (f *Fabric) sendForged(ctx context.Context, t *trace.Trace, r trace.Request) error {
-	vm, _ := f.Spec.VM(r.From)
-	if vm == nil {
-		return fmt.Errorf("trace --kernel: no VM %s", r.From)
-	}
-	srcMAC := vm.MAC
-	if r.SrcMAC != "" {
-		srcMAC = r.SrcMAC
-	}
-	src, err := net.ParseMAC(srcMAC)
-	if err != nil {
-		return fmt.Errorf("trace --kernel: source MAC %q: %w", srcMAC, err)
-	}
-	dst := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	if to, _ := f.Spec.VM(r.To); to != nil {
-		if dst, err = net.ParseMAC(to.MAC); err != nil {
-			return err
-		}
-	}
-	frame, err := t.Frame(src, dst)
+	frame, err := t.Frame(f.Spec, r)
 	if err != nil {
 		return err
 	}
@@ -120,22 +99,14 @@ func (f *Fabric) sendForged(ctx context.Context, t *trace.Trace, r trace.Request
 	return err
 }
 
-// onAll runs a script on the nodes' guests at once, handing each output
+// onAll runs a script on every node's guest at once, handing each output
 // to out.
-func (f *Fabric) onAll(ctx context.Context, nodes []string, script string, out func(node, out string)) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(nodes))
-	for i, n := range nodes {
-		wg.Add(1)
-		go func(i int, n string, g *guest.Guest) {
-			defer wg.Done()
-			o, err := g.Sh(ctx, script)
-			errs[i] = err
-			if err == nil && out != nil {
-				out(n, o)
-			}
-		}(i, n, f.Guest(n))
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+func (f *Fabric) onAll(ctx context.Context, script string, out func(node, out string)) error {
+	return f.each(func(st *node.State, g *guest.Guest) error {
+		o, err := g.Sh(ctx, script)
+		if err == nil && out != nil {
+			out(st.Name, o)
+		}
+		return err
+	})
 }
