@@ -19,14 +19,7 @@ func TestThreeMemberStoreLosesItsLeader(t *testing.T) {
 		t.Fatalf("the lab's store has %d members, want 3", got)
 	}
 	leader := etcdLeader(t, l)
-	pid, ok := running(l.pidFile(leader))
-	if !ok {
-		t.Fatalf("%s is not running", leader)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	hang(t, l, leader)
 	t.Logf("%s (the leader) hangs", leader)
 
 	startSink(t, l.VMNS("k1"), 7000)
@@ -63,4 +56,18 @@ func etcdLeader(t *testing.T, l *Lab) string {
 	}
 	t.Fatal("no member says it leads")
 	return ""
+}
+
+// hang stops a lab process (SIGSTOP) until the test ends, as a member
+// that hangs without dying.
+func hang(t *testing.T, l *Lab, name string) {
+	t.Helper()
+	pid, ok := running(l.pidFile(name))
+	if !ok {
+		t.Fatalf("%s is not running", name)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 }

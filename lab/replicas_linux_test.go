@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -177,14 +176,7 @@ func TestRouterReplicasWhenTheStoresLeaderHangs(t *testing.T) {
 	leader := etcdLeader(t, l)
 	w := watchReplicas(t, l, s)
 	time.Sleep(500 * time.Millisecond)
-	pid, ok := running(l.pidFile(leader))
-	if !ok {
-		t.Fatalf("%s is not running", leader)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	hang(t, l, leader)
 	hung := time.Now()
 	served := ""
 	for served == "" && time.Since(hung) < 20*time.Second {
